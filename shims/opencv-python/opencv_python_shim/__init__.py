@@ -1,0 +1,1 @@
+"""Empty stand-in: cv2 comes from opencv-python-headless."""
