@@ -1,0 +1,101 @@
+# reelforge: one target per stage. `make demo` and `make test` are the whole set-up on a fresh machine.
+# Variables: CONFIG (a name under configs/ or a YAML path), INPUT (footage for demo/split), ARGS (extra CLI args).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+RF := $(VENV)/bin/reelforge
+STAMP := $(VENV)/.installed
+CONFIG ?= demo
+INPUT ?=
+ARGS ?=
+RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
+
+.PHONY: setup demo test test-fast lint quality style clean bench \
+        bench-split bench-score bench-caption bench-train bench-scale \
+        sample-footage probe split score filter caption encode train sample report
+
+## set-up ------------------------------------------------------------------------------------------
+setup: $(STAMP)
+
+# Rebuilt only when the dependency pins change; a no-op otherwise.
+$(STAMP): pyproject.toml shims/opencv-python/pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "reelforge needs $(PYTHON) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip check
+	touch $@
+
+## the two commands of the README ------------------------------------------------------------------
+demo: setup
+	$(RF) demo --config $(CONFIG) $(INPUT) $(ARGS)
+
+test: setup
+	$(VENV)/bin/pytest -q $(ARGS)
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow" $(ARGS)
+
+## stages (each one Ray Data job or command over the same store) ----------------------------------
+sample-footage: setup
+	$(RF) sample-footage data/sample_footage
+
+probe: setup
+	$(call RUN,probe) $(INPUT)
+
+split: setup
+	$(call RUN,split) $(INPUT)
+
+score: setup
+	$(call RUN,score)
+
+filter: setup
+	$(call RUN,filter)
+
+caption: setup
+	$(call RUN,caption)
+
+encode: setup
+	$(call RUN,encode)
+
+train: setup
+	$(call RUN,train)
+
+sample: setup
+	$(call RUN,sample)
+
+report: setup
+	$(call RUN,report)
+
+## benchmarks (JSON under bench/results/, a table printed) ----------------------------------------
+bench: bench-split bench-score bench-caption bench-train bench-scale
+
+bench-split: setup
+	$(PY) bench/split.py $(ARGS)
+
+bench-score: setup
+	$(PY) bench/score.py $(ARGS)
+
+bench-caption: setup
+	$(PY) bench/caption.py $(ARGS)
+
+bench-train: setup
+	$(PY) bench/train.py $(ARGS)
+
+bench-scale: setup
+	$(PY) bench/scale.py $(ARGS)
+
+## code quality: `quality` checks, `style` fixes ---------------------------------------------------
+lint quality: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+style: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .venv-* .cache data .pytest_cache .mypy_cache .ruff_cache bench/results/*.json
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

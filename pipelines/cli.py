@@ -1,0 +1,189 @@
+"""The `reelforge` command: one subcommand per stage, each a thin call into pipelines/jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.store import Store, StoreError
+
+EPILOG = """\
+Every stage reads one pipeline config (configs/<name>.yaml, default: demo) and writes into the project
+folder `store.root`, which holds two Lance datasets: videos.lance and clips.lance. Any config value can
+be changed for one run with --set section.key=value (repeatable), e.g. --set split.detector=adaptive.
+Jobs use a local Ray unless `ray.address` or $RAY_ADDRESS names a cluster.
+"""
+
+
+class NotBuilt(RuntimeError):
+    """A stage whose implementation has not landed yet: said plainly, exit non-zero, nothing written."""
+
+
+class UsageError(RuntimeError):
+    """Bad input on the command line (missing input, unwritable output, ...): one line, exit non-zero."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=None, metavar="NAME|PATH",
+        help="pipeline config: a name under configs/ (demo, cluster) or a YAML path "
+        "(default: $REELFORGE_CONFIG or 'demo')",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value for this run; values are parsed as YAML (numbers, true/false, "
+        "lists, null); repeatable",
+    )
+    parser.add_argument(
+        "--root", default=None, metavar="DIR",
+        help="project folder holding videos.lance and clips.lance (shortcut for --set store.root=DIR)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reelforge",
+        description="reelforge: raw footage -> scene clips -> scores -> captions -> Lance -> a trained DiT.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p)
+        return p
+
+    p = sub.add_parser(
+        "sample-footage", help="write the built-in sample footage and its ground truth",
+        description="Write a deterministic set of short videos made from scikit-image's photographs "
+        "(hard cuts, a dissolve, static/fast/blurred/dark/text shots, VP9 WebM, variable frame rate) "
+        "with <file>.gt.json ground truth beside each. Takes a few seconds.",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="folder to write the videos into (created)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the camera shake (default 0)")
+
+    p = add("probe", "print what each input file is (codec, size, fps, VFR, rotation, errors)",
+            "Probe input files with PyAV without writing anything: container, codec, size, rotation, "
+            "nominal and average fps, variable frame rate, duration, frames, audio; or the reason a file "
+            "is unusable.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files, folders, globs or list files (default: input.paths of the config)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")
+
+    p = add("split", "split footage into scene clips (Ray Data job) -> videos + clips tables",
+            "Probe each input, detect shot boundaries with PySceneDetect on one PyAV decode pass, cut "
+            "clips on exact container timestamps, verify them and store them in the clips table. "
+            "Re-running skips files already done (exactly-once resume).")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files, folders, globs or list files (default: input.paths of the config)")
+    p.add_argument("--scenes-only", action="store_true",
+                   help="detect shot boundaries only, write nothing to the store (use with --json)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
+                   help="write the detected boundaries (path, seconds, frame index, kind) per input file")
+
+    p = add("score", "score clips: aesthetics, motion, technical quality, on-screen text, embedding, duplicates",
+            "Add score columns to the clips table with a Ray Data job (model scorers as actors). "
+            "Resumes: only clips lacking the columns are scored unless --recompute.")
+    p.add_argument("--recompute", action="store_true", help="score every clip again and replace the columns")
+
+    p = add("filter", "select clips with the config's filter expression (recorded with the dataset)",
+            "Evaluate filter.expression over the score columns and store the selection as the `selected` "
+            "column; clips are never deleted.")
+    p.add_argument("--expression", default=None, help="use this expression instead of filter.expression")
+
+    p = add("caption", "caption the selected clips with a vision-language model (vLLM)",
+            "Caption clips with the engine in caption.engine (vllm in-process or an OpenAI-compatible "
+            "server). Only clips lacking a caption are captioned unless --recaption.")
+    p.add_argument("--recaption", action="store_true", help="caption every clip again")
+
+    add("encode", "precompute VAE latents and text embeddings into Lance columns",
+        "Encode the selected, captioned clips into latents and their captions into text embeddings, so "
+        "training does not decode video on every epoch.")
+
+    p = add("train", "train the DiT (and its video autoencoder) on the clips table",
+            "Train on the clips selected by filter.expression; resumes from the last checkpoint in "
+            "train.out_dir.")
+    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
+
+    p = add("sample", "generate videos from prompts with a trained checkpoint (MP4 + GIF)",
+            "Sample videos for prompts with the Euler sampler and classifier-free guidance.")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable; default: sample.prompts)")
+
+    p = add("report", "write the HTML report of the dataset (or --scores for a text summary)",
+            "Counts per stage, score histograms with filter thresholds, thumbnails, captions, duplicates "
+            "and the configs used.")
+    p.add_argument("--scores", action="store_true", help="print score percentiles and what each filter rule removes")
+    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: report.out)")
+
+    p = add("demo", "run every stage end to end on the built-in sample footage (or INPUT)",
+            "Generate the sample footage (unless inputs are given) and run split, score, filter, caption, "
+            "encode, train, sample and report, printing the time of each stage and where data landed.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="your own footage instead of the sample footage")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    overrides = list(args.overrides)
+    if args.root is not None:
+        overrides.append(f"store.root={args.root}")
+    return load_config(args.config, overrides)
+
+
+def _not_built(stage: str, issue: int) -> Callable[..., int]:
+    def handler(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+        raise NotBuilt(f"the {stage} stage is not built yet (tracked in issue #{issue}); nothing was written")
+
+    return handler
+
+
+def _sample_footage(args: argparse.Namespace) -> int:
+    from pipelines.sample_footage import write_sample_footage
+
+    for path in write_sample_footage(args.out, seed=args.seed):
+        print(path)
+    return 0
+
+
+HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
+    "probe": _not_built("probe", 3),
+    "split": _not_built("split", 3),
+    "score": _not_built("score", 4),
+    "filter": _not_built("filter", 4),
+    "caption": _not_built("caption", 5),
+    "encode": _not_built("encode", 6),
+    "train": _not_built("train", 6),
+    "sample": _not_built("sample", 6),
+    "report": _not_built("report", 7),
+    "demo": _not_built("demo", 7),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sample-footage":
+            return _sample_footage(args)
+        cfg = _config(args)
+        return HANDLERS[args.command](cfg, args)
+    except (ConfigError, StoreError, UsageError, NotBuilt) as err:
+        print(f"reelforge {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def dump_json(data: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def store_of(cfg: PipelineConfig) -> Store:
+    return Store(cfg.store.root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Shared fixtures: one local Ray per test session, the built-in sample footage, the shared real footage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FOOTAGE = REPO.parent / "shared" / "footage"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (starting one takes 4-10 s here), with its own temp dir."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rf-ray-")  # short: Ray's socket paths must stay under ~100 chars
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sample_footage(tmp_path_factory) -> Path:
+    """The built-in sample footage with its `<file>.gt.json` ground truth (generated, never committed)."""
+    from pipelines.sample_footage import write_sample_footage
+
+    out = tmp_path_factory.mktemp("sample_footage")
+    write_sample_footage(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_footage() -> Path:
+    """Real footage with ground truth from ../shared/footage; tests using it skip where it is absent."""
+    if not SHARED_FOOTAGE.is_dir():
+        pytest.skip(f"real footage not available ({SHARED_FOOTAGE.name} beside the checkout is absent)")
+    return SHARED_FOOTAGE
+
+
+@pytest.fixture
+def tmp_store(tmp_path):
+    from pipelines.store import Store
+
+    return Store(tmp_path / "store")
+
+
+def pytest_configure(config):
+    # Keep threaded libraries from oversubscribing the 2 shared cores during tests.
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

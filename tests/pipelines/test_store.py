@@ -1,0 +1,149 @@
+"""Round trips on a real Lance dataset on disk."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import lance
+import pyarrow as pa
+import pytest
+
+from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, ColumnStaging, Store, StoreError
+
+
+def cid(video_id: str, i: int) -> str:
+    return f"{video_id}:{i:.3f}"
+
+
+def _clips(video_id: str, n: int, size: int = 70_000) -> pa.Table:
+    rows = {name: [None] * n for name in CLIPS_SCHEMA.names}
+    rows.update(
+        clip_id=[cid(video_id, i) for i in range(n)],
+        video_id=[video_id] * n,
+        clip_index=list(range(n)),
+        start_s=[float(i) for i in range(n)],
+        end_s=[i + 1.0 for i in range(n)],
+        video=[bytes([i]) * size for i in range(n)],
+        thumbnail=[b"jpeg"] * n,
+    )
+    return pa.table(rows, schema=CLIPS_SCHEMA)
+
+
+def _video(video_id: str, status: str = "ok", error: str | None = None) -> pa.Table:
+    rows = {name: [None] for name in VIDEOS_SCHEMA.names}
+    rows.update(video_id=[video_id], uri=[f"/footage/{video_id}.mp4"], status=[status], error=[error])
+    return pa.table(rows, schema=VIDEOS_SCHEMA)
+
+
+def test_blob_column_round_trip_and_projection(tmp_store):
+    tmp_store.append(CLIPS, _clips("a", 3))
+    tmp_store.append(CLIPS, _clips("b", 2))
+    ds = tmp_store.clips_dataset()
+    assert ds.count_rows() == 5
+    assert "blob" in str(ds.schema.field("video").type)  # stored as a Lance blob, not inline binary
+    got = tmp_store.read_clip_bytes([cid("a", 2), cid("b", 0)])
+    assert got == {cid("a", 2): bytes([2]) * 70_000, cid("b", 0): bytes([0]) * 70_000}
+    table = tmp_store.read_clips(["clip_id", "start_s"], filter="video_id = 'b'")
+    assert table.column_names == ["clip_id", "start_s"]
+    assert table.column("clip_id").to_pylist() == [cid("b", 0), cid("b", 1)]
+
+
+def test_orphan_clips_of_an_unfinished_video_are_removed(tmp_store):
+    tmp_store.append(CLIPS, _clips("done", 2))
+    tmp_store.append(VIDEOS, _video("done"))
+    tmp_store.append(CLIPS, _clips("killed", 3))  # the job died before committing this video's row
+    assert tmp_store.remove_orphan_clips() == 1
+    assert set(tmp_store.read_clips(["video_id"]).column(0).to_pylist()) == {"done"}
+    assert tmp_store.done_video_ids() == {"done"}
+
+
+def test_add_columns_replaces_a_stage_without_rewriting_blobs(tmp_store):
+    tmp_store.append(CLIPS, _clips("a", 4))
+    blob_files_before = _blob_files(tmp_store)
+    first = tmp_store.add_columns(
+        pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "sharpness": [1.5, 2.5]}),
+        stage="score", config={"threshold": 1}, models={"sharpness": "laplacian-v1"},
+    )
+    tmp_store.add_columns(
+        pa.table({"clip_id": [cid("a", 3)], "sharpness": [9.0]}), stage="score", config={"threshold": 2}
+    )
+    table = tmp_store.read_clips(["clip_id", "sharpness"]).to_pydict()
+    assert table["sharpness"] == [None, None, None, 9.0]  # replaced, not merged with the old values
+    assert _blob_files(tmp_store) == blob_files_before
+    record = tmp_store.stage_records()["score"]
+    assert record["config"] == {"threshold": 2} and record["columns"] == ["sharpness"]
+    # every version opens, older ones with their own columns
+    for v in tmp_store.versions():
+        lance.dataset(tmp_store.clips_uri, version=v["version"]).count_rows()
+    old = lance.dataset(tmp_store.clips_uri, version=first)
+    assert old.to_table(columns=["sharpness"]).column(0).to_pylist()[:2] == [1.5, 2.5]
+    with pytest.raises(StoreError, match="base clip columns"):
+        tmp_store.add_columns(pa.table({"clip_id": ["x"], "video": [b""]}), stage="bad", config={})
+
+
+def test_staging_resumes_exactly_once(tmp_store):
+    tmp_store.append(CLIPS, _clips("a", 3))
+    staging = ColumnStaging(tmp_store, "caption")
+    staging.append(pa.table({"clip_id": [cid("a", 0)], "caption": ["first"]}))
+    # a re-run after a kill sees what is done and a retried batch does not duplicate a clip
+    assert staging.done_ids() == {cid("a", 0)}
+    staging.append(pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["again", "b"]}))
+    staging.merge_into_clips({"model": "tiny"})
+    captions = tmp_store.read_clips(["clip_id", "caption"]).to_pydict()
+    assert captions["caption"] == ["again", "b", None]
+    assert tmp_store.clips_dataset().count_rows() == 3
+    staging.reset()
+    assert staging.done_ids() == set()
+
+
+def test_other_schema_version_is_refused(tmp_path):
+    store = Store(tmp_path)
+    schema = CLIPS_SCHEMA.with_metadata({"reelforge.schema_version": "0"})
+    lance.write_dataset(schema.empty_table(), store.clips_uri, schema=schema)
+    with pytest.raises(StoreError, match="schema version 0"):
+        store.clips_dataset()
+
+
+def test_tables_read_without_reelforge(tmp_store):
+    """Plain lance, pandas, DuckDB and Polars read the tables; the script imports no reelforge module."""
+    tmp_store.append(CLIPS, _clips("a", 3))
+    tmp_store.append(VIDEOS, _video("a"))
+    tmp_store.append(VIDEOS, _video("bad", status="error", error="zero-byte file"))
+    tmp_store.add_columns(pa.table({"clip_id": [cid("a", 1)], "motion": [0.25]}), "score", {})
+    script = textwrap.dedent(
+        f"""
+        import sys, lance, duckdb, polars as pl
+        clips = lance.dataset({tmp_store.clips_uri!r})
+        videos = lance.dataset({tmp_store.videos_uri!r})
+        df = clips.to_table(columns=["clip_id", "motion"]).to_pandas()
+        assert df.motion.notna().sum() == 1, df
+        errors = duckdb.sql("select video_id, error from videos where status = 'error'").fetchall()
+        assert errors == [("bad", "zero-byte file")], errors
+        n = duckdb.sql("select count(*) from clips where start_s >= 1").fetchall()[0][0]
+        assert n == 2, n
+        pl_df = pl.scan_pyarrow_dataset(clips).select("clip_id", "end_s").collect()
+        assert pl_df.height == 3
+        blob = clips.read_blobs("video", indices=[2])[0][1]
+        assert blob == bytes([2]) * 70_000
+        assert not any(m.split(".")[0] in ("pipelines", "curate", "caption", "train") for m in sys.modules)
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, env=env,
+                         cwd=tmp_store.root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
+def _blob_files(store: Store) -> dict[str, int]:
+    data = os.path.join(store.clips_uri, "data")
+    return {
+        os.path.relpath(os.path.join(d, f), data): os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(data) for f in files if f.endswith(".blob") or _is_blob_bearing(os.path.join(d, f))
+    }
+
+
+def _is_blob_bearing(path: str) -> bool:
+    return os.path.getsize(path) > 100_000  # the 70 KB payloads live in these files, new columns are tiny
