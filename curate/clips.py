@@ -1,0 +1,524 @@
+"""Clip rules (shots -> planned clips) and exact clip extraction with verification.
+
+A plan is a half-open range of source frames [start_frame, end_frame) in decoding order with
+the container times of its first frame and of the frame after it. Extraction decodes the file
+once more, streams the frames of each planned clip into its own H.264 encoder (size, frame
+rate and display rotation from the config) and closes the clip as soon as its last frame has
+passed, so memory holds one clip's encoded bytes, never the video. Each clip is then decoded
+again and its frame count and duration compared with the plan; a mismatch is a failure with
+the numbers in its message, never a silently wrong clip.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import io
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+
+import av
+import av.error
+import cv2
+import numpy as np
+
+from curate.config import ClipRules, ExtractConfig, SplitConfig
+from curate.decode import (
+    Deadline,
+    DecodedFrame,
+    DecodeStats,
+    FileTimeout,
+    iter_frames,
+    open_container,
+    rotate,
+)
+from curate.probe import Probe, Reason, path_id, probe_file
+from curate.scenes import Boundary, Scan, scan_file
+
+# Seconds of slack when comparing times that went through float conversions.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    index: int
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float  # time of the frame after the clip (or the end of the last frame)
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Clip:
+    plan: ClipPlan
+    data: bytes  # the MP4 file
+    thumbnail: bytes  # JPEG
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    stream_copied: bool
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    plan: ClipPlan
+    reason: Reason
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"clip {self.plan.index} [{self.plan.start_s:.3f}-{self.plan.end_s:.3f}s]: {self.detail}"
+
+
+def clip_id(video_id: str, start_s: float) -> str:
+    """Deterministic id: the source's content hash and the clip's start in microseconds."""
+    return f"{video_id}_{round(start_s * 1_000_000):013d}"
+
+
+# ---- clip rules -----------------------------------------------------------------------------------
+
+
+def plan_clips(scan: Scan, rules: ClipRules, boundaries: Sequence[Boundary] | None = None) -> list[ClipPlan]:
+    """Shots between boundaries -> clips: trim at boundaries, drop short shots, window long ones."""
+    n = scan.num_frames
+    if n == 0:
+        return []
+    times = [scan.seconds_of(i) for i in range(n + 1)]  # times[n] = end of the last frame
+    bounds = sorted(boundaries if boundaries is not None else scan.boundaries, key=lambda b: b.frame)
+    edges = [(0, None), *[(b.frame, b) for b in bounds if 0 < b.frame < n], (n, None)]
+    plans: list[ClipPlan] = []
+    for (a, left), (b, right) in pairwise(edges):
+        start_t = times[a] + _trim(left, rules)
+        end_t = times[b] - _trim(right, rules)
+        first = bisect.bisect_left(times, start_t - _EPS, lo=a, hi=b)
+        # The clip ends before the first frame that starts later than end_t.
+        stop = bisect.bisect_right(times, end_t + _EPS, lo=first, hi=b + 1) - 1
+        stop = min(stop, b)
+        for lo, hi in _windows(times, first, stop, rules):
+            plans.append(ClipPlan(len(plans), lo, hi, times[lo], times[hi]))
+    return plans
+
+
+def stride_plans(scan: Scan, rules: ClipRules, stride_s: float) -> list[ClipPlan]:
+    """Fixed-length windows over the whole file (no detection), then the same length rules."""
+    n = scan.num_frames
+    if n == 0:
+        return []
+    duration = scan.seconds_of(n)
+    count = max(1, math.ceil(duration / stride_s - _EPS))
+    marks = [
+        Boundary(frame=_frame_at(scan, k * stride_s), seconds=k * stride_s, kind="cut")
+        for k in range(1, count)
+    ]
+    no_trim = rules.model_copy(update={"trim_s": 0.0})
+    return plan_clips(scan, no_trim, [m for m in marks if 0 < m.frame < n])
+
+
+def _frame_at(scan: Scan, seconds: float) -> int:
+    lo, hi = 0, scan.num_frames
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if scan.seconds_of(mid) < seconds - _EPS:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _trim(boundary: Boundary | None, rules: ClipRules) -> float:
+    if boundary is None:
+        return 0.0
+    if boundary.kind == "gradual" and rules.drop_transitions:
+        return max(rules.transition_s, rules.trim_s)
+    return rules.trim_s
+
+
+def _windows(times: Sequence[float], first: int, stop: int, rules: ClipRules) -> Iterator[tuple[int, int]]:
+    if stop <= first or times[stop] - times[first] < rules.min_length_s - _EPS:
+        return
+    if times[stop] - times[first] <= rules.max_length_s + _EPS:
+        yield first, stop
+        return
+    if rules.long_scenes == "drop":
+        return
+    lo = first
+    while lo < stop:
+        hi = bisect.bisect_right(times, times[lo] + rules.max_length_s + _EPS, lo=lo + 1, hi=stop + 1) - 1
+        hi = max(hi, lo + 1)
+        if times[hi] - times[lo] >= rules.min_length_s - _EPS:
+            yield lo, hi
+        if rules.long_scenes == "first":
+            return
+        lo = hi
+
+
+# ---- extraction -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputGeometry:
+    """Encoder input size before rotation, and the displayed (encoded) size after it."""
+
+    scale_width: int
+    scale_height: int
+    width: int
+    height: int
+    rotation: int
+
+
+def output_geometry(width: int, height: int, rotation: int, cfg: ExtractConfig) -> OutputGeometry:
+    rotation = rotation if cfg.apply_rotation else 0
+    shown_w, shown_h = (height, width) if rotation in (90, 270) else (width, height)
+    short = min(shown_w, shown_h)
+    scale = cfg.short_side / short if 0 < cfg.short_side < short else 1.0
+    out_w = max(2, round(shown_w * scale) // 2 * 2)
+    out_h = max(2, round(shown_h * scale) // 2 * 2)
+    pre_w, pre_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
+    return OutputGeometry(pre_w, pre_h, out_w, out_h, rotation)
+
+
+class _ClipWriter:
+    """One clip being encoded: frames in, MP4 bytes out."""
+
+    def __init__(
+        self,
+        plan: ClipPlan,
+        geometry: OutputGeometry,
+        cfg: ExtractConfig,
+        time_base: Fraction,
+        start_pts: int,
+    ) -> None:
+        self.plan = plan
+        self.geometry = geometry
+        self.cfg = cfg
+        self.frames_in = 0
+        self.frames_out = 0
+        self.pts_mismatch = ""
+        self.thumbnail: bytes = b""
+        self._buffer = io.BytesIO()
+        self._out = av.open(self._buffer, mode="w", format="mp4")
+        self._src_time_base = time_base
+        self._start_pts = start_pts
+        if cfg.fps > 0:
+            rate = Fraction(cfg.fps).limit_denominator(1001)
+            self._time_base = 1 / rate
+        else:
+            rate = Fraction(max(1, round(plan.num_frames / max(plan.duration_s, _EPS)))).limit_denominator(
+                1001
+            )
+            self._time_base = time_base
+        self._rate = rate
+        stream = self._out.add_stream(
+            "libx264", rate=rate, options={"crf": str(cfg.crf), "preset": cfg.preset}
+        )
+        stream.width, stream.height = geometry.width, geometry.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self._time_base
+        stream.codec_context.time_base = self._time_base
+        # One thread per encoder: the per-file task owns one CPU and decoding already uses threads.
+        stream.codec_context.thread_count = 1
+        self._stream = stream
+        self._thumb_at = plan.num_frames // 2
+
+    def add(self, item: DecodedFrame, next_seconds: float) -> None:
+        image = self._convert(item.frame)
+        if self.frames_in == self._thumb_at:
+            self.thumbnail = _jpeg(image, self.cfg)
+        if self.cfg.fps > 0:
+            # Constant output rate: emit this frame for every output tick inside its display time.
+            rel_end = next_seconds - self.plan.start_s
+            while self.frames_out / float(self._rate) < rel_end - _EPS:
+                self._encode(image, self.frames_out, 1)
+        else:
+            duration = (
+                max(1, round((next_seconds - item.seconds) / self._src_time_base))
+                if next_seconds > item.seconds
+                else 1
+            )
+            self._encode(image, item.pts - self._start_pts, duration)
+        self.frames_in += 1
+
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+        g = self.geometry
+        image = frame.to_ndarray(
+            width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA"
+        )
+        return rotate(image, g.rotation)
+
+    def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = self._time_base
+        frame.duration = duration
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+        self.frames_out += 1
+
+    def finish(self) -> bytes:
+        for packet in self._stream.encode(None):
+            self._out.mux(packet)
+        self._out.close()
+        return self._buffer.getvalue()
+
+    def abort(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError):
+            self._out.close()
+
+    def expected_frames(self) -> int:
+        if self.cfg.fps > 0:
+            return max(1, math.ceil(self.plan.duration_s * float(self._rate) - _EPS))
+        return self.plan.num_frames
+
+
+def _jpeg(image_rgb: np.ndarray, cfg: ExtractConfig) -> bytes:
+    h, w = image_rgb.shape[:2]
+    if w > cfg.thumbnail_width:
+        image_rgb = cv2.resize(
+            image_rgb,
+            (cfg.thumbnail_width, max(1, round(h * cfg.thumbnail_width / w))),
+            interpolation=cv2.INTER_AREA,
+        )
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.thumbnail_quality]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding of the thumbnail failed")
+    return encoded.tobytes()
+
+
+def extract_clips(
+    path: str | Path,
+    plans: Sequence[ClipPlan],
+    scan: Scan,
+    width: int,
+    height: int,
+    rotation: int,
+    cfg: ExtractConfig,
+    deadline: Deadline | None = None,
+    threads: int = 0,
+) -> Iterator[Clip | ClipFailure]:
+    """Decode the file once and yield each planned clip, encoded and verified, as soon as it is done."""
+    deadline = deadline or Deadline(None)
+    if not plans:
+        return
+    geometry = output_geometry(width, height, rotation, cfg)
+    stats = DecodeStats()
+    pending = list(plans)
+    writer: _ClipWriter | None = None
+    with open_container(path) as container:
+        try:
+            for item in iter_frames(container, stats, deadline, threads=threads, where="clip extraction"):
+                assert isinstance(item, DecodedFrame)
+                while writer is not None and item.index >= writer.plan.end_frame:
+                    yield _close(writer, scan)
+                    writer = None
+                if writer is None:
+                    while pending and pending[0].end_frame <= item.index:
+                        yield ClipFailure(
+                            pending.pop(0), Reason.CLIP_VERIFY, "its frames were not decoded again"
+                        )
+                    if not pending:
+                        break
+                    if item.index < pending[0].start_frame:
+                        continue
+                    writer = _ClipWriter(pending.pop(0), geometry, cfg, scan.time_base, item.pts)
+                if (
+                    item.index < scan.num_frames
+                    and item.pts != scan.frame_pts[item.index]
+                    and not writer.pts_mismatch
+                ):
+                    writer.pts_mismatch = (
+                        f"frame {item.index} has pts {item.pts} on extraction but {scan.frame_pts[item.index]} "
+                        "on detection"
+                    )
+                writer.add(item, scan.seconds_of(item.index + 1))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    if writer is not None:
+        yield _close(writer, scan)
+    for plan in pending:
+        detail = "the decoder stopped before this clip"
+        if stats.demux_error:
+            detail += f" ({stats.demux_error})"
+        yield ClipFailure(plan, Reason.TRUNCATED, detail)
+
+
+def _close(writer: _ClipWriter, scan: Scan) -> Clip | ClipFailure:
+    plan = writer.plan
+    data = writer.finish()
+    if writer.pts_mismatch:
+        return ClipFailure(plan, Reason.CLIP_VERIFY, writer.pts_mismatch)
+    if writer.frames_in != plan.num_frames:
+        return ClipFailure(
+            plan, Reason.CLIP_VERIFY, f"{writer.frames_in} source frames decoded, plan has {plan.num_frames}"
+        )
+    check = verify_clip(data, writer.expected_frames(), plan.duration_s, _frame_tolerance(scan, plan))
+    if check:
+        return ClipFailure(plan, Reason.CLIP_VERIFY, check)
+    g = writer.geometry
+    fps = writer.frames_out / plan.duration_s if plan.duration_s > 0 else float(writer._rate)
+    return Clip(plan, data, writer.thumbnail, writer.frames_out, fps, g.width, g.height, "h264", False)
+
+
+def _frame_tolerance(scan: Scan, plan: ClipPlan) -> float:
+    """One (longest) source frame duration inside the clip: how far the container's end may differ."""
+    longest = max(
+        (scan.seconds_of(i + 1) - scan.seconds_of(i) for i in range(plan.start_frame, plan.end_frame)),
+        default=0.0,
+    )
+    return longest + 1e-3
+
+
+def verify_clip(data: bytes, expected_frames: int, expected_duration: float, tolerance_s: float) -> str:
+    """Decode an encoded clip; '' if it has exactly the expected frames and duration, else what differs."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            first = last = None
+            last_duration = 0
+            count = 0
+            for frame in container.decode(stream):
+                if first is None:
+                    first = frame.pts
+                last = frame.pts
+                last_duration = frame.duration or 0
+                count += 1
+            time_base = stream.time_base
+    except (av.error.FFmpegError, IndexError) as err:
+        return f"the encoded clip does not decode: {err}"
+    if count != expected_frames:
+        return f"encoded clip has {count} frames, plan has {expected_frames}"
+    if first is None or last is None or time_base is None:
+        return "encoded clip has no timestamps"
+    duration = float((last + last_duration - first) * time_base)
+    if abs(duration - expected_duration) > tolerance_s:
+        return f"encoded clip lasts {duration:.4f} s, plan {expected_duration:.4f} s"
+    return ""
+
+
+# ---- one file, end to end --------------------------------------------------------------------------
+
+
+class VideoSplit:
+    """Probe, detect and extract one file; `clips()` yields verified clips as they are encoded.
+
+    Afterwards `probe` (refined with the measured frame count, duration, rate and VFR),
+    `boundaries`, `failures` and `status`/`error` describe the file for its `videos` row. Bad
+    input never raises: it ends as status "error" with a specific reason. A partly decodable
+    file keeps its clips, and the row names what was lost.
+    """
+
+    def __init__(self, path: str | Path, cfg: SplitConfig, *, scenes_only: bool = False) -> None:
+        self.path = Path(path)
+        self.cfg = cfg
+        self.scenes_only = scenes_only
+        self.probe: Probe | None = None
+        self.boundaries: list[Boundary] = []
+        self.failures: list[ClipFailure] = []
+        self.num_clips = 0
+        self.status = "error"
+        self.error = ""
+        self._notes: list[str] = []
+
+    def clips(self) -> Iterator[Clip]:
+        deadline = Deadline(self.cfg.time_limit_s)
+        try:
+            yield from self._run(deadline)
+        except FileTimeout as err:
+            self._fail(Reason.TIMEOUT, str(err))
+        except (av.error.FFmpegError, OSError) as err:
+            self._fail(
+                Reason.UNDECODABLE if isinstance(err, av.error.FFmpegError) else Reason.UNREADABLE,
+                f"{type(err).__name__}: {err}",
+            )
+        except Exception as err:  # a library bug on one file must not end the job: record it
+            self._fail(Reason.INTERNAL, f"{type(err).__name__}: {err}")
+
+    def _run(self, deadline: Deadline) -> Iterator[Clip]:
+        probe = probe_file(self.path, self.cfg.probe, deadline)
+        self.probe = probe
+        if not probe.ok:
+            self.error = probe.error
+            return
+        detect = self.cfg.detect
+        scan = scan_file(self.path, detect, deadline, detect=detect.mode == "scenes")
+        self.probe = probe = probe.refine(
+            scan.frame_pts, scan.time_base, scan.end_pts, self.cfg.probe.vfr_tolerance
+        )
+        self.boundaries = scan.boundaries
+        self._note_decode_losses(scan)
+        if scan.num_frames == 0:
+            self._fail(Reason.UNDECODABLE, "no frame decoded in the detection pass")
+            return
+        if self.scenes_only:
+            self.status, self.error = "ok", " | ".join(self._notes)
+            return
+        if detect.mode == "stride":
+            plans = stride_plans(scan, self.cfg.clips, detect.stride_s)
+        else:
+            plans = plan_clips(scan, self.cfg.clips)
+        if not plans:
+            self._notes.append(
+                f"{Reason.TOO_SHORT}: no shot of at least {self.cfg.clips.min_length_s:g} s "
+                f"(file lasts {probe.duration_s:.2f} s)"
+            )
+        for result in extract_clips(
+            self.path,
+            plans,
+            scan,
+            probe.width,
+            probe.height,
+            probe.rotation,
+            self.cfg.extract,
+            deadline,
+            threads=detect.decode_threads,
+        ):
+            if isinstance(result, ClipFailure):
+                self.failures.append(result)
+            else:
+                self.num_clips += 1
+                yield result
+        if self.failures:
+            first = self.failures[0]
+            self._notes.append(
+                f"{first.reason}: {len(self.failures)} of {len(plans)} clips failed; {first.message}"
+            )
+        if plans and self.num_clips == 0:
+            self.status, self.error = "error", " | ".join(self._notes)
+        else:
+            self.status, self.error = "ok", " | ".join(self._notes)
+
+    def _note_decode_losses(self, scan: Scan) -> None:
+        stats = scan.stats
+        if stats.bad_packets:
+            self._notes.append(
+                f"{Reason.CORRUPT_PACKETS}: {stats.bad_packets} of {stats.packets} packets failed to decode "
+                f"({stats.first_bad_packet_error}); {scan.num_frames} frames kept"
+            )
+        if stats.demux_error:
+            self._notes.append(
+                f"{Reason.TRUNCATED}: container ended early after {scan.num_frames} frames ({stats.demux_error})"
+            )
+
+    def _fail(self, reason: Reason, detail: str) -> None:
+        self.status, self.error = "error", f"{reason}: {detail}"
+
+    @property
+    def video_id(self) -> str:
+        return self.probe.video_id if self.probe is not None else path_id(self.path)

@@ -1,0 +1,192 @@
+"""One shared PyAV decode loop: threaded decoding, container timestamps, per-file deadline.
+
+Every pass over a video (probe sample, scene detection, clip extraction) goes through
+`iter_frames`, so the frames are numbered identically in each pass: index = position in the
+decoder's output order, time = the frame's presentation timestamp from the container. Bad
+packets are skipped and counted instead of ending the pass, so a partly corrupt file still
+yields the frames that decode; a container that breaks off mid-file ends the pass early and
+the caller sees it in `DecodeStats`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import cv2
+import numpy as np
+
+
+class FileTimeout(Exception):
+    """The per-file time limit ran out; the message says where."""
+
+
+class Deadline:
+    """A cooperative deadline checked between packets (0 or None = no limit)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds or 0.0
+        self._end = time.monotonic() + self.seconds if self.seconds > 0 else None
+
+    def check(self, where: str) -> None:
+        if self._end is not None and time.monotonic() > self._end:
+            raise FileTimeout(f"time limit of {self.seconds:g} s reached during {where}")
+
+
+@dataclass
+class DecodeStats:
+    """What a pass saw besides the frames: the basis of 'partly corrupt' and 'truncated' reasons."""
+
+    frames: int = 0
+    bad_packets: int = 0
+    first_bad_packet_error: str = ""
+    # Set when demuxing stopped with an error before the end of the file (truncated or broken box).
+    demux_error: str = ""
+    packets: int = 0
+    keyframe_pts: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    time_base: Fraction
+    # Timestamp of the stream's start; frame times are reported relative to it.
+    start_pts: int
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int
+    pts: int
+    seconds: float
+    frame: av.VideoFrame
+
+
+def open_container(path: str | Path) -> av.container.InputContainer:
+    # A bounded probe keeps a malformed header from stalling the open; errors surface as av errors.
+    return av.open(os.fspath(path), mode="r", options={"probesize": str(32 << 20)})
+
+
+def configure_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
+    """Frame+slice threading; `threads`=0 lets libavcodec use one thread per core."""
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+
+
+def iter_frames(
+    container: av.container.InputContainer,
+    stats: DecodeStats,
+    deadline: Deadline,
+    *,
+    threads: int = 0,
+    where: str = "decoding",
+    with_packets: bool = False,
+) -> Iterator[DecodedFrame | av.Packet]:
+    """Decode the first video stream of an open container from its current position.
+
+    Yields `DecodedFrame`s in output order; with `with_packets` it also yields each demuxed
+    packet before its frames (used for stream copy). Timestamps missing in the container are
+    filled from the previous frame plus the nominal frame duration.
+    """
+    stream = container.streams.video[0]
+    configure_threads(stream, threads)
+    info = stream_info(stream)
+    nominal = _nominal_duration_pts(stream)
+    last_pts: int | None = None
+    demux = container.demux(stream)
+    while True:
+        deadline.check(where)
+        try:
+            packet = next(demux)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as err:
+            stats.demux_error = f"{type(err).__name__}: {err}"
+            packet = None
+        if packet is not None:
+            if packet.size:
+                stats.packets += 1
+                if packet.is_keyframe and packet.pts is not None:
+                    stats.keyframe_pts.append(int(packet.pts))
+            if with_packets and packet.size:
+                yield packet
+        try:
+            # A None packet (after a demux error) flushes the decoder so buffered frames come out.
+            frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
+        except av.error.FFmpegError as err:
+            stats.bad_packets += 1
+            if not stats.first_bad_packet_error:
+                stats.first_bad_packet_error = f"{type(err).__name__}: {err}"
+            frames = []
+        for frame in frames:
+            pts = frame.pts
+            if pts is None:
+                pts = (last_pts + nominal) if last_pts is not None else info.start_pts
+            elif last_pts is not None and pts <= last_pts:
+                # Out-of-order or repeated timestamps (broken muxers): keep time strictly increasing.
+                pts = last_pts + 1
+            last_pts = pts
+            seconds = float((pts - info.start_pts) * info.time_base)
+            yield DecodedFrame(stats.frames, pts, seconds, frame)
+            stats.frames += 1
+        if packet is None:
+            break
+
+
+def stream_info(stream: av.video.stream.VideoStream) -> StreamInfo:
+    time_base = stream.time_base or Fraction(1, 90000)
+    start = stream.start_time if stream.start_time is not None else 0
+    return StreamInfo(Fraction(time_base), int(start))
+
+
+def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    for rate in (stream.guessed_rate, stream.base_rate, stream.average_rate):
+        if rate and 0 < float(rate) < 1000:
+            return Fraction(rate)
+    return None
+
+
+def _nominal_duration_pts(stream: av.video.stream.VideoStream) -> int:
+    rate = nominal_rate(stream) or Fraction(25)
+    time_base = stream.time_base or Fraction(1, 90000)
+    return max(1, round(1 / (rate * Fraction(time_base))))
+
+
+def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """(w, h) with w = target_width (never upscaled; 0 = keep), aspect kept, both even and >= 2."""
+    if 0 < target_width < width:
+        height = round(height * target_width / width)
+        width = target_width
+    return max(2, width // 2 * 2), max(2, height // 2 * 2)
+
+
+def to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """BGR24 pixels at (width, height), both even.
+
+    Scaling happens in YUV (swscale) and the colour conversion in OpenCV: swscale's own scaled
+    RGB output is dithered, and the dither noise in dark frames looks like large hue changes to
+    the HSV-based detectors (a fade to black then scores as a hard cut).
+    """
+    if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
+        frame = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+
+
+def display_rotation(frame: av.VideoFrame) -> int:
+    """Clockwise degrees (0, 90, 180, 270) a player turns this frame by, from the display matrix."""
+    try:
+        ccw = round(frame.rotation)
+    except (AttributeError, ValueError, TypeError):
+        return 0
+    return (-ccw) % 360 // 90 * 90
+
+
+def rotate(image: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+    if clockwise_degrees == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=-(clockwise_degrees // 90)))

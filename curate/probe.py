@@ -1,0 +1,264 @@
+"""Probe one input file with PyAV: what it is, and if it is not a usable video, exactly why.
+
+`probe_file` never raises for a bad file: it returns a `Probe` whose `error` holds a reason
+code from `Reason` plus a detail. `Probe.refine` later replaces the sampled estimates (frame
+count, duration, average rate, VFR) with the values measured over the full decode pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+
+import av
+import av.error
+
+from curate.config import ProbeConfig
+from curate.decode import (
+    Deadline,
+    DecodeStats,
+    FileTimeout,
+    display_rotation,
+    iter_frames,
+    nominal_rate,
+    open_container,
+)
+
+
+class Reason(StrEnum):
+    """Why a file produced no (or not all) clips. Stored as the prefix of the `error` column."""
+
+    FILE_MISSING = "file_missing"
+    NOT_A_FILE = "not_a_file"
+    UNREADABLE = "unreadable"
+    EMPTY_FILE = "empty_file"
+    NOT_MEDIA = "not_a_media_file"
+    NO_VIDEO_STREAM = "no_video_stream"
+    INVALID_FRAME_SIZE = "invalid_frame_size"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    UNDECODABLE = "undecodable_bitstream"
+    TRUNCATED = "truncated"
+    CORRUPT_PACKETS = "corrupt_packets"
+    TOO_SHORT = "too_short"
+    TIMEOUT = "timeout"
+    CLIP_VERIFY = "clip_verification_failed"
+    INTERNAL = "internal_error"
+
+
+class ProbeError(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Probe:
+    path: str
+    video_id: str
+    size_bytes: int
+    container: str = ""
+    codec: str = ""
+    width: int = 0
+    height: int = 0
+    # Clockwise degrees a player rotates the picture by (display matrix).
+    rotation: int = 0
+    nominal_fps: float = 0.0
+    avg_fps: float = 0.0
+    is_vfr: bool = False
+    duration_s: float = 0.0
+    num_frames: int = 0
+    has_audio: bool = False
+    # False when the numbers above are estimates from the header and a sample of frames.
+    measured: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def failed(self, reason: Reason, detail: str) -> Probe:
+        return replace(self, error=f"{reason}: {detail}")
+
+    def as_row(self) -> dict[str, object]:
+        return asdict(self)
+
+    def refine(
+        self, frame_pts: Sequence[int], time_base: Fraction, end_pts: int | None, tolerance: float
+    ) -> Probe:
+        """Frame count, duration, average rate and VFR measured from every decoded timestamp."""
+        count = len(frame_pts)
+        if count == 0:
+            return replace(self, num_frames=0, measured=True)
+        deltas = [b - a for a, b in pairwise(frame_pts)]
+        last_duration = statistics.median(deltas) if deltas else 0
+        stop = end_pts if end_pts is not None and end_pts > frame_pts[-1] else frame_pts[-1] + last_duration
+        duration = float((stop - frame_pts[0]) * time_base)
+        avg = count / duration if duration > 0 else self.nominal_fps
+        return replace(
+            self,
+            num_frames=count,
+            duration_s=duration,
+            avg_fps=avg,
+            is_vfr=is_variable_rate(deltas, tolerance),
+            measured=True,
+        )
+
+
+def is_variable_rate(pts_deltas: Sequence[int], tolerance: float) -> bool:
+    """True when frame durations spread more than `tolerance` around their median.
+
+    Rounding of a timestamp grid (e.g. 33/34 ms at 29.97 fps in a 1/1000 time base) stays below
+    a few percent; a dropped or repeated-frame pattern (1001/2002) does not.
+    """
+    if len(pts_deltas) < 2:
+        return False
+    median = statistics.median(pts_deltas)
+    if median <= 0:
+        return True
+    spread = (max(pts_deltas) - min(pts_deltas)) / median
+    return spread > tolerance + 1.0 / median
+
+
+def content_id(path: Path, chunk_bytes: int) -> tuple[str, int]:
+    """(blake2b-128 hex digest of the file's bytes, size), read in chunks (never whole in memory)."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def path_id(path: Path) -> str:
+    """Id of an input whose bytes cannot be read: stable per path, never equal to a content hash."""
+    return "path-" + hashlib.blake2b(os.fsencode(str(path)), digest_size=16).hexdigest()
+
+
+def probe_file(path: str | Path, cfg: ProbeConfig, deadline: Deadline | None = None) -> Probe:
+    """Read the header and decode a sample of frames. Never raises for a bad input file."""
+    path = Path(path)
+    deadline = deadline or Deadline(None)
+    try:
+        video_id, size = _identify(path, cfg)
+    except ProbeError as err:
+        return Probe(
+            path=str(path), video_id=path_id(path), size_bytes=0, error=f"{err.reason}: {err.detail}"
+        )
+    probe = Probe(path=str(path), video_id=video_id, size_bytes=size)
+    if size == 0:
+        return probe.failed(Reason.EMPTY_FILE, "the file has zero bytes")
+    try:
+        return _probe_media(path, probe, cfg, deadline)
+    except ProbeError as err:
+        return probe.failed(err.reason, err.detail)
+    except FileTimeout as err:
+        return probe.failed(Reason.TIMEOUT, str(err))
+
+
+def _identify(path: Path, cfg: ProbeConfig) -> tuple[str, int]:
+    if not os.path.lexists(path):
+        raise ProbeError(Reason.FILE_MISSING, "no such file")
+    if not path.exists():
+        raise ProbeError(Reason.FILE_MISSING, f"broken symbolic link to {os.readlink(path)!r}")
+    if not path.is_file():
+        raise ProbeError(Reason.NOT_A_FILE, "not a regular file")
+    try:
+        return content_id(path, cfg.hash_chunk_bytes)
+    except PermissionError as err:
+        raise ProbeError(Reason.UNREADABLE, f"permission denied ({err.strerror})") from None
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise ProbeError(Reason.FILE_MISSING, "file disappeared while reading") from None
+        raise ProbeError(Reason.UNREADABLE, f"{err.strerror or err}") from None
+
+
+def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline) -> Probe:
+    try:
+        container = open_container(path)
+    except av.error.InvalidDataError as err:
+        raise ProbeError(Reason.NOT_MEDIA, f"no known container format ({err.strerror})") from None
+    except av.error.FFmpegError as err:
+        raise ProbeError(Reason.NOT_MEDIA, f"cannot open the container: {err}") from None
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise ProbeError(Reason.NO_VIDEO_STREAM, f"streams present: {', '.join(kinds)}")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        probe = replace(
+            probe,
+            container=container.format.name,
+            codec=ctx.name or "",
+            width=width,
+            height=height,
+            nominal_fps=float(nominal_rate(stream) or 0.0),
+            avg_fps=float(stream.average_rate or 0.0),
+            has_audio=bool(container.streams.audio),
+            num_frames=int(stream.frames or 0),
+            duration_s=_header_duration(container, stream),
+        )
+        if width <= 0 or height <= 0:
+            raise ProbeError(Reason.INVALID_FRAME_SIZE, f"header gives {width}x{height}")
+        if width * height > cfg.max_pixels:
+            raise ProbeError(
+                Reason.INVALID_FRAME_SIZE,
+                f"header claims {width}x{height}, over the limit of {cfg.max_pixels} pixels",
+            )
+        if ctx.name not in av.codecs_available:
+            raise ProbeError(Reason.UNSUPPORTED_CODEC, f"no decoder for codec '{ctx.name}'")
+        stats = DecodeStats()
+        pts: list[int] = []
+        rotation = 0
+        for item in iter_frames(container, stats, deadline, threads=1, where="probe"):
+            assert not isinstance(item, av.Packet)
+            if not pts:
+                rotation = display_rotation(item.frame)
+            pts.append(item.pts)
+            if len(pts) >= cfg.sample_frames:
+                break
+        if not pts:
+            raise ProbeError(*_no_frames_reason(stats))
+        probe = replace(probe, rotation=rotation)
+        deltas = [b - a for a, b in pairwise(pts)]
+        if probe.num_frames <= 0 and probe.duration_s > 0 and deltas:
+            # No frame count in the header: estimate it from the sample; the split pass measures it.
+            step = float(statistics.median(deltas) * stream.time_base)
+            probe = replace(probe, num_frames=round(probe.duration_s / step) if step > 0 else len(pts))
+        return replace(probe, is_vfr=is_variable_rate(deltas, cfg.vfr_tolerance))
+
+
+def _no_frames_reason(stats: DecodeStats) -> tuple[Reason, str]:
+    if stats.bad_packets:
+        return Reason.UNDECODABLE, (
+            f"0 frames decoded, {stats.bad_packets} of {stats.packets} packets failed "
+            f"(first: {stats.first_bad_packet_error})"
+        )
+    if stats.demux_error:
+        return Reason.TRUNCATED, f"container ended before any frame: {stats.demux_error}"
+    if stats.packets == 0:
+        return Reason.TRUNCATED, "the video stream has no packets"
+    return Reason.UNDECODABLE, f"{stats.packets} packets gave no frame"
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def reason_of(error: str) -> str:
+    """The reason code of an `error` value ("truncated: ..." -> "truncated")."""
+    return error.split(":", 1)[0] if error else ""

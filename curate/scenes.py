@@ -1,0 +1,206 @@
+"""Shot-boundary detection: PySceneDetect's detectors fed from one downscaled PyAV decode pass.
+
+Each frame is decoded once (threaded), scaled and converted to BGR by swscale in one call at
+`downscale_width`, and handed to the configured detector (and, with `detect_fades`, to a fade
+detector in the same loop). Detectors see frame numbers in decoding order; every boundary is
+then given the exact container time of that frame, so seconds stay exact on VFR footage.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+from scenedetect.common import FrameTimecode
+from scenedetect.detector import SceneDetector
+from scenedetect.detectors import (
+    AdaptiveDetector,
+    ContentDetector,
+    HashDetector,
+    HistogramDetector,
+    ThresholdDetector,
+)
+
+from curate.config import DetectConfig, DetectorName
+from curate.decode import (
+    Deadline,
+    DecodedFrame,
+    DecodeStats,
+    iter_frames,
+    nominal_rate,
+    open_container,
+    scaled_size,
+    stream_info,
+    to_bgr,
+)
+
+BoundaryKind = Literal["cut", "gradual"]
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The first frame of a new shot: its decoding-order index and container time."""
+
+    frame: int
+    seconds: float
+    kind: BoundaryKind
+
+    def as_dict(self) -> dict[str, object]:
+        return {"frame": self.frame, "seconds": self.seconds, "kind": self.kind}
+
+
+@dataclass
+class Scan:
+    """Everything one decode pass learned about a file."""
+
+    boundaries: list[Boundary]
+    # Presentation timestamp of every decoded frame, in decoding order (int64, 8 bytes a frame).
+    frame_pts: array = field(default_factory=lambda: array("q"))
+    time_base: Fraction = Fraction(1, 90000)
+    start_pts: int = 0
+    # Timestamp just after the last frame (its pts + its duration), when the container says so.
+    end_pts: int | None = None
+    stats: DecodeStats = field(default_factory=DecodeStats)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_pts)
+
+    def seconds_of(self, index: int) -> float:
+        """Container time of frame `index`; index == num_frames means the end of the last frame."""
+        if index < len(self.frame_pts):
+            return float((self.frame_pts[index] - self.start_pts) * self.time_base)
+        return float((self.end_stop_pts() - self.start_pts) * self.time_base)
+
+    def end_stop_pts(self) -> int:
+        if not self.frame_pts:
+            return self.start_pts
+        last = self.frame_pts[-1]
+        if self.end_pts is not None and self.end_pts > last:
+            return self.end_pts
+        step = self.frame_pts[-1] - self.frame_pts[-2] if len(self.frame_pts) > 1 else 1
+        return last + step
+
+
+def make_detector(cfg: DetectConfig, name: DetectorName | None = None) -> SceneDetector:
+    """The PySceneDetect detector for `name` (default: cfg.detector) with its config parameters."""
+    name = name or cfg.detector
+    min_len = cfg.min_scene_frames
+    if name == "content":
+        p = cfg.content
+        return ContentDetector(threshold=p.threshold, min_scene_len=min_len, luma_only=p.luma_only)
+    if name == "adaptive":
+        a = cfg.adaptive
+        return AdaptiveDetector(
+            adaptive_threshold=a.adaptive_threshold,
+            min_scene_len=min_len,
+            window_width=a.window_width,
+            min_content_val=a.min_content_val,
+            luma_only=a.luma_only,
+        )
+    if name == "threshold":
+        t = cfg.threshold
+        method = ThresholdDetector.Method.FLOOR if t.method == "floor" else ThresholdDetector.Method.CEILING
+        return ThresholdDetector(
+            threshold=t.threshold, min_scene_len=min_len, fade_bias=t.fade_bias, method=method
+        )
+    if name == "hash":
+        h = cfg.hash
+        return HashDetector(threshold=h.threshold, size=h.size, lowpass=h.lowpass, min_scene_len=min_len)
+    if name == "histogram":
+        g = cfg.histogram
+        return HistogramDetector(threshold=g.threshold, bins=g.bins, min_scene_len=min_len)
+    raise ValueError(f"unknown detector {name!r}")
+
+
+class BoundaryDetector:
+    """Feeds frames to the configured detector (+ fade detector) and collects boundaries."""
+
+    def __init__(self, cfg: DetectConfig, rate: Fraction) -> None:
+        self._rate = rate
+        main_kind: BoundaryKind = "gradual" if cfg.detector == "threshold" else "cut"
+        self._detectors: list[tuple[SceneDetector, BoundaryKind]] = [(make_detector(cfg), main_kind)]
+        if cfg.detect_fades and cfg.detector != "threshold":
+            self._detectors.append((make_detector(cfg, "threshold"), "gradual"))
+        self._found: dict[int, BoundaryKind] = {}
+        self._last_index = -1
+
+    def add(self, index: int, image: np.ndarray) -> None:
+        timecode = FrameTimecode(index, fps=self._rate)
+        self._last_index = index
+        for detector, kind in self._detectors:
+            for cut in detector.process_frame(timecode, image):
+                self._record(cut.frame_num, kind)
+
+    def finish(self) -> list[int]:
+        if self._last_index >= 0:
+            end = FrameTimecode(self._last_index, fps=self._rate)
+            for detector, kind in self._detectors:
+                for cut in detector.post_process(end):
+                    self._record(cut.frame_num, kind)
+        return sorted(self._found)
+
+    def kind_of(self, frame: int) -> BoundaryKind:
+        return self._found[frame]
+
+    def _record(self, frame: int, kind: BoundaryKind) -> None:
+        # A boundary at frame 0 is not between two shots; a hard cut wins over a fade at one frame.
+        if frame <= 0:
+            return
+        if self._found.get(frame) != "cut":
+            self._found[frame] = kind
+
+
+def scan_file(
+    path: str | Path,
+    cfg: DetectConfig,
+    deadline: Deadline | None = None,
+    *,
+    detect: bool = True,
+) -> Scan:
+    """Decode every frame once; return the boundaries and the timestamp of every frame.
+
+    With `detect=False` (stride mode) frames are decoded for their timestamps only, without
+    pixel conversion.
+    """
+    deadline = deadline or Deadline(None)
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        info = stream_info(stream)
+        rate = nominal_rate(stream) or Fraction(25)
+        ctx = stream.codec_context
+        width, height = scaled_size(int(ctx.width), int(ctx.height), cfg.downscale_width)
+        detector = BoundaryDetector(cfg, rate) if detect else None
+        scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
+        for item in iter_frames(
+            container, scan.stats, deadline, threads=cfg.decode_threads, where="scene detection"
+        ):
+            assert isinstance(item, DecodedFrame)
+            scan.frame_pts.append(item.pts)
+            if detector is not None:
+                detector.add(item.index, _detection_image(item.frame, width, height))
+        scan.end_pts = _stream_end_pts(stream, info.start_pts)
+        if detector is not None:
+            scan.boundaries = [
+                Boundary(frame, scan.seconds_of(frame), detector.kind_of(frame))
+                for frame in detector.finish()
+                if frame < scan.num_frames
+            ]
+    return scan
+
+
+def _detection_image(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    if frame.width == width and frame.height == height and frame.format.name == "bgr24":
+        return frame.to_ndarray()
+    return to_bgr(frame, width, height)
+
+
+def _stream_end_pts(stream: av.video.stream.VideoStream, start_pts: int) -> int | None:
+    if stream.duration:
+        return start_pts + int(stream.duration)
+    return None

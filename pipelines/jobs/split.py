@@ -1,0 +1,336 @@
+"""`reelforge split`: input files -> `videos` and `clips` Lance tables, as a Ray Data job.
+
+One row per input file; a per-file task (resources from `split.num_cpus` / `split.concurrency`)
+probes, detects and extracts, and writes that file's clips as Lance fragments on the worker,
+flushing every `_FRAGMENT_BYTES` of clip data so a long video never sits in memory. The driver
+streams the results and commits every `split.commit_every` files: their clips first, then their
+video rows (the store's exactly-once protocol). A killed job keeps every committed file; the next
+run removes orphan clips and skips files whose video_id already has a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from curate.clips import Clip, VideoSplit, clip_id
+from curate.config import SplitConfig
+from curate.probe import content_id, path_id, reason_of
+from pipelines.config import InputConfig, PipelineConfig
+from pipelines.runtime import init_ray
+from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
+
+# Clip bytes a worker holds before writing them out as a fragment.
+_FRAGMENT_BYTES = 64 << 20
+
+
+class InputError(ValueError):
+    """The input names nothing that can be read (one line, for the CLI)."""
+
+
+def pipeline_version() -> str:
+    try:
+        return metadata.version("reelforge")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+# ---- inputs ------------------------------------------------------------------------------------------
+
+
+def resolve_inputs(paths: Sequence[str], cfg: InputConfig) -> list[str]:
+    """Folders (recursive, by extension), glob patterns and list files (one path per line) -> paths.
+
+    Files named directly or in a list are kept whatever their extension or state (a missing file
+    becomes an error row); folders and globs contribute files with a video extension.
+    """
+    if not paths:
+        raise InputError("no input given: pass a folder, a glob pattern or a list file")
+    found: list[str] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            found += [str(p) for p in sorted(path.rglob("*")) if _is_video_name(p, cfg) and not p.is_dir()]
+        elif glob.has_magic(entry):
+            found += [p for p in sorted(glob.glob(entry, recursive=True)) if _is_video_name(Path(p), cfg)]
+        elif path.suffix.lower() in (".txt", ".list", ".lst") and path.is_file():
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            base = path.parent
+            found += [
+                str(Path(line) if Path(line).is_absolute() else base / line)
+                for line in lines
+                if line and not line.startswith("#")
+            ]
+        elif path.exists() or path.is_symlink():
+            found.append(str(path))
+        else:
+            raise InputError(f"input not found: {entry}")
+    unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
+    if not unique:
+        raise InputError(f"no video files under {', '.join(paths)} (extensions: {' '.join(cfg.extensions)})")
+    return unique
+
+
+def _is_video_name(path: Path, cfg: InputConfig) -> bool:
+    return path.suffix.lower() in cfg.extensions
+
+
+# ---- the per-file task ----------------------------------------------------------------------------------
+
+
+def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str]) -> dict[str, Any]:
+    """Worker side: one file -> {video row, clip fragment JSON}. Never raises for a bad file."""
+    started = time.monotonic()
+    try:
+        video_id = content_id(Path(path), cfg.probe.hash_chunk_bytes)[0]
+    except OSError:
+        video_id = path_id(Path(path))
+    if video_id in done:
+        return {"path": path, "video_id": video_id, "skipped": True, "row": "", "fragments": [], "clips": 0}
+    split = VideoSplit(path, cfg)
+    fragments: list[str] = []
+    rows: list[dict[str, Any]] = []
+    held = 0
+    clips_kept: list[str] = []
+    for clip in split.clips():
+        row = _clip_row(split.video_id, path, clip)
+        rows.append(row)
+        clips_kept.append(row["clip_id"])
+        held += len(clip.data)
+        if held >= _FRAGMENT_BYTES:
+            fragments += write_fragment_json(
+                clips_uri, pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA), CLIPS_SCHEMA
+            )
+            rows, held = [], 0
+    if split.status == "error":
+        # A file that ends as an error row has no clips: anything written stays uncommitted.
+        fragments, rows, clips_kept = [], [], []
+    if rows:
+        fragments += write_fragment_json(
+            clips_uri, pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA), CLIPS_SCHEMA
+        )
+    video_row = _video_row(split, path, len(clips_kept))
+    return {
+        "path": path,
+        "video_id": split.video_id,
+        "skipped": False,
+        "row": json.dumps(video_row, default=str),
+        "fragments": fragments,
+        "clips": len(clips_kept),
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _clip_row(video_id: str, uri: str, clip: Clip) -> dict[str, Any]:
+    plan = clip.plan
+    return {
+        "clip_id": clip_id(video_id, plan.start_s),
+        "video_id": video_id,
+        "uri": uri,
+        "clip_index": plan.index,
+        "start_s": plan.start_s,
+        "end_s": plan.end_s,
+        "start_frame": plan.start_frame,
+        "end_frame": plan.end_frame,
+        "num_frames": clip.num_frames,
+        "fps": clip.fps,
+        "width": clip.width,
+        "height": clip.height,
+        "codec": clip.codec,
+        "size_bytes": len(clip.data),
+        "video": clip.data,
+        "thumbnail": clip.thumbnail,
+    }
+
+
+def _video_row(split: VideoSplit, uri: str, num_clips: int) -> dict[str, Any]:
+    probe = split.probe
+    base = probe.as_row() if probe is not None else {}
+    return {
+        "video_id": split.video_id,
+        "uri": uri,
+        "size_bytes": base.get("size_bytes", 0),
+        "container": base.get("container", ""),
+        "codec": base.get("codec", ""),
+        "width": base.get("width", 0),
+        "height": base.get("height", 0),
+        "rotation": base.get("rotation", 0),
+        "nominal_fps": base.get("nominal_fps", 0.0),
+        "avg_fps": base.get("avg_fps", 0.0),
+        "is_vfr": base.get("is_vfr", False),
+        "duration_s": base.get("duration_s", 0.0),
+        "num_frames": base.get("num_frames", 0),
+        "has_audio": base.get("has_audio", False),
+        "boundaries": [b.as_dict() for b in split.boundaries],
+        "num_clips": num_clips,
+        "status": split.status,
+        "error": split.error,
+        "pipeline_version": pipeline_version(),
+        "processed_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def scan_one(path: str, cfg: SplitConfig) -> dict[str, Any]:
+    """Worker side of --scenes-only: boundaries of one file, no clips."""
+    split = VideoSplit(path, cfg, scenes_only=True)
+    for _ in split.clips():
+        pass
+    probe = split.probe
+    return {
+        "entry": json.dumps(
+            {
+                "path": path,
+                "status": split.status,
+                "error": split.error,
+                "fps": probe.nominal_fps if probe else 0.0,
+                "num_frames": probe.num_frames if probe else 0,
+                "boundaries": [b.as_dict() for b in split.boundaries],
+            }
+        )
+    }
+
+
+# ---- the driver ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitSummary:
+    files: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    partial: int = 0
+    clips: int = 0
+    footage_s: float = 0.0
+    orphans_removed: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"split: {self.files} files ({self.skipped} already done), {self.ok} ok "
+            f"({self.partial} partial), {self.failed} failed; {self.clips} clips from "
+            f"{self.footage_s / 3600:.3f} h of footage in {self.wall_s:.1f} s",
+        ]
+        if self.orphans_removed:
+            out.append(f"  removed clips of {self.orphans_removed} file(s) left by an interrupted run")
+        for reason, count in self.reasons.most_common():
+            out.append(f"  {count:5d} x {reason}")
+        for dup in self.duplicates:
+            out.append(f"  duplicate content, not stored again: {dup}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
+
+
+def _ray_options(cfg: SplitConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": cfg.num_cpus}
+    if cfg.concurrency:
+        options["concurrency"] = cfg.concurrency
+    return options
+
+
+def run_split(
+    config: PipelineConfig, inputs: Sequence[str] | None = None, *, progress: bool = True
+) -> SplitSummary:
+    """Split every input file into the store; resumable, exactly once."""
+    import ray
+
+    started = time.monotonic()
+    paths = resolve_inputs(list(inputs) if inputs else list(config.input.paths), config.input)
+    store = Store(config.store.root)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.create(VIDEOS)
+    store.create(CLIPS)
+    summary = SplitSummary(files=len(paths))
+    summary.orphans_removed = store.remove_orphan_clips()
+    done = frozenset(store.done_video_ids())
+    cfg = config.split
+    clips_uri = store.clips_uri
+
+    init_ray(config.ray)
+
+    def task(row: dict[str, Any]) -> dict[str, Any]:
+        return split_one(row["path"], cfg, clips_uri, done)
+
+    dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
+    results = dataset.map(task, **_ray_options(cfg))
+    committed: set[str] = set(done)
+    batch: list[dict[str, Any]] = []
+    bar = tqdm(total=len(paths), desc="split", unit="file", disable=not progress)
+    for result in results.iter_rows():
+        bar.update(1)
+        if result["skipped"]:
+            summary.skipped += 1
+            continue
+        if result["video_id"] in committed:
+            summary.duplicates.append(result["path"])
+            continue
+        committed.add(result["video_id"])
+        batch.append(result)
+        if len(batch) >= cfg.commit_every:
+            _commit(store, batch, summary)
+            batch = []
+    bar.close()
+    _commit(store, batch, summary)
+    store.record(VIDEOS, "split", {"config": cfg.model_dump(mode="json"), "version": pipeline_version()})
+    summary.wall_s = time.monotonic() - started
+    return summary
+
+
+def _commit(store: Store, batch: list[dict[str, Any]], summary: SplitSummary) -> None:
+    """Clips first, then the video rows: a video row means all of its clips are in."""
+    if not batch:
+        return
+    store.commit_fragments(CLIPS, [f for r in batch for f in r["fragments"]])
+    rows = [json.loads(r["row"]) for r in batch]
+    for row in rows:
+        row["processed_at"] = dt.datetime.fromisoformat(row["processed_at"])
+    store.append(VIDEOS, pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
+    for row in rows:
+        summary.clips += row["num_clips"]
+        summary.footage_s += row["duration_s"] or 0.0
+        if row["status"] == "ok":
+            summary.ok += 1
+            summary.partial += bool(row["error"])
+        else:
+            summary.failed += 1
+        for part in filter(None, (row["error"] or "").split(" | ")):
+            summary.reasons[reason_of(part)] += 1
+
+
+def run_scenes_only(
+    config: PipelineConfig, out_json: Path, inputs: Sequence[str] | None = None, *, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Detect boundaries only and write them as JSON: [{path, status, error, fps, boundaries}]."""
+    import ray
+
+    paths = resolve_inputs(list(inputs) if inputs else list(config.input.paths), config.input)
+    init_ray(config.ray)
+    cfg = config.split
+    dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
+    entries = []
+    bar = tqdm(total=len(paths), desc="scenes", unit="file", disable=not progress)
+    for result in dataset.map(lambda row: scan_one(row["path"], cfg), **_ray_options(cfg)).iter_rows():
+        entries.append(json.loads(result["entry"]))
+        bar.update(1)
+    bar.close()
+    order = {p: i for i, p in enumerate(paths)}
+    entries.sort(key=lambda e: order[e["path"]])
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(entries, indent=1) + "\n")
+    return entries
