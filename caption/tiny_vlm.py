@@ -26,12 +26,11 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from caption.prompts import all_prompts  # noqa: E402
+from caption.vllm_runtime import TINY_VLM_MARKER as COMPLETE_MARKER  # noqa: E402
+from caption.vllm_runtime import TINY_VLM_NAME as SERVED_NAME  # noqa: E402
 
 SEED = 0
 VOCAB_SIZE = 512
-SERVED_NAME = "tiny-qwen2-vl"
-# A marker file: a folder without it is not a finished build (a killed build never looks complete).
-COMPLETE_MARKER = "reelforge_tiny_vlm.json"
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

