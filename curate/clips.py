@@ -458,11 +458,12 @@ class VideoSplit:
             return
         detect = self.cfg.detect
         scan = scan_file(self.path, detect, deadline, detect=detect.mode == "scenes")
+        header_duration = probe.duration_s
         self.probe = probe = probe.refine(
             scan.frame_pts, scan.time_base, scan.end_pts, self.cfg.probe.vfr_tolerance
         )
         self.boundaries = scan.boundaries
-        self._note_decode_losses(scan)
+        self._note_decode_losses(scan, header_duration)
         if scan.num_frames == 0:
             self._fail(Reason.UNDECODABLE, "no frame decoded in the detection pass")
             return
@@ -504,8 +505,13 @@ class VideoSplit:
         else:
             self.status, self.error = "ok", " | ".join(self._notes)
 
-    def _note_decode_losses(self, scan: Scan) -> None:
+    def _note_decode_losses(self, scan: Scan, header_duration: float) -> None:
         stats = scan.stats
+        decoded = scan.seconds_of(scan.num_frames)
+        if not stats.demux_error and header_duration - decoded > max(0.5, 0.05 * header_duration):
+            self._notes.append(
+                f"{Reason.TRUNCATED}: frames end at {decoded:.2f} s, the header says {header_duration:.2f} s"
+            )
         if stats.bad_packets:
             self._notes.append(
                 f"{Reason.CORRUPT_PACKETS}: {stats.bad_packets} of {stats.packets} packets failed to decode "

@@ -186,6 +186,11 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
     try:
         container = open_container(path)
     except av.error.InvalidDataError as err:
+        kind = _container_signature(path)
+        if kind:
+            raise ProbeError(
+                Reason.TRUNCATED, f"starts like {kind} but the container cannot be read ({err.strerror})"
+            ) from None
         raise ProbeError(Reason.NOT_MEDIA, f"no known container format ({err.strerror})") from None
     except av.error.FFmpegError as err:
         raise ProbeError(Reason.NOT_MEDIA, f"cannot open the container: {err}") from None
@@ -257,6 +262,19 @@ def _header_duration(container: av.container.InputContainer, stream: av.video.st
     if container.duration:
         return container.duration / av.time_base
     return 0.0
+
+
+def _container_signature(path: Path) -> str:
+    """The container a file's first bytes announce, if any (to tell damaged media from non-media)."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return "an MP4/MOV file (its index box is missing or cut)"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "a Matroska/WebM file"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "an AVI file"
+    return ""
 
 
 def reason_of(error: str) -> str:

@@ -78,12 +78,13 @@ class Scan:
         return float((self.end_stop_pts() - self.start_pts) * self.time_base)
 
     def end_stop_pts(self) -> int:
+        """End of the last decoded frame: the container's end when it agrees, else one frame step."""
         if not self.frame_pts:
             return self.start_pts
         last = self.frame_pts[-1]
-        if self.end_pts is not None and self.end_pts > last:
+        step = last - self.frame_pts[-2] if len(self.frame_pts) > 1 else 1
+        if self.end_pts is not None and last < self.end_pts <= last + 2 * step:
             return self.end_pts
-        step = self.frame_pts[-1] - self.frame_pts[-2] if len(self.frame_pts) > 1 else 1
         return last + step
 
 
@@ -129,10 +130,14 @@ class BoundaryDetector:
             self._detectors.append((make_detector(cfg, "threshold"), "gradual"))
         self._found: dict[int, BoundaryKind] = {}
         self._last_index = -1
+        # Mean intensity of every frame (4 bytes a frame), to tell a fade from a dark shot.
+        self._fade = cfg.threshold
+        self._means = array("f")
 
     def add(self, index: int, image: np.ndarray) -> None:
         timecode = FrameTimecode(index, fps=self._rate)
         self._last_index = index
+        self._means.append(float(image.mean()))
         for detector, kind in self._detectors:
             for cut in detector.process_frame(timecode, image):
                 self._record(cut.frame_num, kind)
@@ -143,7 +148,26 @@ class BoundaryDetector:
             for detector, kind in self._detectors:
                 for cut in detector.post_process(end):
                     self._record(cut.frame_num, kind)
+        for frame in [f for f, kind in self._found.items() if kind == "gradual"]:
+            if self._is_dark_shot(frame):
+                del self._found[frame]
         return sorted(self._found)
+
+    def _is_dark_shot(self, frame: int) -> bool:
+        """A faded-out run that starts and ends with hard cuts is a dark (or white) shot, not a fade."""
+        faded = (
+            (lambda m: m < self._fade.threshold)
+            if self._fade.method == "floor"
+            else (lambda m: m >= self._fade.threshold)
+        )
+        start = frame
+        while start > 0 and faded(self._means[start - 1]):
+            start -= 1
+        stop = frame
+        while stop < len(self._means) and faded(self._means[stop]):
+            stop += 1
+        cuts = [f for f, kind in self._found.items() if kind == "cut"]
+        return any(abs(c - start) <= 2 for c in cuts) and any(abs(c - stop) <= 2 for c in cuts)
 
     def kind_of(self, frame: int) -> BoundaryKind:
         return self._found[frame]
