@@ -1,0 +1,209 @@
+"""Clip rules, exact extraction with verification, and whole-file splitting of good and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from array import array
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from curate.clips import (
+    Clip,
+    VideoSplit,
+    clip_id,
+    extract_clips,
+    output_geometry,
+    plan_clips,
+    stride_plans,
+    verify_clip,
+)
+from curate.config import ClipRules, ExtractConfig, SplitConfig
+from curate.probe import Reason, probe_file, reason_of
+from curate.scenes import Boundary, Scan, scan_file
+
+CFG = SplitConfig()
+
+
+def synthetic_scan(n: int, fps: int = 25, boundaries=()) -> Scan:
+    """Timestamps of n frames at `fps` in a 1/fps time base (no video needed for the rules)."""
+    scan = Scan(boundaries=list(boundaries), frame_pts=array("q", range(n)), time_base=Fraction(1, fps))
+    scan.end_pts = n
+    return scan
+
+
+def spans(plans):
+    return [(p.start_frame, p.end_frame) for p in plans]
+
+
+def test_rules_trim_at_cuts_and_drop_short_shots():
+    scan = synthetic_scan(250, boundaries=[Boundary(100, 4.0, "cut"), Boundary(120, 4.8, "cut")])
+    rules = ClipRules(min_length_s=1.0, max_length_s=10.0, trim_s=0.2)
+    # 0.2 s = 5 frames trimmed at each cut, nothing at the file's start and end; 100-120 is 0.8 s: dropped.
+    assert spans(plan_clips(scan, rules)) == [(0, 95), (125, 250)]
+    plan = plan_clips(scan, rules)[1]
+    assert (plan.start_s, plan.end_s, plan.num_frames) == (5.0, 10.0, 125)
+
+
+def test_rules_window_long_scenes():
+    scan = synthetic_scan(250)  # one 10 s shot
+    window = ClipRules(min_length_s=1.0, max_length_s=3.0, trim_s=0.0)
+    # The 1 s remainder is kept while it meets min_length_s and dropped when it does not.
+    assert spans(plan_clips(scan, window)) == [(0, 75), (75, 150), (150, 225), (225, 250)]
+    assert spans(plan_clips(scan, window.model_copy(update={"min_length_s": 1.5}))) == [
+        (0, 75),
+        (75, 150),
+        (150, 225),
+    ]
+    assert spans(plan_clips(scan, window.model_copy(update={"long_scenes": "first"}))) == [(0, 75)]
+    assert plan_clips(scan, window.model_copy(update={"long_scenes": "drop"})) == []
+
+
+def test_rules_drop_transitions():
+    scan = synthetic_scan(250, boundaries=[Boundary(100, 4.0, "gradual")])
+    rules = ClipRules(min_length_s=1.0, trim_s=0.0, transition_s=1.0)
+    assert spans(plan_clips(scan, rules)) == [(0, 75), (125, 250)]
+    assert spans(plan_clips(scan, rules.model_copy(update={"drop_transitions": False}))) == [
+        (0, 100),
+        (100, 250),
+    ]
+
+
+def test_stride_mode_windows_without_detection():
+    scan = synthetic_scan(250)
+    plans = stride_plans(scan, ClipRules(min_length_s=1.0, max_length_s=10.0), stride_s=4.0)
+    assert spans(plans) == [(0, 100), (100, 200), (200, 250)]
+
+
+def test_config_rejects_inconsistent_lengths():
+    with pytest.raises(ValueError, match="min_length_s"):
+        ClipRules(min_length_s=5.0, max_length_s=2.0)
+
+
+def test_output_geometry_scales_rotates_and_keeps_even_sizes():
+    g = output_geometry(1920, 1080, 0, ExtractConfig(short_side=360))
+    assert (g.width, g.height) == (640, 360)
+    g = output_geometry(568, 320, 90, ExtractConfig(short_side=360))
+    assert (g.width, g.height, g.scale_width, g.scale_height) == (320, 568, 568, 320)
+    g = output_geometry(161, 121, 0, ExtractConfig(short_side=0))
+    assert (g.width, g.height) == (160, 120)
+    assert clip_id("abc", 1.5) == "abc_0000001500000"
+
+
+def decode_clip(data: bytes) -> tuple[list[int], Fraction, tuple[int, int]]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        return [f.pts for f in frames], stream.time_base, (frames[0].width, frames[0].height)
+
+
+def split(path: Path, cfg: SplitConfig = CFG) -> tuple[VideoSplit, list[Clip]]:
+    job = VideoSplit(path, cfg)
+    return job, list(job.clips())
+
+
+def test_sample_cuts_become_exact_verified_clips(sample_footage):
+    video = sample_footage / "cuts.mp4"
+    job, clips = split(video)
+    truth = json.loads((sample_footage / "cuts.mp4.gt.json").read_text())
+    assert job.status == "ok" and job.error == "" and not job.failures
+    assert len(clips) == len(truth["cuts"]) + 1
+    for clip in clips:
+        pts, time_base, size = decode_clip(clip.data)
+        assert len(pts) == clip.num_frames == clip.plan.num_frames
+        assert size == (clip.width, clip.height) == (320, 180)  # never upscaled to short_side 360
+        assert float((pts[-1] - pts[0]) * time_base) == pytest.approx(clip.plan.duration_s - 0.04, abs=1e-3)
+        assert clip.thumbnail[:2] == b"\xff\xd8"  # JPEG
+    # No clip crosses a cut: each lies inside one ground-truth shot.
+    edges = [0, *truth["cuts"], truth["num_frames"]]
+    for clip in clips:
+        assert any(a <= clip.plan.start_frame and clip.plan.end_frame <= b for a, b in pairwise(edges))
+    assert job.probe is not None and job.probe.measured and job.probe.num_frames == truth["num_frames"]
+
+
+def test_vfr_timing_is_kept_exactly(sample_footage):
+    video = sample_footage / "vfr.mp4"
+    scan = scan_file(video, CFG.detect)
+    probe = probe_file(video, CFG.probe)
+    plans = plan_clips(scan, CFG.clips)
+    clips = [c for c in extract_clips(video, plans, scan, probe.width, probe.height, 0, CFG.extract)]
+    assert clips and all(isinstance(c, Clip) for c in clips)
+    for clip in clips:
+        pts, time_base, _ = decode_clip(clip.data)
+        source = [scan.frame_pts[i] for i in range(clip.plan.start_frame, clip.plan.end_frame)]
+        got = [float(p * time_base) for p in pts]
+        want = [float((s - source[0]) * scan.time_base) for s in source]
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_fixed_output_rate(sample_footage):
+    cfg = SplitConfig.model_validate({"extract": {"fps": 10}})
+    job, clips = split(sample_footage / "vfr.mp4", cfg)
+    assert job.status == "ok" and clips
+    for clip in clips:
+        pts, time_base, _ = decode_clip(clip.data)
+        assert len(pts) == round(clip.plan.duration_s * 10 + 0.4999)
+        assert np.allclose(np.diff([float(p * time_base) for p in pts]), 0.1, atol=1e-3)
+
+
+def test_verification_reports_mismatches(sample_footage):
+    _, clips = split(sample_footage / "cuts.mp4")
+    clip = clips[0]
+    assert verify_clip(clip.data, clip.num_frames, clip.plan.duration_s, 0.05) == ""
+    assert "frames" in verify_clip(clip.data, clip.num_frames + 1, clip.plan.duration_s, 0.05)
+    assert "lasts" in verify_clip(clip.data, clip.num_frames, clip.plan.duration_s + 1.0, 0.05)
+    assert "does not decode" in verify_clip(b"not an mp4", 1, 1.0, 0.05)
+
+
+def test_time_limit_gives_a_timeout_row(sample_footage):
+    job, clips = split(sample_footage / "cuts.mp4", SplitConfig(time_limit_s=1e-6))
+    assert clips == [] and job.status == "error" and reason_of(job.error) == Reason.TIMEOUT
+
+
+def test_stride_mode_end_to_end(sample_footage):
+    cfg = SplitConfig.model_validate({"detect": {"mode": "stride", "stride_s": 3.0}})
+    job, clips = split(sample_footage / "cuts.mp4", cfg)
+    assert job.boundaries == [] and [round(c.plan.start_s, 3) for c in clips] == [0.0, 3.0, 6.0, 9.0]
+
+
+def test_bad_inputs_end_as_error_rows_or_partial_clips(bad_inputs):
+    for name, (path, accepted) in bad_inputs.items():
+        job, clips = split(path)
+        if job.status == "ok":
+            assert "ok" in accepted and clips, name
+            assert any(reason_of(part) in accepted for part in job.error.split(" | ")), (name, job.error)
+        else:
+            assert clips == [] and reason_of(job.error) in accepted, (name, job.error)
+
+
+@pytest.mark.footage
+@pytest.mark.slow
+def test_every_shared_format_splits(shared_footage):
+    cfg = SplitConfig.model_validate({"clips": {"min_length_s": 0.05}})
+    for path in sorted((shared_footage / "formats").iterdir()):
+        job, clips = split(path, cfg)
+        assert job.status == "ok" and clips and not job.failures, (path.name, job.error)
+        pts, _, size = decode_clip(clips[0].data)
+        assert len(pts) == clips[0].num_frames
+        if path.name == "video_90.mov":
+            assert size[0] < size[1]  # rotation applied to the pixels: portrait
+    job, _ = split(shared_footage / "formats" / "no_duration.webm", cfg)
+    assert job.probe is not None and job.probe.duration_s == pytest.approx(4.94, abs=0.1)
+
+
+@pytest.mark.footage
+def test_shared_broken_files(shared_footage):
+    broken = shared_footage / "broken"
+    job, clips = split(broken / "invalid-bitstream.webm")
+    assert job.status == "error" and reason_of(job.error) == Reason.UNDECODABLE and not clips
+    job, clips = split(broken / "corrupted.mp4")
+    assert job.status == "ok" and clips and reason_of(job.error) == Reason.CORRUPT_PACKETS
+    job, clips = split(
+        broken / "sample_mdat_too_long.mp4", SplitConfig.model_validate({"clips": {"min_length_s": 0.5}})
+    )
+    assert job.status == "ok" and sum(c.num_frames for c in clips) == 30

@@ -1,0 +1,89 @@
+"""Scene detection: cut positions (frames and exact seconds) against ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curate.config import DetectConfig
+from curate.scenes import make_detector, scan_file
+
+CFG = DetectConfig()
+
+
+def cuts(scan, kind="cut"):
+    return [b.frame for b in scan.boundaries if b.kind == kind]
+
+
+def assert_close(found, expected, tolerance=1):
+    assert len(found) == len(expected), (found, expected)
+    for f, e in zip(found, expected, strict=True):
+        assert abs(f - e) <= tolerance, (found, expected)
+
+
+def test_sample_footage_cuts_and_exact_seconds(sample_footage):
+    for video in sorted(sample_footage.glob("*.mp4")) + sorted(sample_footage.glob("*.webm")):
+        truth = json.loads(Path(f"{video}.gt.json").read_text())
+        scan = scan_file(video, CFG)
+        assert scan.num_frames == truth["num_frames"], video.name
+        found = cuts(scan)
+        assert_close(found, truth["cuts"])
+        seconds = [b.seconds for b in scan.boundaries if b.kind == "cut"]
+        assert seconds == pytest.approx(truth["cuts_s"], abs=1e-3), video.name
+        # A very dark shot is not a fade: no gradual boundary around it.
+        assert cuts(scan, "gradual") == [], video.name
+
+
+def test_every_cut_detector_runs_from_config(sample_footage):
+    truth = json.loads((sample_footage / "cuts.mp4.gt.json").read_text())["cuts"]
+    for name in ("content", "adaptive", "hash", "histogram"):
+        found = cuts(scan_file(sample_footage / "cuts.mp4", DetectConfig(detector=name, detect_fades=False)))
+        for expected in truth:
+            assert any(abs(f - expected) <= 1 for f in found), (name, found)
+    # The fade detector finds nothing on a file without fades, and its boundaries are "gradual".
+    assert scan_file(sample_footage / "cuts.mp4", DetectConfig(detector="threshold")).boundaries == []
+    assert type(make_detector(DetectConfig(detector="adaptive"))).__name__ == "AdaptiveDetector"
+
+
+def test_timestamps_are_kept_compactly(sample_footage):
+    scan = scan_file(sample_footage / "vfr.mp4", CFG, detect=False)
+    assert scan.frame_pts.itemsize == 8 and scan.boundaries == []
+    deltas = np.diff(np.asarray(scan.frame_pts))
+    assert len(set(deltas.tolist())) > 1  # variable frame durations survive exactly
+
+
+@pytest.mark.footage
+@pytest.mark.slow
+def test_shared_multishot_ground_truth(shared_footage):
+    multi = shared_footage / "multishot"
+    testvideo = scan_file(multi / "testvideo.mp4", CFG)
+    hard = cuts(testvideo)
+    for expected in (30, 180):
+        assert any(abs(f - expected) <= 1 for f in hard), hard
+    bikes = scan_file(multi / "bikes.mp4", CFG)
+    assert_close(cuts(bikes), [30, 76, 137, 187, 242])
+    vfr = scan_file(multi / "goldeneye-vfr-drop3.mp4", CFG)
+    assert vfr.num_frames == 160
+    assert_close(cuts(vfr), [60, 140])
+    frame_s = 2002 / 24000  # longest frame duration of that file
+    for got, want in zip([b.seconds for b in vfr.boundaries], [3.754, 8.759], strict=True):
+        assert abs(got - want) <= frame_s
+    fades = scan_file(multi / "fades.mp4", CFG)
+    assert cuts(fades) == []
+    assert_close(cuts(fades, "gradual"), [84, 167])
+    rotated = scan_file(multi / "issue-134-rotate.mp4", CFG)
+    assert_close(cuts(rotated), [90, 210])
+
+
+@pytest.mark.footage
+@pytest.mark.slow
+def test_shared_singleshot_files_have_no_boundary(shared_footage):
+    files = [p for p in sorted((shared_footage / "singleshot").rglob("*")) if p.is_file()]
+    assert len(files) >= 10
+    for path in files:
+        scan = scan_file(path, CFG)
+        assert scan.num_frames > 0, path.name
+        assert scan.boundaries == [], (path.name, scan.boundaries)
