@@ -1,0 +1,55 @@
+"""Small captioned clip tables cut from real footage for the trainer's tests.
+
+Real footage from ../shared/footage when it is beside the checkout, else the built-in sample
+footage (camera moves over real photographs). Both give real image statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.store import Store
+from train.clipset import ClipSpec, write_clipset
+
+# (file under shared footage, caption); every file is one continuous shot.
+SHARED_SHOTS = [
+    ("singleshot/bigbuckbunny.mp4", "a big cartoon rabbit in a green meadow"),
+    ("singleshot/flower.mp4", "a garden full of colourful flowers"),
+    ("singleshot/friday.mp4", "a street scene on a friday"),
+    ("singleshot/carphone_pristine.mp4", "a man talking on the phone in a car"),
+    ("singleshot/bottle-detection.mp4", "bottles moving on a table"),
+    ("singleshot/car-detection.mp4", "cars driving along a road"),
+    ("singleshot/stream-of-water.webm", "a stream of water flowing over stones"),
+]
+CLIP_FRAMES = 17
+
+
+def footage_specs(request) -> list[ClipSpec]:
+    """Three 17-frame clips per shot (frames 0, 20, 40), as many shots as the footage offers."""
+    try:
+        shared: Path = request.getfixturevalue("shared_footage")
+        shots = [(shared / name, caption) for name, caption in SHARED_SHOTS]
+    except pytest.skip.Exception:
+        sample: Path = request.getfixturevalue("sample_footage")
+        shots = []
+        for video in sorted(sample.glob("*.mp4")):
+            truth = json.loads(Path(f"{video}.gt.json").read_text())
+            for shot in truth["shots"]:
+                if shot["end_frame"] - shot["start_frame"] >= 60:
+                    words = shot["label"].replace("_", " ")
+                    shots.append((video, f"{words} ({shot['look']} look)", shot["start_frame"]))
+        return [ClipSpec(path, start + offset, CLIP_FRAMES, caption)
+                for path, caption, start in shots for offset in (0, 20, 40)]
+    return [ClipSpec(path, offset, CLIP_FRAMES, caption) for path, caption in shots for offset in (0, 20, 40)]
+
+
+@pytest.fixture(scope="session")
+def real_clips(request, tmp_path_factory) -> tuple[Store, list[ClipSpec]]:
+    """A store whose clips table holds ~20 captioned real clips (96 px wide)."""
+    store = Store(tmp_path_factory.mktemp("train_clips") / "store")
+    specs = footage_specs(request)
+    write_clipset(store, specs, width=96)
+    return store, specs

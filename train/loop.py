@@ -1,0 +1,291 @@
+"""The DiT training loop: AdamW, warmup + cosine, clipping, EMA, bf16/compile/checkpointing options,
+logs (CSV, TensorBoard, progress bar), validation loss, checkpoints with exact resume, and DDP.
+
+Exact resume: everything random in a step comes from state that is checkpointed (the noise/timestep/
+caption-dropout generator, the torch RNG) or is a pure function of (seed, epoch) (the batch order),
+and the sampler can start mid-epoch; so a run killed and resumed logs the same losses and ends with
+the same weights as one that never stopped (on a deterministic CPU).
+
+DDP: started by torchrun (or Ray Train), which sets RANK/WORLD_SIZE; gloo on CPU, nccl on CUDA.
+Each rank reads its own shard of the batches; rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader
+from train.dit import DiT
+from train.flow import drop_captions, sample_timesteps, training_loss
+from train.text import TextEncoder, build_text_encoder
+from train.vae import VideoVAE, load_vae
+
+log = logging.getLogger(__name__)
+LOG_FIELDS = ("step", "loss", "lr", "grad_norm", "step_time_s", "samples_per_s", "tokens_per_s")
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    final_loss: float
+    val_loss: float | None
+    checkpoint: Path | None
+    train_clips: int
+    val_clips: int
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype:
+    if config.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if config.precision == "bf16" else torch.float32
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warmup to the peak, then cosine decay to min_lr_ratio of it (or constant)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world_size); initialises the process group when launched by torchrun/Ray Train."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class BatchPreparer:
+    """Turns a loader batch into (latents, text tokens, text mask): reads precomputed columns, or
+    encodes clips with the VAE and captions with the text encoder (cached per caption)."""
+
+    def __init__(self, vae: VideoVAE | None, text: TextEncoder, device: torch.device):
+        self.vae, self.text, self.device = vae, text, device
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
+        if missing:
+            tokens, mask = self.text.encode(missing)
+            for i, caption in enumerate(missing):
+                self._cache[caption] = (tokens[i], mask[i])
+        return (torch.stack([self._cache[c][0] for c in captions]), torch.stack([self._cache[c][1] for c in captions]))
+
+    def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if "latent" in batch:
+            latent, text, mask = batch["latent"], batch["text"], batch["text_mask"]
+        else:
+            if self.vae is None:
+                raise ValueError("clips have no precomputed latents and no VAE is loaded")
+            with torch.no_grad():
+                latent = self.vae.encode_normalized(batch["video"].to(self.device))
+            text, mask = self.encode_captions(batch["caption"])
+        return latent.to(self.device), text.to(self.device), mask.to(self.device)
+
+
+def _batches_forever(loader: torch.utils.data.DataLoader, sampler: BucketBatchSampler, step: int
+                     ) -> Iterator[dict[str, Any]]:
+    per_epoch = len(sampler)
+    if per_epoch == 0:
+        raise ValueError("no full training batch: fewer clips per bucket than train.batch_size")
+    epoch, start = divmod(step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch, start)
+        yield from loader
+        epoch, start = epoch + 1, 0
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (a killed run logged past it)."""
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=rows[0].keys() if rows else LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["step"]) <= last_step)
+
+
+def _append_csv(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, index: ClipIndex, prepare: BatchPreparer, config: TrainConfig,
+                    dtype: torch.dtype) -> float | None:
+    """Mean flow loss on held-out clips with fixed noise and timesteps, so values are comparable over time."""
+    if len(index) == 0:
+        return None
+    generator = torch.Generator().manual_seed(config.seed + 999)
+    sampler = BucketBatchSampler(index, config.batch_size, config.seed, shuffle=False)
+    batches = ClipBatches(index, config.data.caption_column)
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for positions in sampler:
+        latent, text, mask = prepare(batches[positions])
+        noise = torch.randn(latent.shape, generator=generator).to(latent.device)
+        t = sample_timesteps(latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator,
+                             latent.device)
+        with torch.autocast(latent.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = training_loss(model, latent, text, mask, noise, t)
+        total += loss.item() * latent.shape[0]
+        count += latent.shape[0]
+    model.train(was_training)
+    return total / count
+
+
+def train(config: TrainConfig, clips_uri: str, device: str = "cpu", stop_after: int | None = None) -> TrainSummary:
+    """Train the DiT on the clips at `clips_uri`, resuming from `config.out_dir` if it has a checkpoint.
+
+    `stop_after` ends the run after that global step without changing any schedule (for tests and
+    time-boxed runs; the schedule still follows `config.steps`).
+    """
+    rank, world = distributed_context()
+    dev = torch.device(device)
+    dtype = resolve_precision(config, dev)
+    out_dir = Path(config.out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    text_encoder = build_text_encoder(config.text)
+    null_text, null_mask = (x.to(dev) for x in text_encoder.null())
+    index = build_index(clips_uri, config.data)
+    train_index, val_index = index.split(config.val_fraction)
+    if len(train_index) == 0:
+        raise ValueError(f"no training clips at {clips_uri} (left out: {index.skipped})")
+    vae = None if index.has_latents else load_vae(config.vae).to(dev)
+    prepare = BatchPreparer(vae, text_encoder, dev)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = DiT(config.dit, latent_channels=config.vae.latent_channels, text_dim=text_encoder.dim).to(dev)
+    model.grad_checkpointing = config.grad_checkpointing
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    noise_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+
+    step = 0
+    resumed_from = latest_checkpoint(out_dir)
+    if resumed_from is not None:
+        state = restore_checkpoint(resumed_from, model, ema, optimizer, scheduler, noise_generator)
+        step = state["step"]
+        if rank == 0:
+            _truncate_csv(out_dir / "log.csv", step)
+            _truncate_csv(out_dir / "val.csv", step)
+            log.info("resumed from %s at step %d", resumed_from, step)
+
+    network: torch.nn.Module = model
+    if world > 1:
+        network = DistributedDataParallel(model)
+    if config.compile:
+        network = torch.compile(network)
+
+    sampler = BucketBatchSampler(train_index, config.batch_size, config.seed, rank, world)
+    loader = make_loader(ClipBatches(train_index, config.data.caption_column), sampler, config.data.num_workers)
+    writer = None
+    if rank == 0 and config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
+    extra = {
+        "config": config.model_dump(mode="json"),
+        "text_dim": text_encoder.dim,
+        "latent_channels": config.vae.latent_channels,
+        "clips_uri": clips_uri,
+        "dataset_version": index.version,
+    }
+    last = stop_after if stop_after is not None else config.steps
+    progress = tqdm(total=config.steps, initial=step, disable=rank != 0 or not config.progress, desc="train")
+    loss_value, val = float("nan"), None
+    checkpoint = resumed_from
+    model.train()
+    batches = _batches_forever(loader, sampler, step)
+    while step < min(last, config.steps):
+        started = time.perf_counter()
+        latent, text, mask = prepare(next(batches))
+        text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, noise_generator)
+        noise = torch.randn(latent.shape, generator=noise_generator).to(dev)
+        t = sample_timesteps(latent.shape[0], config.logit_normal_mean, config.logit_normal_std, noise_generator, dev)
+        with torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else nullcontext():
+            loss = training_loss(network, latent, text, mask, noise, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - config.ema_decay)
+        step += 1
+        elapsed = time.perf_counter() - started
+        loss_value = loss.item()
+        if rank == 0:
+            tokens = latent.shape[0] * math.prod(model.token_grid(tuple(latent.shape))) * world
+            row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{scheduler.get_last_lr()[0]:.6e}",
+                   "grad_norm": f"{grad_norm.item():.4f}", "step_time_s": f"{elapsed:.4f}",
+                   "samples_per_s": f"{latent.shape[0] * world / elapsed:.2f}", "tokens_per_s": f"{tokens / elapsed:.1f}"}
+            if step % config.log_every == 0 or step == 1:
+                _append_csv(out_dir / "log.csv", LOG_FIELDS, row)
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss_value, step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    writer.add_scalar("train/tokens_per_s", tokens / elapsed, step)
+            progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens / elapsed:.0f}")
+            progress.update(1)
+            if step % config.val_every == 0 or step == config.steps:
+                val = validation_loss(model, val_index, prepare, config, dtype)
+                if val is not None:
+                    _append_csv(out_dir / "val.csv", ("step", "val_loss"), {"step": step, "val_loss": f"{val:.6f}"})
+                    if writer is not None:
+                        writer.add_scalar("val/loss", val, step)
+            if step % config.ckpt_every == 0 or step == config.steps:
+                checkpoint = save_checkpoint(out_dir, step, model, ema, optimizer, scheduler, noise_generator, extra)
+    progress.close()
+    if writer is not None:
+        writer.close()
+    if rank == 0:
+        summary = {"steps": step, "final_loss": loss_value, "val_loss": val, "train_clips": len(train_index),
+                   "val_clips": len(val_index), "skipped": index.skipped}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return TrainSummary(step, loss_value, val, checkpoint, len(train_index), len(val_index))
+
+
+def load_trained_dit(checkpoint: Path, use_ema: bool = True) -> tuple[DiT, TrainConfig]:
+    """The DiT of a checkpoint folder and the config it was trained with (weights via safetensors)."""
+    from train.checkpoint import load_weights, read_state
+
+    state = read_state(checkpoint)
+    config = TrainConfig.model_validate(state["config"])
+    model = DiT(config.dit, latent_channels=state["latent_channels"], text_dim=state["text_dim"])
+    model.load_state_dict(load_weights(checkpoint, ema=use_ema))
+    return model.eval(), config

@@ -1,0 +1,112 @@
+"""Prompts -> videos: text encoder -> Euler sampler with guidance on the DiT -> VAE decoder -> MP4 and GIF.
+
+Noise for prompt i comes from a generator seeded with (seed, i), so a prompt's video does not depend
+on which other prompts share the batch and the same seed reproduces the same files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from train.checkpoint import latest_checkpoint
+from train.config import SampleConfig
+from train.data import tensor_to_frames
+from train.dit import DiT
+from train.flow import euler_sample
+from train.loop import load_trained_dit
+from train.text import TextEncoder, build_text_encoder
+from train.vae import VideoVAE, load_vae
+
+
+@dataclass
+class SampleResult:
+    prompt: str
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    mp4: Path
+    gif: Path
+
+
+@torch.no_grad()
+def generate(
+    model: DiT,
+    vae: VideoVAE,
+    text_encoder: TextEncoder,
+    prompts: Sequence[str],
+    frames: int,
+    height: int,
+    width: int,
+    steps: int,
+    cfg_scale: float,
+    seed: int,
+) -> torch.Tensor:
+    """(P, 3, T, H, W) videos in [-1, 1] for P prompts."""
+    shape = vae.latent_shape(frames, height, width)
+    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + i))
+                         for i in range(len(prompts))])
+    text, mask = text_encoder.encode(list(prompts))
+    null_text, null_mask = text_encoder.null()
+    latents = euler_sample(model, noise, text, mask, null_text, null_mask, steps, cfg_scale)
+    return vae.decode_normalized(latents).clamp(-1, 1)
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """H.264 (yuv420p) MP4; odd sizes are padded by one pixel because 4:2:0 needs even sizes."""
+    t, h, w, _ = frames.shape
+    padded = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.height, stream.width = padded.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "16"}
+        for frame in padded:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def write_gif(frames: np.ndarray, path: Path, fps: int) -> Path:
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path
+
+
+def slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step folder, or a training out_dir (its latest checkpoint)."""
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint at {path}: train first (`reelforge train`) or name a step folder")
+    return latest
+
+
+def sample(config: SampleConfig) -> list[SampleResult]:
+    checkpoint = resolve_checkpoint(config.checkpoint)
+    model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema)
+    vae = load_vae(train_config.vae)
+    text_encoder = build_text_encoder(train_config.text)
+    videos = generate(model, vae, text_encoder, config.prompts, config.frames, config.height, config.width,
+                      config.steps, config.cfg_scale, config.seed)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, (prompt, video) in enumerate(zip(config.prompts, videos, strict=True)):
+        frames = tensor_to_frames(video)
+        stem = f"{i:02d}_{slug(prompt)}_seed{config.seed}"
+        results.append(SampleResult(prompt, frames, write_mp4(frames, out / f"{stem}.mp4", config.fps),
+                                    write_gif(frames, out / f"{stem}.gif", config.fps)))
+    return results
