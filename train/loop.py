@@ -30,10 +30,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from pipelines.store import Store
+from train.checkpoint import latest_checkpoint, load_weights, read_state, restore_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader
 from train.dit import DiT
+from train.encode import encode_signature
 from train.flow import drop_captions, sample_timesteps, training_loss
 from train.text import TextEncoder, build_text_encoder
 from train.vae import VideoVAE, load_vae
@@ -66,6 +68,13 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return 1.0
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def latents_match(clips_uri: str, config: TrainConfig) -> bool:
+    """Were the clips' latent/text columns made by exactly this VAE, text encoder and bucket set?"""
+    records = Store(Path(clips_uri).parent).stage_records()
+    recorded = records.get("encode", {}).get("config", {}).get("signature")
+    return recorded == encode_signature(config)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -180,6 +189,12 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu", stop_after: 
     text_encoder = build_text_encoder(config.text)
     null_text, null_mask = (x.to(dev) for x in text_encoder.null())
     index = build_index(clips_uri, config.data)
+    if index.has_latents and not latents_match(clips_uri, config):
+        if config.data.latents == "precomputed":
+            raise ValueError("the clips' latent columns were made with another VAE/text encoder/buckets: "
+                             "run `reelforge encode` again")
+        log.warning("precomputed latents do not match this config; decoding clips on the fly")
+        index = build_index(clips_uri, config.data.model_copy(update={"latents": "decode"}))
     train_index, val_index = index.split(config.val_fraction)
     if len(train_index) == 0:
         raise ValueError(f"no training clips at {clips_uri} (left out: {index.skipped})")
@@ -282,8 +297,6 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu", stop_after: 
 
 def load_trained_dit(checkpoint: Path, use_ema: bool = True) -> tuple[DiT, TrainConfig]:
     """The DiT of a checkpoint folder and the config it was trained with (weights via safetensors)."""
-    from train.checkpoint import load_weights, read_state
-
     state = read_state(checkpoint)
     config = TrainConfig.model_validate(state["config"])
     model = DiT(config.dit, latent_channels=state["latent_channels"], text_dim=state["text_dim"])

@@ -60,7 +60,7 @@ def generate(
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
     """H.264 (yuv420p) MP4; odd sizes are padded by one pixel because 4:2:0 needs even sizes."""
-    t, h, w, _ = frames.shape
+    h, w = frames.shape[1:3]
     padded = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))

@@ -1,0 +1,94 @@
+"""The encode stage: clips -> latents and caption embeddings, stored as clips columns.
+
+A model stage in the project's sense: the constructor loads the VAE and the text encoder, and
+`__call__(batch)` maps a batch holding clip_id, the clip's MP4 bytes, its size, frame count and
+caption to a batch with the columns the trainer reads (see train.data.LATENT_COLUMNS). Each clip
+is cut to the bucket the trainer would put it in, so a precomputed latent is bit-for-bit what the
+trainer would have computed on the fly. Clips that fit no bucket or fail to decode get null
+columns and a reason in `encode_error`, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from train.config import TrainConfig
+from train.data import assign_bucket, bucket_name, decode_clip, frames_to_tensor
+from train.text import build_text_encoder
+from train.vae import load_vae
+
+ENCODE_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string()),
+    pa.field("latent", pa.large_binary()),  # float32, C-order, shape in latent_shape
+    pa.field("latent_shape", pa.list_(pa.int32())),  # (C, T, H, W)
+    pa.field("latent_bucket", pa.string()),  # "HxWxF" the clip was cut to
+    pa.field("text_emb", pa.large_binary()),  # float32 (L, E) token states of the caption
+    pa.field("text_shape", pa.list_(pa.int32())),
+    pa.field("text_len", pa.int32()),  # real tokens; the rest is padding
+    pa.field("encode_error", pa.string()),
+])
+
+
+def encode_signature(config: TrainConfig) -> dict[str, Any]:
+    """What the columns depend on; the trainer refuses latents made by another VAE or text encoder."""
+    return {
+        "vae": config.vae.model_dump(mode="json"),
+        "text": config.text.model_dump(mode="json"),
+        "buckets": [bucket_name(b) for b in config.data.buckets],
+        "caption_column": config.data.caption_column,
+    }
+
+
+class LatentEncoder:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.vae = load_vae(config.vae)
+        self.text = build_text_encoder(config.text)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """batch: clip_id, video (bytes), width, height, num_frames, <caption column> -> ENCODE_SCHEMA columns."""
+        ids = list(batch["clip_id"])
+        captions = [str(c) if c is not None else "" for c in batch[self.config.data.caption_column]]
+        out: dict[str, list[Any]] = {name: [None] * len(ids) for name in ENCODE_SCHEMA.names}
+        out["clip_id"] = ids
+        tokens, mask = self.text.encode(captions)
+        by_bucket: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        buckets = {}
+        for i in range(len(ids)):
+            bucket = assign_bucket(int(batch["width"][i]), int(batch["height"][i]), int(batch["num_frames"][i]),
+                                   self.config.data.buckets)
+            if bucket is None:
+                out["encode_error"][i] = "shorter than every bucket"
+                continue
+            try:
+                video = frames_to_tensor(decode_clip(bytes(batch["video"][i]), bucket))
+            except ValueError as err:
+                out["encode_error"][i] = str(err)
+                continue
+            buckets[bucket_name(bucket)] = bucket
+            by_bucket.setdefault(bucket_name(bucket), []).append((i, video))
+        for name, items in by_bucket.items():
+            with torch.no_grad():
+                latents = self.vae.encode_normalized(torch.stack([v for _, v in items]))
+            for (i, _), latent in zip(items, latents, strict=True):
+                array = latent.float().contiguous().numpy()
+                text = tokens[i].float().contiguous().numpy()
+                out["latent"][i] = array.tobytes()
+                out["latent_shape"][i] = list(array.shape)
+                out["latent_bucket"][i] = name
+                out["text_emb"][i] = text.tobytes()
+                out["text_shape"][i] = list(text.shape)
+                out["text_len"][i] = int(mask[i].sum())
+        return out
+
+
+def encode_table(encoder: LatentEncoder, batch: dict[str, Any]) -> pa.Table:
+    return pa.Table.from_pydict(encoder(batch), schema=ENCODE_SCHEMA)
+
+
+def as_numpy_batch(table: pa.Table) -> dict[str, np.ndarray]:
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
