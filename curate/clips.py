@@ -284,6 +284,93 @@ class _ClipWriter:
         return self.plan.num_frames
 
 
+class _CopyWriter:
+    """One clip cut without re-encoding: the source's packets from a keyframe to the next cut keyframe."""
+
+    def __init__(
+        self,
+        plan: ClipPlan,
+        source: av.video.stream.VideoStream,
+        start_pts: int,
+        end_pts: int | None,
+        geometry: OutputGeometry,
+        cfg: ExtractConfig,
+    ) -> None:
+        self.plan = plan
+        self.geometry = geometry
+        self.cfg = cfg
+        self.start_pts = start_pts
+        self.end_pts = end_pts
+        self.frames_in = 0
+        self.pts_mismatch = ""
+        self.thumbnail: bytes = b""
+        self._buffer = io.BytesIO()
+        self._out = av.open(self._buffer, mode="w", format="mp4")
+        self._stream = self._out.add_stream_from_template(source)
+        self._rate = Fraction(source.average_rate or source.guessed_rate or 25)
+
+    @property
+    def frames_out(self) -> int:
+        return self.frames_in
+
+    def wants(self, packet: av.Packet) -> bool:
+        return (
+            packet.pts is not None
+            and self.start_pts <= packet.pts
+            and (self.end_pts is None or packet.pts < self.end_pts)
+        )
+
+    def add_packet(self, packet: av.Packet) -> None:
+        packet.pts -= self.start_pts
+        if packet.dts is not None:
+            packet.dts -= self.start_pts
+        packet.stream = self._stream
+        self._out.mux(packet)
+
+    def add(self, item: DecodedFrame, next_seconds: float) -> None:
+        if self.frames_in == self.plan.num_frames // 2:
+            g = self.geometry
+            image = item.frame.to_ndarray(width=g.scale_width, height=g.scale_height, format="rgb24")
+            self.thumbnail = _jpeg(image, self.cfg)
+        self.frames_in += 1
+
+    def finish(self) -> bytes:
+        self._out.close()
+        return self._buffer.getvalue()
+
+    def abort(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError):
+            self._out.close()
+
+    def expected_frames(self) -> int:
+        return self.plan.num_frames
+
+
+def _copyable(
+    plans: Sequence[ClipPlan],
+    scan: Scan,
+    geometry: OutputGeometry,
+    width: int,
+    height: int,
+    codec: str,
+    container_name: str,
+    cfg: ExtractConfig,
+) -> dict[int, tuple[int, int | None]]:
+    """{plan index: (start pts, end pts or None)} of the clips that can be cut without re-encoding."""
+    if not cfg.allow_stream_copy or cfg.fps > 0 or codec != "h264" or "mp4" not in container_name:
+        return {}
+    if (geometry.width, geometry.height, geometry.rotation) != (width, height, 0):
+        return {}
+    keyframes = set(scan.stats.keyframe_pts)
+    out: dict[int, tuple[int, int | None]] = {}
+    for plan in plans:
+        start = scan.frame_pts[plan.start_frame]
+        end = scan.frame_pts[plan.end_frame] if plan.end_frame < scan.num_frames else None
+        if start in keyframes and (end is None or end in keyframes):
+            out[plan.index] = (start, end)
+    return out
+
+
 def _jpeg(image_rgb: np.ndarray, cfg: ExtractConfig) -> bytes:
     h, w = image_rgb.shape[:2]
     if w > cfg.thumbnail_width:
@@ -318,12 +405,36 @@ def extract_clips(
     geometry = output_geometry(width, height, rotation, cfg)
     stats = DecodeStats()
     pending = list(plans)
-    writer: _ClipWriter | None = None
+    writer: _ClipWriter | _CopyWriter | None = None
     with open_container(path) as container:
+        source = container.streams.video[0]
+        copyable = _copyable(
+            plans, scan, geometry, width, height, source.codec_context.name, container.format.name, cfg
+        )
+        # Packets of a stream-copied clip come before its frames (decoder delay): their writer starts early.
+        copying: dict[int, _CopyWriter] = {}
+        by_index = {plan.index: plan for plan in plans}
         try:
-            for item in iter_frames(container, stats, deadline, threads=threads, where="clip extraction"):
-                assert isinstance(item, DecodedFrame)
+            for item in iter_frames(
+                container,
+                stats,
+                deadline,
+                threads=threads,
+                where="clip extraction",
+                with_packets=bool(copyable),
+            ):
+                if isinstance(item, av.Packet):
+                    for index, (start, end) in copyable.items():
+                        if item.pts is not None and start <= item.pts and (end is None or item.pts < end):
+                            if index not in copying:
+                                copying[index] = _CopyWriter(
+                                    by_index[index], source, start, end, geometry, cfg
+                                )
+                            copying[index].add_packet(item)
+                    continue
                 while writer is not None and item.index >= writer.plan.end_frame:
+                    copying.pop(writer.plan.index, None)
+                    copyable.pop(writer.plan.index, None)
                     yield _close(writer, scan)
                     writer = None
                 if writer is None:
@@ -335,7 +446,10 @@ def extract_clips(
                         break
                     if item.index < pending[0].start_frame:
                         continue
-                    writer = _ClipWriter(pending.pop(0), geometry, cfg, scan.time_base, item.pts)
+                    plan = pending.pop(0)
+                    writer = copying.get(plan.index) or _ClipWriter(
+                        plan, geometry, cfg, scan.time_base, item.pts
+                    )
                 if (
                     item.index < scan.num_frames
                     and item.pts != scan.frame_pts[item.index]
@@ -347,9 +461,13 @@ def extract_clips(
                     )
                 writer.add(item, scan.seconds_of(item.index + 1))
         except BaseException:
-            if writer is not None:
-                writer.abort()
+            for open_writer in [writer, *copying.values()]:
+                if open_writer is not None:
+                    open_writer.abort()
             raise
+        for leftover in copying.values():
+            if leftover is not writer:
+                leftover.abort()
     if writer is not None:
         yield _close(writer, scan)
     for plan in pending:
@@ -359,7 +477,7 @@ def extract_clips(
         yield ClipFailure(plan, Reason.TRUNCATED, detail)
 
 
-def _close(writer: _ClipWriter, scan: Scan) -> Clip | ClipFailure:
+def _close(writer: _ClipWriter | _CopyWriter, scan: Scan) -> Clip | ClipFailure:
     plan = writer.plan
     data = writer.finish()
     if writer.pts_mismatch:
@@ -373,7 +491,8 @@ def _close(writer: _ClipWriter, scan: Scan) -> Clip | ClipFailure:
         return ClipFailure(plan, Reason.CLIP_VERIFY, check)
     g = writer.geometry
     fps = writer.frames_out / plan.duration_s if plan.duration_s > 0 else float(writer._rate)
-    return Clip(plan, data, writer.thumbnail, writer.frames_out, fps, g.width, g.height, "h264", False)
+    copied = isinstance(writer, _CopyWriter)
+    return Clip(plan, data, writer.thumbnail, writer.frames_out, fps, g.width, g.height, "h264", copied)
 
 
 def _frame_tolerance(scan: Scan, plan: ClipPlan) -> float:

@@ -31,12 +31,11 @@ from curate.decode import (
     Deadline,
     DecodedFrame,
     DecodeStats,
+    detection_bgr,
     iter_frames,
     nominal_rate,
     open_container,
-    scaled_size,
     stream_info,
-    to_bgr,
 )
 
 BoundaryKind = Literal["cut", "gradual"]
@@ -197,8 +196,6 @@ def scan_file(
         stream = container.streams.video[0]
         info = stream_info(stream)
         rate = nominal_rate(stream) or Fraction(25)
-        ctx = stream.codec_context
-        width, height = scaled_size(int(ctx.width), int(ctx.height), cfg.downscale_width)
         detector = BoundaryDetector(cfg, rate) if detect else None
         scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
         for item in iter_frames(
@@ -207,7 +204,7 @@ def scan_file(
             assert isinstance(item, DecodedFrame)
             scan.frame_pts.append(item.pts)
             if detector is not None:
-                detector.add(item.index, _detection_image(item.frame, width, height))
+                detector.add(item.index, detection_bgr(item.frame, cfg.downscale_width))
         scan.end_pts = _stream_end_pts(stream, info.start_pts)
         if detector is not None:
             scan.boundaries = [
@@ -216,12 +213,6 @@ def scan_file(
                 if frame < scan.num_frames
             ]
     return scan
-
-
-def _detection_image(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    if frame.width == width and frame.height == height and frame.format.name == "bgr24":
-        return frame.to_ndarray()
-    return to_bgr(frame, width, height)
 
 
 def _stream_end_pts(stream: av.video.stream.VideoStream, start_pts: int) -> int | None:

@@ -207,3 +207,18 @@ def test_shared_broken_files(shared_footage):
         broken / "sample_mdat_too_long.mp4", SplitConfig.model_validate({"clips": {"min_length_s": 0.5}})
     )
     assert job.status == "ok" and sum(c.num_frames for c in clips) == 30
+
+
+def test_stream_copy_only_when_cuts_lie_on_keyframes(sample_footage):
+    # cuts.mp4 has a keyframe every 50 frames and a cut every 50 frames.
+    copy = {"extract": {"allow_stream_copy": True, "short_side": 0}, "clips": {"trim_s": 0.0}}
+    job, clips = split(sample_footage / "cuts.mp4", SplitConfig.model_validate(copy))
+    assert job.status == "ok" and len(clips) == 5 and all(c.stream_copied for c in clips)
+    for clip in clips:
+        pts, _, size = decode_clip(clip.data)
+        assert len(pts) == clip.plan.num_frames == 50 and size == (320, 180)
+    # Trimmed starts are not keyframes, a resize changes the pixels: both re-encode.
+    trimmed = SplitConfig.model_validate({**copy, "clips": {"trim_s": 0.1}})
+    assert not any(c.stream_copied for c in split(sample_footage / "cuts.mp4", trimmed)[1])
+    resized = SplitConfig.model_validate({**copy, "extract": {"allow_stream_copy": True, "short_side": 90}})
+    assert not any(c.stream_copied for c in split(sample_footage / "cuts.mp4", resized)[1])
