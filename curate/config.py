@@ -71,8 +71,9 @@ class DetectConfig(_Frozen):
     min_scene_frames: int = Field(default=15, ge=0)
     # Also run the fade (threshold) detector in the same pass and record its boundaries as "gradual".
     detect_fades: bool = True
-    # Frames are scaled to this width (aspect kept) by the decoder before detection; 0 keeps full size.
-    downscale_width: int = Field(default=256, ge=0)
+    # Detection frames are subsampled by an integer step to about this width (160 keeps every test
+    # cut and no false one, at ~2.5x less detector work than 256); 0 keeps full size.
+    downscale_width: int = Field(default=160, ge=0)
     # Decoder threads for the detection and extraction passes (0 = one per core).
     decode_threads: int = Field(default=0, ge=0)
     # Window length of the stride mode.
