@@ -543,10 +543,18 @@ class VideoSplit:
     file keeps its clips, and the row names what was lost.
     """
 
-    def __init__(self, path: str | Path, cfg: SplitConfig, *, scenes_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        cfg: SplitConfig,
+        *,
+        scenes_only: bool = False,
+        identity: tuple[str, int] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.cfg = cfg
         self.scenes_only = scenes_only
+        self._identity = identity
         self.probe: Probe | None = None
         self.boundaries: list[Boundary] = []
         self.failures: list[ClipFailure] = []
@@ -570,7 +578,7 @@ class VideoSplit:
             self._fail(Reason.INTERNAL, f"{type(err).__name__}: {err}")
 
     def _run(self, deadline: Deadline) -> Iterator[Clip]:
-        probe = probe_file(self.path, self.cfg.probe, deadline)
+        probe = probe_file(self.path, self.cfg.probe, deadline, self._identity)
         self.probe = probe
         if not probe.ok:
             self.error = probe.error

@@ -144,12 +144,20 @@ def path_id(path: Path) -> str:
     return "path-" + hashlib.blake2b(os.fsencode(str(path)), digest_size=16).hexdigest()
 
 
-def probe_file(path: str | Path, cfg: ProbeConfig, deadline: Deadline | None = None) -> Probe:
-    """Read the header and decode a sample of frames. Never raises for a bad input file."""
+def probe_file(
+    path: str | Path,
+    cfg: ProbeConfig,
+    deadline: Deadline | None = None,
+    identity: tuple[str, int] | None = None,
+) -> Probe:
+    """Read the header and decode a sample of frames. Never raises for a bad input file.
+
+    `identity` = (video_id, size) when the caller already hashed the file (saves a second read).
+    """
     path = Path(path)
     deadline = deadline or Deadline(None)
     try:
-        video_id, size = _identify(path, cfg)
+        video_id, size = _identify(path, cfg, identity)
     except ProbeError as err:
         return Probe(
             path=str(path), video_id=path_id(path), size_bytes=0, error=f"{err.reason}: {err.detail}"
@@ -165,13 +173,15 @@ def probe_file(path: str | Path, cfg: ProbeConfig, deadline: Deadline | None = N
         return probe.failed(Reason.TIMEOUT, str(err))
 
 
-def _identify(path: Path, cfg: ProbeConfig) -> tuple[str, int]:
+def _identify(path: Path, cfg: ProbeConfig, identity: tuple[str, int] | None) -> tuple[str, int]:
     if not os.path.lexists(path):
         raise ProbeError(Reason.FILE_MISSING, "no such file")
     if not path.exists():
         raise ProbeError(Reason.FILE_MISSING, f"broken symbolic link to {os.readlink(path)!r}")
     if not path.is_file():
         raise ProbeError(Reason.NOT_A_FILE, "not a regular file")
+    if identity is not None:
+        return identity
     try:
         return content_id(path, cfg.hash_chunk_bytes)
     except PermissionError as err:

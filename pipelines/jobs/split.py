@@ -83,6 +83,10 @@ def resolve_inputs(paths: Sequence[str], cfg: InputConfig) -> list[str]:
     return unique
 
 
+def _resolve(config: PipelineConfig, inputs: Sequence[str] | None) -> list[str]:
+    return resolve_inputs(list(inputs) if inputs else list(config.input.paths), config.input)
+
+
 def _is_video_name(path: Path, cfg: InputConfig) -> bool:
     return path.suffix.lower() in cfg.extensions
 
@@ -93,13 +97,18 @@ def _is_video_name(path: Path, cfg: InputConfig) -> bool:
 def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str]) -> dict[str, Any]:
     """Worker side: one file -> {video row, clip fragment JSON}. Never raises for a bad file."""
     started = time.monotonic()
+    # Only regular files are hashed: opening a named pipe (or a device) would block the task forever.
+    # Anything not hashed gets a path-based id, and the probe names the reason.
+    identity: tuple[str, int] | None = None
     try:
-        video_id = content_id(Path(path), cfg.probe.hash_chunk_bytes)[0]
+        if Path(path).is_file():
+            identity = content_id(Path(path), cfg.probe.hash_chunk_bytes)
     except OSError:
-        video_id = path_id(Path(path))
+        identity = None
+    video_id = identity[0] if identity is not None else path_id(Path(path))
     if video_id in done:
         return {"path": path, "video_id": video_id, "skipped": True, "row": "", "fragments": [], "clips": 0}
-    split = VideoSplit(path, cfg)
+    split = VideoSplit(path, cfg, identity=identity)
     fragments: list[str] = []
     rows: list[dict[str, Any]] = []
     held = 0
@@ -245,13 +254,21 @@ def _ray_options(cfg: SplitConfig) -> dict[str, Any]:
 
 
 def run_split(
-    config: PipelineConfig, inputs: Sequence[str] | None = None, *, progress: bool = True
+    config: PipelineConfig,
+    inputs: Sequence[str] | None = None,
+    *,
+    paths: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> SplitSummary:
-    """Split every input file into the store; resumable, exactly once."""
+    """Split every input file into the store; resumable, exactly once.
+
+    `inputs` are resolved with `resolve_inputs` (default: input.paths of the config); `paths` are
+    files already resolved (a listed file that is missing stays in and becomes an error row).
+    """
     import ray
 
     started = time.monotonic()
-    paths = resolve_inputs(list(inputs) if inputs else list(config.input.paths), config.input)
+    paths = list(paths) if paths is not None else _resolve(config, inputs)
     store = Store(config.store.root)
     store.root.mkdir(parents=True, exist_ok=True)
     store.create(VIDEOS)
@@ -314,12 +331,17 @@ def _commit(store: Store, batch: list[dict[str, Any]], summary: SplitSummary) ->
 
 
 def run_scenes_only(
-    config: PipelineConfig, out_json: Path, inputs: Sequence[str] | None = None, *, progress: bool = True
+    config: PipelineConfig,
+    out_json: Path,
+    inputs: Sequence[str] | None = None,
+    *,
+    paths: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Detect boundaries only and write them as JSON: [{path, status, error, fps, boundaries}]."""
     import ray
 
-    paths = resolve_inputs(list(inputs) if inputs else list(config.input.paths), config.input)
+    paths = list(paths) if paths is not None else _resolve(config, inputs)
     init_ray(config.ray)
     cfg = config.split
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
