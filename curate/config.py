@@ -222,7 +222,7 @@ class OcrConfig(_Frozen):
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: int = Field(default=8, ge=1)
     concurrency: int = Field(default=1, ge=1)
-    num_cpus: float = Field(default=1.0, ge=0.0)
+    num_cpus: float = Field(default=0.5, ge=0.0)
     num_gpus: float = Field(default=0.0, ge=0.0)
 
 
@@ -251,9 +251,11 @@ class ScoreConfig(_Frozen):
     quality: QualityConfig = QualityConfig()
     ocr: OcrConfig = OcrConfig()
     dedup: DedupConfig = DedupConfig()
-    # Ray resources of the decode + CPU-scorer tasks (0 concurrency = as many as CPUs allow).
+    # Ray resources of the decode + CPU-scorer tasks (0 concurrency = as many as CPUs allow). The
+    # defaults (decode 0.5 + CLIP actor 1 + OCR actor 0.5) fit 2 CPUs: actors hold their CPUs for the
+    # whole job, so whole-CPU requests for everything would leave no slot for decoding (a deadlock).
     decode_batch_size: int = Field(default=4, ge=1)
-    decode_num_cpus: float = Field(default=1.0, gt=0.0)
+    decode_num_cpus: float = Field(default=0.5, gt=0.0)
     decode_concurrency: int = Field(default=0, ge=0)
     # Finished rows are staged (resumable) in chunks of this many clips.
     commit_every: int = Field(default=32, ge=1)

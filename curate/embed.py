@@ -164,3 +164,17 @@ class ClipStage:
                 "placeholder": self.head_placeholder,
             }
         return info
+
+
+def has_weights(cfg: ClipModelConfig) -> bool:
+    """Whether the configured tower loads trained weights (else it would be a random placeholder)."""
+    return _has_weights(cfg, cfg.resolved_model())
+
+
+def tower_input_size(cfg: ClipModelConfig) -> int:
+    """The tower's square input size, read from its open_clip config without building the model."""
+    model_cfg = open_clip.get_model_config(cfg.resolved_model())
+    if model_cfg is None:
+        raise ValueError(f"unknown open_clip model '{cfg.resolved_model()}'")
+    size = model_cfg["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, list | tuple) else size)

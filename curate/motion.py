@@ -7,6 +7,7 @@ the frame diagonal, so clips of any size compare on one scale.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -45,7 +46,7 @@ class MotionScorer:
         for run in clip.motion_runs:
             diag = float(np.hypot(run.shape[2], run.shape[1]))
             run_globals = []
-            for prev, nxt in zip(run[:-1], run[1:], strict=True):
+            for prev, nxt in itertools.pairwise(run):
                 flow = self._flow(prev, nxt)
                 magnitudes.append(float(np.mean(np.hypot(flow[..., 0], flow[..., 1]))) / diag)
                 run_globals.append(np.median(flow.reshape(-1, 2), axis=0) / diag)
