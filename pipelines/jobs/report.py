@@ -1,0 +1,31 @@
+"""`reelforge report`: write the self-contained HTML report of the store's latest dataset version.
+
+No Ray: the report reads a few columns, the thumbnails of the clips it shows and the bytes of at
+most `report.thumbnails` clips for their animated previews.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.config import PipelineConfig
+from pipelines.report import build_report
+from pipelines.store import Store
+
+
+def report_path(cfg: PipelineConfig, out: Path | None = None) -> Path:
+    """`out` as given, else `report.out` (a relative one lives under store.root)."""
+    if out is not None:
+        return out
+    return cfg.report.out if cfg.report.out.is_absolute() else cfg.store.root / cfg.report.out
+
+
+def run(cfg: PipelineConfig, out: Path | None = None) -> Path:
+    """Build the report and write it; returns the file written."""
+    page = build_report(Store(cfg.store.root), cfg.report.thumbnails, configured_filter=cfg.filter.expression)
+    path = report_path(cfg, out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)  # a reader never sees half a report
+    return path

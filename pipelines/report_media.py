@@ -1,0 +1,109 @@
+"""Small inline media for the HTML report: animated clip previews, data: URIs, plots.
+
+Everything here returns bytes or `data:` URIs so that the report is one self-contained file that
+opens offline and never loads anything from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import av
+import av.error
+import matplotlib
+import numpy as np
+from PIL import Image
+
+matplotlib.use("Agg")  # headless: the report is rendered in jobs and tests without a display
+
+import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
+
+
+class PreviewError(ValueError):
+    """A clip whose bytes could not be turned into a preview (the report shows the reason instead)."""
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: int = 250) -> bytes:
+    """An animated WebP of `frames` frames spread evenly over the clip, `width` pixels wide.
+
+    The clip is decoded once; every frame is scaled down right away (cheap at this size), so the
+    evenly spaced picks are exact whatever the container says about its frame count.
+    """
+    if frames < 1 or width < 8:
+        raise ValueError(f"a preview needs frames >= 1 and width >= 8, got frames={frames}, width={width}")
+    small: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(mp4), mode="r") as container:
+            if not container.streams.video:
+                raise PreviewError("the clip has no video stream")
+            stream = container.streams.video[0]
+            height = max(2, round(stream.codec_context.height * width / max(1, stream.codec_context.width)) // 2 * 2)
+            for frame in container.decode(stream):
+                small.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+    except av.error.FFmpegError as err:
+        raise PreviewError(f"clip bytes do not decode: {type(err).__name__}: {err}") from err
+    if not small:
+        raise PreviewError("no frame decoded from the clip bytes")
+    picks = np.linspace(0, len(small) - 1, num=min(frames, len(small))).round().astype(int)
+    images = [Image.fromarray(small[i]) for i in picks]
+    out = io.BytesIO()
+    images[0].save(out, format="WEBP", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
+                   quality=70, method=4)
+    return out.getvalue()
+
+
+def svg_of(figure: plt.Figure) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="svg")
+    plt.close(figure)
+    return out.getvalue()
+
+
+def histogram_svg(
+    values: np.ndarray,
+    title: str,
+    thresholds: Sequence[tuple[str, float, bool]] = (),
+    kept: np.ndarray | None = None,
+    bins: int = 30,
+) -> bytes:
+    """Histogram of one score; `thresholds` are (op, value, is_rule) drawn as vertical lines.
+
+    A top-level filter rule (`is_rule`) also shades the side it removes; a comparison nested in an
+    `or`/`not` is drawn dashed without shading, since it does not remove clips on its own.
+    `kept` (the values of the selected clips) is overlaid when the filter has run.
+    """
+    with plt.rc_context({"svg.fonttype": "none", "font.size": 8}):
+        # Fixed margins instead of a tight bounding box: one draw per figure instead of two.
+        figure, ax = plt.subplots(figsize=(4.2, 2.4))
+        figure.subplots_adjust(left=0.14, right=0.97, top=0.88, bottom=0.14)
+        lo, hi = float(np.min(values)), float(np.max(values))
+        for _, value, _ in thresholds:
+            lo, hi = min(lo, value), max(hi, value)
+        if hi <= lo:  # a constant score still gets a visible bar
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        # One filled outline per series instead of one rectangle per bin: much faster to draw.
+        ax.hist(values, bins=edges, histtype="stepfilled", color="#9db4d6", label=f"all ({len(values)})")
+        if kept is not None:
+            ax.hist(kept, bins=edges, histtype="stepfilled", color="#2d6cc0", label=f"kept ({len(kept)})")
+        for op, value, is_rule in thresholds:
+            ax.axvline(value, color="#c0392b", linewidth=1.5, linestyle="-" if is_rule else "--")
+            if is_rule and op in ("<", "<=", ">", ">="):
+                # the side a clip must NOT be on: shaded as removed
+                left, right = (lo - (hi - lo), value) if op in (">", ">=") else (value, hi + (hi - lo))
+                ax.axvspan(left, right, color="#c0392b", alpha=0.08)
+            ax.annotate(f"{op} {value:g}", xy=(value, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(3, -10), textcoords="offset points", color="#c0392b")
+        pad = (hi - lo) * 0.03
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_title(title)
+        ax.set_ylabel("clips")
+        ax.legend(loc="upper right", frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        return svg_of(figure)

@@ -1,0 +1,186 @@
+"""The HTML dataset report: facts from a real store, graceful gaps, and a real render in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from report_store import FILTER, report_store_for
+
+from curate import filtering
+from pipelines.config import parse_config
+from pipelines.jobs.report import report_path, run
+from pipelines.report import NOT_RUN, build_report, collect, placeholder_columns, thresholds
+from pipelines.store import VIDEOS, Store, StoreError
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, sample_footage) -> Store:
+    return report_store_for(tmp_path_factory, sample_footage)
+
+
+def test_thresholds_come_from_the_filter_expression_with_the_column_first():
+    found = thresholds("0.3 <= technical_quality and (motion > 0.001 or is_still) and not text_area >= 0.05 "
+                       "and aesthetic_mean = 5 and duplicate_of is null")
+    assert [(t.column, t.op, t.value, t.is_rule) for t in found] == [
+        ("technical_quality", ">=", 0.3, True),  # literal on the left: flipped
+        ("motion", ">", 0.001, False),  # inside an `or`: does not remove clips on its own
+        ("text_area", ">=", 0.05, False),
+        ("aesthetic_mean", "==", 5.0, True),
+    ]
+    assert thresholds("") == []
+
+
+def test_placeholder_columns_follow_the_model_records():
+    records = {
+        "score": {"columns": ["motion", "aesthetic_mean", "clip_embedding"],
+                  "models": {"motion": {"placeholder": False},
+                             "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
+                             "clip": {"placeholder": True, "columns": ["clip_embedding"]}}},
+        "dedup": {"columns": ["duplicate_of"], "models": {"signature": "clip_embedding", "placeholder": True}},
+        "caption": {"columns": ["caption", "caption_model"], "models": {"vlm": {"placeholder": True}}},
+    }
+    assert placeholder_columns(records) == {
+        "aesthetic_mean": "score/aesthetic", "clip_embedding": "score/clip", "duplicate_of": "dedup",
+        "caption": "caption/vlm", "caption_model": "caption/vlm",
+    }
+
+
+def test_report_shows_every_stage_of_a_real_dataset(store):
+    clips = store.read_clips(["clip_id", "selected", "duplicate_of"]).to_pylist()
+    data = collect(store, thumbnails=6, configured_filter="")
+    by_stage = {s.stage: s for s in data.stages}
+    assert all(by_stage[s].ran for s in ("split", "score", "dedup", "filter", "caption"))
+    assert not by_stage["encode"].ran and by_stage["encode"].summary == NOT_RUN
+    assert f"{len(clips)} clips" in by_stage["split"].summary and "1 failed" in by_stage["split"].summary
+    kept = sum(bool(c["selected"]) for c in clips)
+    assert by_stage["filter"].summary.startswith(f"kept {kept} of {len(clips)} clips")
+    # the text file is a failed row with its specific reason
+    assert len(data.failed_files) == 1 and data.failed_files[0]["uri"].endswith("broken.mp4")
+    assert data.failed_files[0]["reason"] and data.failed_files[0]["detail"].startswith(data.failed_files[0]["reason"])
+    # thresholds of the recorded filter land on their histograms; the placeholder head is flagged
+    assert data.filter_applied and data.filter_expression == filtering.canonical(FILTER)
+    marks = {column: [t.text for t in ts] for column, _, ts in data.histograms}
+    assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == ["technical_quality >= 0.3"]
+    assert {"sharpness", "aesthetic_mean", "camera_shake"} <= set(marks)
+    assert data.placeholders == {"aesthetic_mean": "score/aesthetic", "aesthetic_min": "score/aesthetic"}
+    assert by_stage["score"].placeholder
+    # the remuxed copy's clips are exact duplicates of the original's
+    dups = [c for c in clips if c["duplicate_of"]]
+    assert data.duplicate_count == len(dups) > 0
+    assert sorted(m for _, members in data.duplicate_groups for m in members) == sorted(c["clip_id"] for c in dups)
+    # an even spread of previews, each with a decodable animated WebP and its scores
+    assert len(data.cards) == 6 and all(c.preview_uri and c.preview_uri.startswith("data:image/webp")
+                                        for c in data.cards)
+    assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in data.cards)
+    assert all(c.caption for c in data.captions)
+    assert data.records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
+
+
+def test_page_is_self_contained_and_badges_placeholders(store):
+    page = build_report(store, thumbnails=4)
+    urls = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)['"]""", page)
+    assert urls and all(u.startswith("data:") for u in urls)
+    assert not re.search(r"https?://", page.replace("http://www.w3.org", ""))  # SVG namespaces only
+    assert page.count("class='card'") == 4
+    # every place that shows aesthetic_mean carries the badge: histogram, sort option, each card
+    figure = re.search(r"<figure class='plot' data-column='aesthetic_mean'>.*?</figure>", page, re.S).group(0)
+    assert 'class="badge placeholder"' in figure
+    assert "aesthetic_mean (placeholder)</option>" in page
+    cards = page.split("<div class='card'")[1:]
+    assert len(cards) == 4
+    for card in cards:
+        assert 'aesthetic_mean<span class="badge placeholder">' in card
+
+
+def test_sections_say_not_run_yet_before_the_stages_ran(tmp_path, sample_footage):
+    from report_store import split_into
+
+    fresh = split_into(Store(tmp_path / "store"), [sample_footage / "vp9.webm"])
+    data = collect(fresh, thumbnails=10)
+    ran = {s.stage: s.ran for s in data.stages}
+    assert ran == {"split": True, "score": False, "dedup": False, "filter": False, "caption": False,
+                   "encode": False}
+    assert not data.histograms and not data.placeholders and not data.captions
+    assert len(data.cards) == fresh.read_clips(["clip_id"]).num_rows > 0
+    page = build_report(fresh, thumbnails=10)
+    for section in ("score: not run yet", "caption: not run yet", "dedup: not run yet"):
+        assert section in page
+    assert 'class="badge placeholder"' not in page
+    with pytest.raises(StoreError, match="run `reelforge split` first"):
+        collect(Store(tmp_path / "empty"), thumbnails=1)
+
+
+def test_job_writes_the_report_under_the_store_root(store, tmp_path):
+    cfg = parse_config({"store": {"root": str(store.root)}, "report": {"thumbnails": 3}})
+    assert report_path(cfg) == store.root / "report.html"
+    out = run(cfg, out=tmp_path / "sub" / "r.html")
+    assert out == tmp_path / "sub" / "r.html" and out.read_text().count("class='card'") == 3
+    assert not list(out.parent.glob("*.partial"))
+
+
+# ---- headless Chromium ---------------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1400,1000")
+
+
+@pytest.fixture
+def chromium():
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.skip("headless Chromium not installed (Debian packages `chromium` and `chromium-driver`)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver: we give the path
+    profile = tempfile.mkdtemp(prefix="rf-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(store, chromium, tmp_path):
+    cfg = parse_config({"store": {"root": str(store.root)}, "report": {"thumbnails": 8}})
+    page = run(cfg, out=tmp_path / "report.html")
+    chromium.get(page.as_uri())
+    chromium.execute_script("return document.readyState")  # get() returns after the load event
+    errors = [e for e in chromium.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    loaded = chromium.execute_script(
+        "return Array.from(document.querySelectorAll('#grid .card img.thumb'))"
+        ".map(i => i.complete && i.naturalWidth > 0)")
+    assert loaded == [True] * 8
+    plots = chromium.execute_script(
+        "return Array.from(document.querySelectorAll('.plot img')).map(i => i.complete && i.naturalWidth > 0)")
+    assert plots and all(plots)
+    resources = chromium.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    assert all(r.startswith("data:") for r in resources)  # nothing fetched from anywhere
+    # sorting by a score reorders the cards, missing values last
+    chromium.execute_script("window.reelforgeSort('motion', 'desc')")
+    motion = chromium.execute_script(
+        "return Array.from(document.querySelectorAll('#grid .card')).map(c => c.getAttribute('data-s-motion'))")
+    values = [float(v) for v in motion if v]
+    assert values == sorted(values, reverse=True) and len(values) == 8
+    chromium.execute_script("window.reelforgeSort('order', 'desc')")
+    height = chromium.execute_script("return document.documentElement.scrollHeight")
+    chromium.set_window_size(1400, min(int(height) + 100, 8000))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    assert chromium.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
