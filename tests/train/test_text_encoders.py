@@ -53,7 +53,7 @@ def test_t5_from_a_local_folder(tmp_path):
 def test_t5_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder with a T5 model"):
         build_text_encoder(TextEncoderConfig(kind="t5", path=str(tmp_path / "absent")))
-    with pytest.raises(ValueError, match="needs text.path"):
+    with pytest.raises(ValueError, match=r"needs text\.path"):
         TextEncoderConfig(kind="t5")
 
 
