@@ -1,0 +1,183 @@
+"""Trainer benchmark: DiT step speed against this machine's measured fp32 matmul peak, and epoch time
+on precomputed latents vs decoding clips on the fly.
+
+    .venv/bin/python bench/train.py [--quick]
+
+Writes bench/results/train.json and prints a table. Training FLOPs are counted as 3x the forward
+matmul FLOPs (torch's FlopCounterMode over one forward: linear layers and attention), and every
+ratio is against the peak measured in the same run, so numbers from a busy machine stay comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.store import Store  # noqa: E402
+from train.clipset import ClipSpec, write_clipset  # noqa: E402
+from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
+from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402
+from train.dit import DiT  # noqa: E402
+from train.encode import LatentEncoder, encode_signature, encode_table  # noqa: E402
+from train.flow import training_loss  # noqa: E402
+from train.loop import BatchPreparer  # noqa: E402
+from train.text import build_text_encoder  # noqa: E402
+from train.vae import VideoVAE, load_vae, save_vae  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "footage"
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """Best-of fp32 GEMM FLOP/s on this machine's threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def dit_step_bench(mode: str, steps: int, peak: float) -> dict:
+    """One optimizer step of the small preset: batch 8, 256 tokens (latent 8x4x16x16, patch 1x2x2)."""
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(preset="small"), latent_channels=8, text_dim=384)
+    x, t = torch.randn(8, 8, 4, 16, 16), torch.rand(8)
+    noise = torch.randn_like(x)
+    text, mask = torch.randn(8, 32, 384), torch.ones(8, 32, dtype=torch.bool)
+    mask[:, 12:] = False
+    with FlopCounterMode(display=False) as counter:
+        model(x, t, text, mask)
+    train_flops = 3 * counter.get_total_flops()
+    network = torch.compile(model) if mode == "compiled" else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = torch.bfloat16 if mode == "bf16 autocast" else torch.float32
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            loss = training_loss(network, x, text, mask, noise, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    step()  # compiles when compiled
+    first = time.perf_counter() - started
+    step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    tokens = x.shape[0] * math.prod(model.token_grid(tuple(x.shape)))  # 8 x 256
+    return {"mode": mode, "step_s": seconds, "first_step_s": first, "tokens_per_s": tokens / seconds,
+            "train_gflop_per_step": train_flops / 1e9, "achieved_gflops": train_flops / seconds / 1e9,
+            "fraction_of_peak": train_flops / seconds / peak,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def clip_specs() -> list[ClipSpec]:
+    if SHARED.is_dir():
+        files = ["bigbuckbunny.mp4", "flower.mp4", "friday.mp4", "carphone_pristine.mp4", "bottle-detection.mp4",
+                 "car-detection.mp4", "stream-of-water.webm"]
+        return [ClipSpec(SHARED / "singleshot" / f, start, 17, f"clip of {f.split('.')[0]}")
+                for f in files for start in (0, 20, 40)]
+    from pipelines.sample_footage import write_sample_footage
+
+    out = Path(tempfile.mkdtemp(prefix="rf-bench-footage-"))
+    videos = [v for v in write_sample_footage(out) if v.suffix == ".mp4"]
+    return [ClipSpec(v, start, 17, f"clip of {v.stem}") for v in videos for start in range(0, 200, 25)]
+
+
+def epoch_bench(work: Path, epochs: int) -> dict:
+    """Time per epoch of the tiny preset at the demo bucket (64x64x9), decoding vs precomputed."""
+    store = Store(work / "store")
+    write_clipset(store, clip_specs(), width=96)
+    vae_config = VAEConfig()
+    torch.manual_seed(0)
+    folder = save_vae(VideoVAE(vae_config), work / "vae")  # timing does not depend on trained weights
+    config = TrainConfig(batch_size=4, vae=vae_config.model_copy(update={"weights_path": str(folder)}),
+                         data=DataConfig(buckets=(Bucket(height=64, width=64, frames=9),)))
+    text = build_text_encoder(config.text)
+    vae = load_vae(config.vae)
+    model = DiT(config.dit, latent_channels=vae_config.latent_channels, text_dim=text.dim)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def run_epochs(latents: str) -> float:
+        index = build_index(store.clips_uri, config.data.model_copy(update={"latents": latents}))
+        sampler = BucketBatchSampler(index, config.batch_size, 0)
+        loader = make_loader(ClipBatches(index), sampler, 0)
+        prepare = BatchPreparer(vae, text, torch.device("cpu"))
+        times = []
+        for epoch in range(epochs + 1):  # the first epoch warms caches (caption embeddings, allocator)
+            sampler.set_epoch(epoch)
+            started = time.perf_counter()
+            for batch in loader:
+                latent, tokens, mask = prepare(batch)
+                loss = training_loss(model, latent, tokens, mask, torch.randn_like(latent), torch.rand(latent.shape[0]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times[1:])
+
+    decode_s = run_epochs("decode")
+    encoder = LatentEncoder(config)
+    rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
+    blobs = store.read_clip_bytes(rows["clip_id"])
+    store.add_columns(encode_table(encoder, {**rows, "video": [blobs[c] for c in rows["clip_id"]]}), stage="encode",
+                      config={"signature": encode_signature(config)})
+    precomputed_s = run_epochs("precomputed")
+    return {"clips": len(rows["clip_id"]), "bucket": "64x64x9", "decode_epoch_s": decode_s,
+            "precomputed_epoch_s": precomputed_s, "speedup": decode_s / precomputed_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timed steps, no compile")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
+    args = parser.parse_args()
+    peak = matmul_peak()
+    steps = 3 if args.quick else 6
+    modes = ["fp32 eager", "bf16 autocast"] + ([] if args.quick else ["compiled"])
+    rows = [dit_step_bench(mode, steps, peak) for mode in modes]
+    peak_after = matmul_peak()  # a busy machine shows up as a moving peak
+    with tempfile.TemporaryDirectory(prefix="rf-bench-train-") as work:
+        epochs = epoch_bench(Path(work), 1 if args.quick else 2)
+    result = {"threads": torch.get_num_threads(), "fp32_matmul_peak_gflops": peak / 1e9,
+              "fp32_matmul_peak_after_gflops": peak_after / 1e9, "dit_small_steps": rows, "epoch": epochs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+    print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s (after the step runs: {peak_after / 1e9:.0f}), "
+          f"{result['threads']} threads")
+    print(f"DiT small preset ({rows[0]['params_m']:.1f} M params), batch 8 x 256 tokens, "
+          f"{rows[0]['train_gflop_per_step']:.0f} GFLOP per training step")
+    print(f"{'mode':<15}{'step s':>9}{'first s':>9}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
+    for r in rows:
+        print(f"{r['mode']:<15}{r['step_s']:>9.3f}{r['first_step_s']:>9.2f}{r['tokens_per_s']:>10.0f}"
+              f"{r['achieved_gflops']:>9.0f}{r['fraction_of_peak']:>9.0%}")
+    print(f"epoch of {epochs['clips']} clips at {epochs['bucket']} (tiny preset): decode on the fly "
+          f"{epochs['decode_epoch_s']:.2f} s, precomputed latents {epochs['precomputed_epoch_s']:.2f} s "
+          f"-> {epochs['speedup']:.1f}x")
+    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
