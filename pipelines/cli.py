@@ -150,17 +150,93 @@ def _sample_footage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inputs(cfg: PipelineConfig, args: argparse.Namespace) -> list[str]:
+    from pipelines.jobs.split import InputError, resolve_inputs
+
+    try:
+        return resolve_inputs(list(args.inputs) or list(cfg.input.paths), cfg.input)
+    except InputError as err:
+        raise UsageError(str(err)) from None
+
+
+def _probe(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from curate.probe import probe_file
+
+    results = [probe_file(path, cfg.split.probe).as_row() for path in _inputs(cfg, args)]
+    for row in results:
+        if row["error"]:
+            print(f"{row['path']}: ERROR {row['error']}")
+        else:
+            print(
+                f"{row['path']}: {row['container']}/{row['codec']} {row['width']}x{row['height']} "
+                f"rot {row['rotation']} fps {row['nominal_fps']:.3f} (avg {row['avg_fps']:.3f}"
+                f"{', VFR' if row['is_vfr'] else ''}) {row['duration_s']:.2f} s {row['num_frames']} frames"
+                f"{' +audio' if row['has_audio'] else ''}"
+            )
+    if args.json:
+        dump_json(results, args.json)
+    return 0 if all(not r["error"] for r in results) else 1
+
+
+def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.split import run_scenes_only, run_split
+
+    inputs = _inputs(cfg, args)
+    if args.scenes_only:
+        if args.json is None:
+            raise UsageError("--scenes-only writes nothing to the store: give --json OUT.json")
+        entries = run_scenes_only(cfg, args.json, inputs)
+        print(f"split: boundaries of {len(entries)} file(s) written to {args.json}")
+        return 0
+    summary = run_split(cfg, inputs)
+    print("\n".join(summary.lines()))
+    if args.json:
+        dump_json(run_scenes_json(cfg), args.json)
+    return 0
+
+
+def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
+    """The boundaries recorded in the videos table, in the --scenes-only JSON layout."""
+    rows = store_of(cfg).read("videos", ["uri", "status", "error", "boundaries"]).to_pylist()
+    return [{"path": r["uri"], "status": r["status"], "error": r["error"], "boundaries": r["boundaries"]} for r in rows]
+
+
+def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.score import run_score
+
+    store_of(cfg).require("clips")
+    print("\n".join(run_score(cfg, recompute=args.recompute).lines()))
+    return 0
+
+
+def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from curate.filtering import FilterExpressionError
+    from pipelines.jobs.score import run_filter
+
+    try:
+        print("\n".join(run_filter(cfg, args.expression).lines()))
+    except FilterExpressionError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
+def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(cfg, list(args.inputs), HANDLERS)
+
+
 HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
-    "probe": _not_built("probe", 3),
-    "split": _not_built("split", 3),
-    "score": _not_built("score", 4),
-    "filter": _not_built("filter", 4),
+    "probe": _probe,
+    "split": _split,
+    "score": _score,
+    "filter": _filter,
     "caption": _not_built("caption", 5),
     "encode": _not_built("encode", 6),
     "train": _not_built("train", 6),
     "sample": _not_built("sample", 6),
     "report": _not_built("report", 7),
-    "demo": _not_built("demo", 7),
+    "demo": _demo,
 }
 
 

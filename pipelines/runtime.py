@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from pipelines.config import RayConfig
 
@@ -13,6 +14,9 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
+    # Lance warns when a process forks after importing it; Ray's start-up forks before any Lance work,
+    # which is harmless (checked on these machines), so the warning is only noise here.
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         ray.init(address=address, log_to_driver=True)
