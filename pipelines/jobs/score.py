@@ -259,11 +259,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     done = staging.done_ids()
     todo = sorted(set(all_ids) - done)
     summary.total_clips, summary.skipped_done = len(all_ids), len(set(all_ids) & done)
-    if _runs_clip(cfg) and not has_weights(cfg.clip) and not cfg.clip.allow_random_weights:
-        # Fail on the driver with the scorer's own message, before any Ray work starts.
-        from curate.embed import ClipImageTower
-
-        ClipImageTower(cfg.clip)
+    _refuse_missing_weights(cfg)
     clip_size = tower_input_size(cfg.clip) if _runs_clip(cfg) else 0
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
@@ -289,6 +285,20 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
         summary.duplicates = run_dedup(store, cfg.dedup, clip_placeholder="clip" in summary.placeholders)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _refuse_missing_weights(cfg: ScoreConfig) -> None:
+    """Fail on the driver, with the scorers' own messages, before any Ray work starts."""
+    if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
+        return
+    if not has_weights(cfg.clip):
+        from curate.embed import ClipImageTower
+
+        ClipImageTower(cfg.clip)
+    if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
+        from curate.aesthetic import load_head
+
+        load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
 
 
 def _embed_dim(cfg: ScoreConfig) -> int:
