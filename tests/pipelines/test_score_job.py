@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from score_clips import decode_all, encode_mp4, sample_shots, store_with
 
 from curate.aesthetic import MissingWeightsError
 from pipelines.config import parse_config
 from pipelines.jobs.score import run_filter, run_score
 from pipelines.report_scores import render
 from pipelines.store import ColumnStaging
-from score_clips import decode_all, encode_mp4, sample_shots, store_with
 
 TINY_CLIP = {
     "embed_dim": 32,
