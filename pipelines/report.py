@@ -101,7 +101,7 @@ def placeholder_columns(records: Mapping[str, Mapping[str, Any]]) -> dict[str, s
         for name, entry in entries:
             if isinstance(entry, Mapping) and entry.get("placeholder") is True:
                 # an explicit list (even empty) is authoritative; no list means the whole stage
-                for column in entry["columns"] if "columns" in entry else stage_columns:
+                for column in entry.get("columns", stage_columns):
                     out.setdefault(column, name)
     return out
 
@@ -258,7 +258,7 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     filter_applied = record is not None and "selected" in names
     expression = str(record["config"].get("expression", "")) if record is not None else configured_filter
     kept_mask: np.ndarray | None = None
-    if filter_applied:
+    if record is not None and filter_applied:
         kept_mask = np.asarray(pc.fill_null(clips["selected"], False).to_numpy(zero_copy_only=False), dtype=bool)
         kept = clips.filter(pa.array(kept_mask))
         kept_s = float(pc.sum(pc.subtract(kept["end_s"], kept["start_s"])).as_py() or 0.0) if kept.num_rows else 0.0
@@ -557,9 +557,9 @@ def render(data: ReportData) -> str:
         parts.append("</div>")
     if data.flags:
         parts.append("<table><tr><th>flag</th><th>true</th><th>false</th><th>missing</th></tr>")
-        for column, t, f, nulls in data.flags:
+        for column, true, false, nulls in data.flags:
             badge = _badge("placeholder", "placeholder") if column in ph else ""
-            parts.append(f"<tr><td>{_e(column)}{badge}</td><td>{t}</td><td>{f}</td><td>{nulls}</td></tr>")
+            parts.append(f"<tr><td>{_e(column)}{badge}</td><td>{true}</td><td>{false}</td><td>{nulls}</td></tr>")
         parts.append("</table>")
 
     # grid

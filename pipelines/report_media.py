@@ -83,24 +83,31 @@ def histogram_svg(
         figure, ax = plt.subplots(figsize=(4.2, 2.4))
         figure.subplots_adjust(left=0.14, right=0.97, top=0.88, bottom=0.14)
         lo, hi = float(np.min(values)), float(np.max(values))
-        for _, value, _ in thresholds:
-            lo, hi = min(lo, value), max(hi, value)
         if hi <= lo:  # a constant score still gets a visible bar
             lo, hi = lo - 0.5, hi + 0.5
-        edges = np.linspace(lo, hi, bins + 1)
+        # A threshold near the data widens the axis to show it; one far away (more than half the data's
+        # span off) would squash the bars into a sliver, so it is pinned to the edge and labelled.
+        reach = (hi - lo) * 0.5
+        for _, value, _ in thresholds:
+            if lo - reach <= value <= hi + reach:
+                lo, hi = min(lo, value), max(hi, value)
+        pad = (hi - lo) * 0.03
+        edges = np.linspace(lo, hi, bins + 1).tolist()
         # One filled outline per series instead of one rectangle per bin: much faster to draw.
         ax.hist(values, bins=edges, histtype="stepfilled", color="#9db4d6", label=f"all ({len(values)})")
         if kept is not None:
             ax.hist(kept, bins=edges, histtype="stepfilled", color="#2d6cc0", label=f"kept ({len(kept)})")
         for op, value, is_rule in thresholds:
-            ax.axvline(value, color="#c0392b", linewidth=1.5, linestyle="-" if is_rule else "--")
+            shown = min(max(value, lo - pad), hi + pad)
+            off_scale = shown != value
+            ax.axvline(shown, color="#c0392b", linewidth=1.5, linestyle="--" if off_scale or not is_rule else "-")
             if is_rule and op in ("<", "<=", ">", ">="):
                 # the side a clip must NOT be on: shaded as removed
-                left, right = (lo - (hi - lo), value) if op in (">", ">=") else (value, hi + (hi - lo))
+                left, right = (lo - (hi - lo), shown) if op in (">", ">=") else (shown, hi + (hi - lo))
                 ax.axvspan(left, right, color="#c0392b", alpha=0.08)
-            ax.annotate(f"{op} {value:g}", xy=(value, 1.0), xycoords=("data", "axes fraction"),
+            label = f"{op} {value:g}" + (" (off scale)" if off_scale else "")
+            ax.annotate(label, xy=(shown, 1.0), xycoords=("data", "axes fraction"),
                         xytext=(3, -10), textcoords="offset points", color="#c0392b")
-        pad = (hi - lo) * 0.03
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_title(title)
         ax.set_ylabel("clips")

@@ -38,7 +38,7 @@ from curate.quality import QualityScorer
 from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 
 SOURCES = ("cuts.mp4", "looks.mp4")
-FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean > -100 and duplicate_of is null"
+FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean >= 5 and duplicate_of is null"
 # A small CLIP tower keeps the placeholder aesthetic scores cheap; its weights are random.
 SCORE_CFG = ScoreConfig(
     frames=FrameSamplingConfig(count=3),

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_store import FILTER, report_store_for
 
@@ -15,6 +16,7 @@ from curate import filtering
 from pipelines.config import parse_config
 from pipelines.jobs.report import report_path, run
 from pipelines.report import NOT_RUN, build_report, collect, placeholder_columns, thresholds
+from pipelines.report_media import PreviewError, animated_preview, histogram_svg
 from pipelines.store import VIDEOS, Store, StoreError
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -52,6 +54,28 @@ def test_placeholder_columns_follow_the_model_records():
     }
 
 
+def test_animated_preview_of_real_clip_bytes_and_a_clear_error_for_garbage(store):
+    import io
+
+    from PIL import Image
+
+    clip = store.read_clips(["clip_id", "width", "height"]).to_pylist()[0]
+    webp = animated_preview(store.read_clip_bytes([clip["clip_id"]])[clip["clip_id"]], frames=5, width=96)
+    image = Image.open(io.BytesIO(webp))
+    assert image.format == "WEBP" and image.n_frames == 5 and image.size[0] == 96
+    assert abs(image.size[1] - 96 * clip["height"] / clip["width"]) <= 2
+    with pytest.raises(PreviewError, match="do not decode"):
+        animated_preview(b"\x00" * 1000)
+
+
+def test_histogram_draws_near_thresholds_and_pins_far_ones_to_the_edge():
+    values = np.linspace(0.0, 1.0, 50)
+    near = histogram_svg(values, "score", [(">=", 1.2, True)]).decode()
+    far = histogram_svg(values, "score", [(">=", 40.0, True), ("<", -3.0, False)]).decode()
+    assert "&gt;= 1.2<" in near and "off scale" not in near
+    assert "&gt;= 40 (off scale)<" in far and "&lt; -3 (off scale)<" in far
+
+
 def test_report_shows_every_stage_of_a_real_dataset(store):
     clips = store.read_clips(["clip_id", "selected", "duplicate_of"]).to_pylist()
     data = collect(store, thumbnails=6, configured_filter="")
@@ -68,7 +92,7 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     assert data.filter_applied and data.filter_expression == filtering.canonical(FILTER)
     marks = {column: [t.text for t in ts] for column, _, ts in data.histograms}
     assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == ["technical_quality >= 0.3"]
-    assert {"sharpness", "aesthetic_mean", "camera_shake"} <= set(marks)
+    assert marks["aesthetic_mean"] == ["aesthetic_mean >= 5"] and {"sharpness", "camera_shake"} <= set(marks)
     assert data.placeholders == {"aesthetic_mean": "score/aesthetic", "aesthetic_min": "score/aesthetic"}
     assert by_stage["score"].placeholder
     # the remuxed copy's clips are exact duplicates of the original's
