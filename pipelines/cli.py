@@ -220,6 +220,18 @@ def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    if args.scores:
+        from pipelines.report_scores import render
+
+        print(render(store_of(cfg)))
+        return 0
+    from pipelines.jobs.report import run
+
+    print(f"report: {run(cfg, out=args.out)}")
+    return 0
+
+
 def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -235,7 +247,7 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "encode": _not_built("encode", 6),
     "train": _not_built("train", 6),
     "sample": _not_built("sample", 6),
-    "report": _not_built("report", 7),
+    "report": _report,
     "demo": _demo,
 }
 
