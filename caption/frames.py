@@ -84,6 +84,8 @@ def sample_frames(
             times = _frame_times(container, stream)
         except av.FFmpegError as err:
             raise FrameSamplingError(f"demuxing failed: {err}") from err
+        time_base = stream.time_base
+        assert time_base is not None  # checked by _frame_times
         first = times[0]
         frame_step = (times[-1] - first) / (len(times) - 1) if len(times) > 1 else 0.0
         duration = times[-1] - first + frame_step if frame_step > 0 else 0.0
@@ -101,7 +103,7 @@ def sample_frames(
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
-                t = float(frame.pts * stream.time_base)
+                t = float(frame.pts * time_base)
                 if next_wanted < len(wanted) and t >= wanted[next_wanted] - 1e-6:
                     # Several targets can fall in one frame gap (short clips, high num_frames).
                     while next_wanted < len(wanted) and t >= wanted[next_wanted] - 1e-6:

@@ -122,7 +122,7 @@ def caption_columns(
 
 
 def to_table(columns: dict[str, Any]) -> pa.Table:
-    """Caption columns (numpy or lists) as a table with CAPTION_SCHEMA; NaN latency becomes null."""
+    """Caption columns (numpy or lists) as a table with CAPTION_SCHEMA; NaN and -1 become null."""
     arrays = []
     for field in CAPTION_SCHEMA:
         values = columns[field.name]
@@ -133,8 +133,16 @@ def to_table(columns: dict[str, Any]) -> pa.Table:
             values = np.asarray(values, dtype=np.int32)
             arrays.append(pa.array(values, type=field.type, mask=values < 0))
         else:
-            arrays.append(pa.array(list(values), type=field.type))
+            arrays.append(pa.array([optional_str(v) for v in values], type=field.type))
     return pa.Table.from_arrays(arrays, schema=CAPTION_SCHEMA)
+
+
+def optional_str(value: Any) -> str | None:
+    """A string cell, or None; a column that was all None comes back from Ray's Arrow round trip
+    as float NaN, so NaN also means None."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    return str(value)
 
 
 class OpenAICaptioner:
@@ -150,7 +158,7 @@ class OpenAICaptioner:
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         clip_ids = [str(c) for c in batch["clip_id"]]
-        frame_errors = [None if e is None else str(e) for e in batch["frame_error"]]
+        frame_errors = [optional_str(e) for e in batch["frame_error"]]
         todo = [
             CaptionRequest(clip_id=cid, frames_jpeg=[bytes(f) for f in frames])
             for cid, frames, err in zip(clip_ids, batch["frames_jpeg"], frame_errors, strict=True)

@@ -174,7 +174,7 @@ def build(out_dir: str | Path) -> Path:
         tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16).eval()
+    model = Qwen2VLForConditionalGeneration(config).bfloat16().eval()
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
     )

@@ -14,11 +14,16 @@ could run) through this module. Nothing on disk is modified.
 
 Call it first thing in any process that imports vllm, transformers or torchvision in that env;
 it is a no-op where torchvision loads normally (the main env) or is absent.
+
+Processes we do not start ourselves (Ray workers, and the engine-core process vLLM *spawns* from a
+Ray actor) get the guard through `SITE_DIR`: with that folder on PYTHONPATH, its sitecustomize.py
+registers an import hook that defines the operators just before torchvision is first imported.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -27,6 +32,9 @@ from pathlib import Path
 # Where `caption` lives, so rerouted subprocesses find this module without relying on the
 # editable install being on their path.
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+
+# Put on PYTHONPATH (before the repo root) to guard every Python process started with that environment.
+SITE_DIR = str(Path(__file__).resolve().parent / "tv_guard_site")
 
 _MISSING_OPS_SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
 
@@ -85,3 +93,26 @@ def install() -> None:
     if not torchvision_ok:
         _reroute_vllm_model_inspection()
     _installed = True
+
+
+class _TorchvisionImportGuard(importlib.abc.MetaPathFinder):
+    """Runs the operator definitions when `torchvision` is about to be imported, then steps aside."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == "torchvision":
+            sys.meta_path.remove(self)
+            _define_missing_torchvision_ops()
+        return None  # the regular finders do the import
+
+
+def install_import_hook() -> None:
+    """Cheap at start-up (torch is imported only when torchvision is); used by tv_guard_site."""
+    if "torchvision" in sys.modules or any(isinstance(f, _TorchvisionImportGuard) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _TorchvisionImportGuard())
+
+
+def guarded_pythonpath(existing: str | None = None) -> str:
+    """PYTHONPATH that guards child interpreters: the site dir, the repo root, then `existing`."""
+    parts = [SITE_DIR, _PROJECT_ROOT, *(p for p in (existing or "").split(os.pathsep) if p)]
+    return os.pathsep.join(dict.fromkeys(parts))

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
@@ -138,7 +139,7 @@ class VLLMServer:
         self._log_path = log_path
         self._env = dict(env) if env is not None else vllm_env_vars()
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self.startup_s: float | None = None
 
     def start(self) -> VLLMServer:
@@ -182,10 +183,8 @@ class VLLMServer:
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         if process is not None:
             # Engine-core children may linger after the API process exits: end the whole group.
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,4 +1,5 @@
-"""Real H.264 clips for the caption tests: slow pans over photographs shipped with scikit-image."""
+"""Real H.264 clips for the caption tests: slow pans over photographs shipped with scikit-image,
+and rows for a store's clips table holding them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from fractions import Fraction
 import av
 import numpy as np
 import pyarrow as pa
-import pytest
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -34,12 +34,13 @@ def pan_clip(image: np.ndarray, num_frames: int = 24, size: tuple[int, int] = (1
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="session")
-def photo_clips() -> dict[str, bytes]:
-    """clip_id -> MP4 bytes, one clip per photo (24 frames, 2 s, 160x96)."""
+def photo_clips(copies: int = 1) -> dict[str, bytes]:
+    """clip_id -> MP4 bytes: `copies` clips per photo (24 frames, 2 s, 160x96)."""
     import skimage.data
 
-    return {f"clip-{name}": pan_clip(getattr(skimage.data, name)()) for name in PHOTOS}
+    return {
+        f"clip{i}-{name}": pan_clip(getattr(skimage.data, name)()) for i in range(copies) for name in PHOTOS
+    }
 
 
 def clips_rows(clips: dict[str, bytes]) -> pa.Table:

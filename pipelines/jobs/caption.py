@@ -1,0 +1,303 @@
+"""The caption stage job: selected clips -> frames (CPU tasks) -> VLM engine -> caption columns.
+
+    clip ids ─► read blobs + sample frames + JPEG (CPU tasks, `decode_concurrency` ahead)
+             ─► engine: `openai`  OpenAICaptioner actor (async, bounded requests in flight)
+                        `vllm`    Ray Data LLM processor (vLLM in-process, continuous batching)
+             ─► caption columns ─► driver: staging (exactly-once resume) ─► merged into `clips`
+
+Ray Data streams the chain, so frame decoding of later batches overlaps the engine's work on
+earlier ones. Every clip ends with either a caption or a `caption_error` (unreadable bytes, a failed
+request, output rejected by cleanup); nothing stops the job. A rerun captions only the clips still
+lacking a caption; `recaption` starts over.
+
+The `vllm` engine imports vllm, so that job runs in the vLLM environment (.venv-vllm); every Ray
+worker there installs caption.tv_guard first (a worker setup hook).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from caption.config import CaptionConfig
+from caption.engines import EngineOutput, vllm_output, vllm_request_row
+from caption.stage import OpenAICaptioner, caption_columns, optional_str, prepare_frames, to_table
+from pipelines.config import PipelineConfig
+from pipelines.runtime import init_ray
+from pipelines.store import ColumnStaging, Store
+
+CAPTION_STAGE = "caption"
+# The OpenAI client actor mostly waits on the network; a small reservation leaves the cores to
+# frame decoding (and to a vLLM server on the same machine).
+CLIENT_NUM_CPUS = 0.1
+
+
+class CaptionJobError(RuntimeError):
+    """The job cannot start as configured (a bad filter, no clips table, ...)."""
+
+
+@dataclass
+class CaptionSummary:
+    engine: str = ""
+    model: str = ""
+    selected: int = 0
+    skipped_done: int = 0
+    attempted: int = 0
+    captioned: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    frame_prep_s: float = 0.0
+    seconds: float = 0.0
+    selection: str = ""
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    error_examples: list[str] = field(default_factory=list)
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.attempted / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"caption: {self.selected} clips selected ({self.selection}); {self.attempted} captioned this run "
+            f"with {self.engine} ({self.model}): {self.captioned} ok, {self.failed} failed; "
+            f"{self.skipped_done} already captioned",
+            f"  {self.seconds:.1f} s, {self.clips_per_s:.2f} clips/s, {self.output_tokens_per_s:.1f} output tokens/s, "
+            f"{self.prompt_tokens} prompt + {self.output_tokens} output tokens, "
+            f"frame preparation {self.frame_prep_s:.2f} s of CPU time",
+        ]
+        out += [f"  errors: {kind} x{n}" for kind, n in sorted(self.error_kinds.items())]
+        out += [f"  error: {e}" for e in self.error_examples]
+        return out
+
+
+def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None, str]:
+    """(Lance filter, description) choosing the clips to caption."""
+    if cfg.filter:
+        return cfg.filter, f"filter: {cfg.filter}"
+    if cfg.only_selected and "selected" in columns:
+        return "selected = true", "selected by the filter stage"
+    if cfg.only_selected:
+        return None, "all clips: no `selected` column yet (run `reelforge filter` to select)"
+    return None, "all clips (only_selected is off)"
+
+
+def read_and_prepare(batch: dict[str, np.ndarray], store_root: str, cfg: CaptionConfig) -> dict[str, np.ndarray]:
+    """clip ids -> sampled JPEG frames; clips whose bytes are missing get a frame_error."""
+    clip_ids = [str(c) for c in batch["clip_id"]]
+    blobs = Store(store_root).read_clip_bytes(clip_ids)
+    videos = np.empty(len(clip_ids), dtype=object)
+    videos[:] = [blobs.get(cid, b"") for cid in clip_ids]
+    return prepare_frames({"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}, cfg)
+
+
+def _vllm_preprocess(row: dict[str, Any], cfg: CaptionConfig) -> dict[str, Any]:
+    frame_error = optional_str(row["frame_error"])
+    frames = [bytes(f) for f in row["frames_jpeg"]] if frame_error is None else []
+    request = vllm_request_row(cfg, str(row["clip_id"]), frames)
+    if frame_error is not None:
+        # Rows cannot leave the processor's stream, so a clip without frames goes through as a
+        # one-token text request and its frame error is reported instead of the output.
+        request["messages"] = [{"role": "user", "content": "-"}]
+        request["sampling_params"] = {"max_tokens": 1}
+    request["frame_error"] = frame_error
+    request["frame_prep_s"] = float(row["frame_prep_s"])
+    return request
+
+
+def _vllm_to_columns(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[str, np.ndarray]:
+    names = list(batch)
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*(batch[n] for n in names), strict=True)]
+    frame_errors = [optional_str(r["frame_error"]) for r in rows]
+    outputs: list[EngineOutput | None] = [
+        None if err is not None else vllm_output(r) for r, err in zip(rows, frame_errors, strict=True)
+    ]
+    columns = caption_columns(cfg, [str(r["clip_id"]) for r in rows], outputs, frame_errors)
+    columns["frame_prep_s"] = np.asarray([r["frame_prep_s"] for r in rows], dtype=np.float64)
+    return columns
+
+
+def vllm_runtime_env(cfg: CaptionConfig) -> dict[str, Any]:
+    """Ray runtime env of the vLLM stages: the torchvision guard on PYTHONPATH, so it also reaches
+    the engine-core process vLLM spawns inside the actor (a worker setup hook would not)."""
+    from caption.tv_guard import guarded_pythonpath
+
+    env_vars = {"VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": guarded_pythonpath(os.environ.get("PYTHONPATH"))}
+    if cfg.vllm.device == "CPU":
+        env_vars["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm.cpu_kvcache_gib)
+    return {"env_vars": env_vars}
+
+
+def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
+    # ray.data.llm imports vllm (and with it torchvision): the guard goes first.
+    from caption import tv_guard
+
+    tv_guard.install()
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    v = cfg.vllm
+    frames = cfg.frames
+    per_prompt = {"video": 1, "image": 0} if frames.send_as == "video" else {"image": frames.max_frames, "video": 0}
+    engine_kwargs: dict[str, Any] = {
+        "tensor_parallel_size": v.tensor_parallel_size,
+        "max_model_len": v.max_model_len,
+        "max_num_seqs": v.max_num_seqs,
+        "dtype": v.dtype,
+        "enforce_eager": v.enforce_eager,
+        "limit_mm_per_prompt": per_prompt,
+        "served_model_name": cfg.request_model_name,
+    }
+    if v.device == "GPU":
+        engine_kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+    helper = {"num_cpus": v.helper_num_cpus}
+    processor_config = vLLMEngineProcessorConfig(
+        model_source=cfg.model,
+        engine_kwargs=engine_kwargs,
+        batch_size=cfg.batch_size,
+        concurrency=v.replicas,
+        runtime_env=vllm_runtime_env(cfg),
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        prepare_multimodal_stage={"enabled": True, **helper},
+        chat_template_stage={"enabled": True, **helper},
+        tokenize_stage={"enabled": True, **helper},
+        detokenize_stage={"enabled": True, **helper},
+        # On CPU the engine takes exactly one core-sized bundle; see the project design notes.
+        placement_group_config=(
+            {"bundles": [{"CPU": 1}] * v.tensor_parallel_size} if v.device == "CPU" else None
+        ),
+    )
+    processor = build_processor(
+        processor_config,
+        preprocess=partial(_vllm_preprocess, cfg=cfg),
+        preprocess_map_kwargs={"num_cpus": v.helper_num_cpus},
+    )
+    ds = processor(ds)
+    return ds.map_batches(
+        _vllm_to_columns, fn_kwargs={"cfg": cfg}, batch_format="numpy", num_cpus=v.helper_num_cpus
+    )
+
+
+def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
+    """The Ray Data chain of the module docstring (resources from the config)."""
+    import ray
+
+    ds: Any = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
+    ds = ds.repartition(max(1, -(-len(clip_ids) // cfg.batch_size)))
+    ds = ds.map_batches(
+        read_and_prepare,
+        fn_kwargs={"store_root": str(store.root), "cfg": cfg},
+        batch_format="numpy",
+        batch_size=cfg.batch_size,
+        num_cpus=cfg.decode_num_cpus,
+        compute=ray.data.TaskPoolStrategy(size=cfg.decode_concurrency),
+    )
+    if cfg.engine == "openai":
+        return ds.map_batches(
+            OpenAICaptioner,
+            fn_constructor_args=(cfg,),
+            batch_format="numpy",
+            batch_size=cfg.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=CLIENT_NUM_CPUS,
+        )
+    return _vllm_engine(ds, cfg)
+
+
+def todo_clip_ids(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> tuple[list[str], int, str]:
+    """(clip ids to caption now, how many selected clips already have a caption, selection description)."""
+    clips = store.require("clips")
+    where, description = selection_filter(cfg, clips.schema.names)
+    try:
+        selected = store.read_clips(columns=["clip_id"], filter=where).column("clip_id").to_pylist()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CaptionJobError(
+            f"caption.filter {where!r} cannot be evaluated on the clips table "
+            f"(columns: {', '.join(clips.schema.names)}): {err}"
+        ) from err
+    staged = staging.table()
+    done: set[str] = set()
+    if staged is not None:
+        ok = staged.filter(pc.is_valid(staged["caption"]))
+        done = set(ok.column("clip_id").to_pylist())
+    todo = [c for c in selected if c not in done]
+    return todo, len(selected) - len(todo), description
+
+
+def run_caption(
+    config: PipelineConfig, *, recaption: bool | None = None, progress: bool = True, limit: int | None = None
+) -> CaptionSummary:
+    """Caption the selected clips lacking a caption, stage them batch by batch, merge into `clips`."""
+    from tqdm import tqdm
+
+    cfg = config.caption
+    if recaption is None:
+        recaption = cfg.recaption
+    store = Store(config.store.root)
+    staging = ColumnStaging(store, CAPTION_STAGE)
+    if recaption:
+        staging.reset()
+    todo, skipped, description = todo_clip_ids(store, cfg, staging)
+    if limit is not None:
+        todo = todo[:limit]
+    summary = CaptionSummary(
+        engine=cfg.engine, model=cfg.model, selected=len(todo) + skipped, skipped_done=skipped,
+        selection=description,
+    )
+    started = time.perf_counter()
+    if todo:
+        init_ray(config.ray)
+        if cfg.engine == "openai":
+            OpenAICaptioner(cfg)  # fail here, on the driver, if e.g. the API key variable is unset
+        ds = build_dataset(store, cfg, todo)
+        bar = tqdm(total=len(todo), desc="caption", unit="clip", disable=not progress)
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            table = to_table(batch)
+            summary.frame_prep_s += float(np.nansum(batch["frame_prep_s"]))
+            _count(summary, table)
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= cfg.flush_every:
+                staging.append(pa.concat_tables(pending))
+                pending, pending_rows = [], 0
+            bar.update(table.num_rows)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(tok_s=f"{summary.output_tokens / elapsed:.1f}", failed=summary.failed)
+        if pending:
+            staging.append(pa.concat_tables(pending))
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    models = {"caption": {"engine": cfg.engine, "model": cfg.model, "prompt": f"{cfg.prompt}/v{cfg.prompt_version}"}}
+    staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
+    return summary
+
+
+def _count(summary: CaptionSummary, table: pa.Table) -> None:
+    summary.attempted += table.num_rows
+    errors = table.column("caption_error").to_pylist()
+    summary.failed += sum(e is not None for e in errors)
+    summary.captioned += sum(e is None for e in errors)
+    summary.prompt_tokens += int(pc.sum(table["caption_prompt_tokens"]).as_py() or 0)
+    summary.output_tokens += int(pc.sum(table["caption_output_tokens"]).as_py() or 0)
+    kinds = Counter(e.split(":", 1)[0] for e in errors if e is not None)
+    for kind, n in kinds.items():
+        summary.error_kinds[kind] = summary.error_kinds.get(kind, 0) + n
+    ids = table.column("clip_id").to_pylist()
+    for cid, err in zip(ids, errors, strict=True):
+        if err is not None and len(summary.error_examples) < 3:
+            summary.error_examples.append(f"{cid}: {err[:200]}")
+
