@@ -173,12 +173,8 @@ def validation_loss(model: torch.nn.Module, index: ClipIndex, prepare: BatchPrep
     return total / count
 
 
-def train(config: TrainConfig, clips_uri: str, device: str = "cpu", stop_after: int | None = None) -> TrainSummary:
-    """Train the DiT on the clips at `clips_uri`, resuming from `config.out_dir` if it has a checkpoint.
-
-    `stop_after` ends the run after that global step without changing any schedule (for tests and
-    time-boxed runs; the schedule still follows `config.steps`).
-    """
+def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSummary:
+    """Train the DiT on the clips at `clips_uri`, resuming from `config.out_dir` if it has a checkpoint."""
     rank, world = distributed_context()
     dev = torch.device(device)
     dtype = resolve_precision(config, dev)
@@ -240,13 +236,12 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu", stop_after: 
         "clips_uri": clips_uri,
         "dataset_version": index.version,
     }
-    last = stop_after if stop_after is not None else config.steps
     progress = tqdm(total=config.steps, initial=step, disable=rank != 0 or not config.progress, desc="train")
     loss_value, val = float("nan"), None
     checkpoint = resumed_from
     model.train()
     batches = _batches_forever(loader, sampler, step)
-    while step < min(last, config.steps):
+    while step < config.steps:
         started = time.perf_counter()
         latent, text, mask = prepare(next(batches))
         text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, noise_generator)
