@@ -321,6 +321,7 @@ class _CopyWriter:
         )
 
     def add_packet(self, packet: av.Packet) -> None:
+        assert packet.pts is not None  # only packets accepted by the pts range get here
         packet.pts -= self.start_pts
         if packet.dts is not None:
             packet.dts -= self.start_pts

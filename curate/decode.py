@@ -108,11 +108,10 @@ def iter_frames(
         except av.error.FFmpegError as err:
             stats.demux_error = f"{type(err).__name__}: {err}"
             packet = None
-        if packet is not None:
-            if packet.size:
-                stats.packets += 1
-                if packet.is_keyframe and packet.pts is not None:
-                    stats.keyframe_pts.append(int(packet.pts))
+        if packet is not None and packet.size:
+            stats.packets += 1
+            if packet.is_keyframe and packet.pts is not None:
+                stats.keyframe_pts.append(int(packet.pts))
         try:
             # A None packet (after a demux error) flushes the decoder so buffered frames come out.
             frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
@@ -208,7 +207,7 @@ def detection_bgr(frame: av.VideoFrame, target_width: int) -> np.ndarray:
 
 def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
     plane = frame.planes[index]
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, : plane.width]
 
 

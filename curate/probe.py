@@ -206,8 +206,8 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
         raise ProbeError(Reason.NOT_MEDIA, f"cannot open the container: {err}") from None
     with container:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise ProbeError(Reason.NO_VIDEO_STREAM, f"streams present: {', '.join(kinds)}")
+            kinds = sorted({str(s.type) for s in container.streams})
+            raise ProbeError(Reason.NO_VIDEO_STREAM, f"streams present: {', '.join(kinds) or 'none'}")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
@@ -248,7 +248,7 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
         deltas = [b - a for a, b in pairwise(pts)]
         if probe.num_frames <= 0 and probe.duration_s > 0 and deltas:
             # No frame count in the header: estimate it from the sample; the split pass measures it.
-            step = float(statistics.median(deltas) * stream.time_base)
+            step = float(statistics.median(deltas) * (stream.time_base or Fraction(1, 90000)))
             probe = replace(probe, num_frames=round(probe.duration_s / step) if step > 0 else len(pts))
         return replace(probe, is_vfr=is_variable_rate(deltas, cfg.vfr_tolerance))
 

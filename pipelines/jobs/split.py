@@ -32,8 +32,9 @@ from pipelines.config import InputConfig, PipelineConfig
 from pipelines.runtime import init_ray
 from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
 
-# Clip bytes a worker holds before writing them out as a fragment.
-_FRAGMENT_BYTES = 64 << 20
+# Clip bytes a worker holds before writing them out as a fragment: with the Arrow copy made when
+# writing, this bounds the worker's memory beyond one decode pass whatever the video's length.
+_FRAGMENT_BYTES = 16 << 20
 
 
 class InputError(ValueError):
