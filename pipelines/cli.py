@@ -14,7 +14,7 @@ from pipelines.store import Store, StoreError
 EPILOG = """\
 Every stage reads one pipeline config (configs/<name>.yaml, default: demo) and writes into the project
 folder `store.root`, which holds two Lance datasets: videos.lance and clips.lance. Any config value can
-be changed for one run with --set section.key=value (repeatable), e.g. --set split.detector=adaptive.
+be changed for one run with --set section.key=value (repeatable), e.g. --set split.detect.detector=adaptive.
 Jobs use a local Ray unless `ray.address` or $RAY_ADDRESS names a cluster.
 """
 
@@ -185,10 +185,10 @@ def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     if args.scenes_only:
         if args.json is None:
             raise UsageError("--scenes-only writes nothing to the store: give --json OUT.json")
-        entries = run_scenes_only(cfg, args.json, inputs)
+        entries = run_scenes_only(cfg, args.json, paths=inputs)
         print(f"split: boundaries of {len(entries)} file(s) written to {args.json}")
         return 0
-    summary = run_split(cfg, inputs)
+    summary = run_split(cfg, paths=inputs)
     print("\n".join(summary.lines()))
     if args.json:
         dump_json(run_scenes_json(cfg), args.json)

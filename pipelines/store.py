@@ -56,7 +56,7 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("codec", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
-        pa.field("rotation", pa.int32()),  # display rotation in degrees, counter-clockwise
+        pa.field("rotation", pa.int32()),  # display rotation: clockwise degrees a player turns the picture
         pa.field("nominal_fps", pa.float64()),
         pa.field("avg_fps", pa.float64()),
         pa.field("is_vfr", pa.bool_()),
