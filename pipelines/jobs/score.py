@@ -32,6 +32,7 @@ from curate.motion import MotionScorer
 from curate.ocr import ocr_input
 from curate.quality import QualityScorer
 from pipelines.config import PipelineConfig
+from pipelines.runtime import init_ray
 from pipelines.store import ColumnStaging, Store
 
 SCORE_STAGE, DEDUP_STAGE, FILTER_STAGE = "score", "dedup", "filter"
@@ -264,6 +265,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
     if todo:
+        init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
         ds = build_dataset(store, cfg, todo, clip_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=cfg.commit_every, batch_format="numpy"):
