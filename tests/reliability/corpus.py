@@ -105,7 +105,9 @@ def raw_avi_claiming(width: int, height: int, seed: int) -> bytes:
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for _ in range(5):
             rgb = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            ):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
@@ -138,19 +140,29 @@ def build_corpus(out: Path) -> dict[str, Expect]:
     scratch.mkdir()
 
     def h264(seed: int, frames: int | None = None, **kwargs: object) -> bytes:
-        return encode_h264(scratch / f"{seed}.{kwargs.get('container', 'mp4')}", shot_frames(seed)[:frames], **kwargs)
+        return encode_h264(
+            scratch / f"{seed}.{kwargs.get('container', 'mp4')}", shot_frames(seed)[:frames], **kwargs
+        )
 
     put("good.mp4", h264(1), OK)
     put("zero_bytes.mp4", b"", _expect("error", "none", "empty_file"))
     whole = h264(2)
     # The first keyframe itself is cut: whether that reads as a cut-off file or a broken packet, no frame
     # decodes and the row says so.
-    put("truncated_10.mp4", whole[: len(whole) // 10], _expect("error", "none", "truncated", "undecodable_bitstream"))
+    put(
+        "truncated_10.mp4",
+        whole[: len(whole) // 10],
+        _expect("error", "none", "truncated", "undecodable_bitstream"),
+    )
     put("truncated_50.mp4", whole[: len(whole) // 2], _expect("ok", "some", "truncated"))
     put("truncated_90.mp4", whole[: len(whole) * 9 // 10], _expect("ok", "some", "truncated"))
     # Without faststart the index (moov) is at the end: half a file has no index at all.
     no_index = h264(3, faststart=False)
-    put("truncated_no_index_50.mp4", no_index[: len(no_index) // 2], _expect("error", "none", "truncated", "not_a_media_file"))
+    put(
+        "truncated_no_index_50.mp4",
+        no_index[: len(no_index) // 2],
+        _expect("error", "none", "truncated", "not_a_media_file"),
+    )
     put(
         "random_bytes.mp4",
         np.random.default_rng(4).integers(0, 256, 200_000, dtype=np.uint8).tobytes(),
@@ -160,10 +172,22 @@ def build_corpus(out: Path) -> dict[str, Expect]:
     # A still image is a one-frame video to FFmpeg: too short to give a clip, and said so.
     put("image_png.mp4", image_bytes(5, ".png"), _expect("ok", "none", "too_short"))
     put("image_jpeg.mov", image_bytes(6, ".jpg"), _expect("ok", "none", "too_short"))
-    put("audio_only.mp4", encode_audio_only(scratch / "audio.mp4"), _expect("error", "none", "no_video_stream"))
-    put("claims_100000x100000.avi", raw_avi_claiming(100_000, 100_000, 7), _expect("error", "none", "invalid_frame_size"))
+    put(
+        "audio_only.mp4",
+        encode_audio_only(scratch / "audio.mp4"),
+        _expect("error", "none", "no_video_stream"),
+    )
+    put(
+        "claims_100000x100000.avi",
+        raw_avi_claiming(100_000, 100_000, 7),
+        _expect("error", "none", "invalid_frame_size"),
+    )
     # Accepted by FFmpeg, refused by the probe's pixel limit before any frame buffer is allocated.
-    put("claims_10000x10000.avi", raw_avi_claiming(10_000, 10_000, 8), _expect("error", "none", "invalid_frame_size"))
+    put(
+        "claims_10000x10000.avi",
+        raw_avi_claiming(10_000, 10_000, 8),
+        _expect("error", "none", "invalid_frame_size"),
+    )
     put("one_frame.mp4", h264(9, frames=1), _expect("ok", "none", "too_short"))
     put("name with spaces.mp4", h264(10), OK)
     put("vidéo ünïcødé 日本語 🎬.mp4", h264(11), OK)

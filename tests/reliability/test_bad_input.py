@@ -60,8 +60,13 @@ def corpus_run(ray_session, tmp_path_factory, request):
     videos = store.read("videos").to_pylist()
     clips = store.read_clips(columns=["clip_id", "video_id", "uri", "num_frames"])
     return {
-        "corpus": corpus, "shared": shared, "expected": expected, "summary": summary,
-        "videos": videos, "clips": clips, "store": store,
+        "corpus": corpus,
+        "shared": shared,
+        "expected": expected,
+        "summary": summary,
+        "videos": videos,
+        "clips": clips,
+        "store": store,
     }
 
 
@@ -124,7 +129,8 @@ def test_shared_formats_all_split(corpus_run):
         pytest.skip("../shared/footage is absent")
     formats = str(corpus_run["shared"] / "formats")
     failed = {
-        Path(r["uri"]).name: r["error"] for r in corpus_run["videos"]
+        Path(r["uri"]).name: r["error"]
+        for r in corpus_run["videos"]
         if r["uri"].startswith(formats) and r["status"] != "ok"
     }
     assert failed == {}
