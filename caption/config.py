@@ -60,6 +60,11 @@ class OpenAIEngineConfig(_Frozen):
     # Extra attempts after a failed request (connection errors, timeouts, 429 and 5xx).
     retries: int = Field(default=3, ge=0, le=20)
     backoff_s: float = Field(default=1.0, ge=0)
+    # Start a vLLM server for `model` (from the vLLM environment, `make vllm-env`) for this run
+    # and send the requests there; base_url is then not used. Engine settings come from `vllm`.
+    launch_server: bool = False
+    # Bound on the launched server's start-up (model load; ~1 min for the tiny model on 2 cores).
+    launch_timeout_s: float = Field(default=600.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

