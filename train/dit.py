@@ -59,18 +59,20 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
 
 
-def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (N, d) rotating the head dims in three groups, one per axis t, h, w.
+def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """Unit complex rotations (N, d/2) for the head dims taken as d/2 (real, imag) pairs, in three
+    groups, one per axis t, h, w.
 
-    The time axis gets a quarter of the dims, height and width share the rest (each group even),
-    so relative offsets along every axis are visible to attention.
+    The time axis gets a quarter of the pairs, height and width share the rest, so relative offsets
+    along every axis are visible to attention.
     """
-    t_dim = 2 * (head_dim // 8)
-    h_dim = 2 * ((head_dim - t_dim) // 4)
-    w_dim = head_dim - t_dim - h_dim
+    pairs = head_dim // 2
+    t_pairs = pairs // 4
+    h_pairs = (pairs - t_pairs) // 2
+    w_pairs = pairs - t_pairs - h_pairs
     axes = []
-    for size, dim in zip(grid, (t_dim, h_dim, w_dim), strict=True):
-        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    for size, n in zip(grid, (t_pairs, h_pairs, w_pairs), strict=True):
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(n, device=device, dtype=torch.float32) / n))
         axes.append(torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv_freq))
     gt, gh, gw = grid
     angles = torch.cat(
@@ -80,16 +82,15 @@ def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> 
             axes[2][None, None, :, :].expand(gt, gh, gw, -1),
         ],
         dim=-1,
-    ).reshape(gt * gh * gw, head_dim // 2)  # (N, d/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (N, d): same angle for both halves of a pair
-    return angles.cos(), angles.sin()
+    ).reshape(gt * gh * gw, pairs)  # (N, d/2)
+    return torch.polar(torch.ones_like(angles), angles)  # (N, d/2) complex
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, Hd, N, d); rotate pairs (i, i + d/2): [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin].
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    # x (B, Hd, N, d) real -> (B, Hd, N, d/2) complex pairs, rotated by one complex multiply (a single
+    # fused kernel forward and backward, where the rotate-half form needs cat/neg/two muls).
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)  # (B, Hd, N, d)
 
 
 class DiTBlock(nn.Module):
@@ -121,7 +122,7 @@ class DiTBlock(nn.Module):
         c: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,
     ) -> torch.Tensor:
         b, n, d = x.shape
         mods = self.adaLN_modulation(c)[:, None, :].chunk(9, dim=-1)  # 9 x (B, 1, D)
@@ -129,7 +130,7 @@ class DiTBlock(nn.Module):
 
         h = modulate(self.norm1(x), shift_sa, scale_sa)  # (B, N, D)
         q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, Hd, N, d)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, Hd, N, d)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)  # (B, Hd, N, d)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, Hd, N, d)
         h = self.attn_out(h.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
         x = torch.addcmul(x, gate_sa, h)  # (B, N, D)
@@ -180,7 +181,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(size.hidden, size.heads, config.mlp_ratio) for _ in range(size.depth))
         self.final = FinalLayer(size.hidden, patch_dim)
         self.grad_checkpointing = False
-        self._rope_cache: dict[tuple[tuple[int, int, int], torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[tuple[int, int, int], torch.device], torch.Tensor] = {}
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -211,7 +212,7 @@ class DiT(nn.Module):
             raise ValueError(f"latent grid {(t, h, w)} is not divisible by the patch size {self.patch_size}")
         return t // pt, h // ph, w // pw
 
-    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         key = (grid, device)
         if key not in self._rope_cache:
             self._rope_cache[key] = rope_3d(grid, self.size.hidden // self.size.heads, device)
@@ -238,7 +239,7 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, E), text_mask (B, L) bool."""
         grid = self.token_grid(tuple(x.shape))
-        rope = self._rope(grid, x.device)  # 2 x (N, d)
+        rope = self._rope(grid, x.device)  # (N, d/2) complex
         tokens = self.patch_embed(self.patchify(x))  # (B, N, D)
         text_tokens = self.text_proj(text)  # (B, L, D)
         weights = text_mask.to(text_tokens.dtype)[..., None]  # (B, L, 1)

@@ -202,7 +202,7 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     model.grad_checkpointing = config.grad_checkpointing
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     noise_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
 

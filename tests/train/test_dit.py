@@ -72,12 +72,12 @@ def test_patchify_roundtrip_and_grid_check():
 
 
 def test_rope_attention_depends_only_on_relative_position():
-    cos, sin = rope_3d((4, 4, 4), 32, torch.device("cpu"))
+    rotation = rope_3d((4, 4, 4), 32, torch.device("cpu"))
     q, k = torch.randn(32), torch.randn(32)
 
     def score(i: int, j: int) -> float:
-        qi = apply_rope(q[None, None, None], cos[i : i + 1], sin[i : i + 1])
-        kj = apply_rope(k[None, None, None], cos[j : j + 1], sin[j : j + 1])
+        qi = apply_rope(q[None, None, None], rotation[i : i + 1])
+        kj = apply_rope(k[None, None, None], rotation[j : j + 1])
         return float((qi * kj).sum())
 
     # token index = t*16 + h*4 + w; shifting both tokens by one step along each axis keeps the score
