@@ -30,7 +30,7 @@ from train.clipset import ClipSpec, write_clipset  # noqa: E402
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
 from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402
 from train.dit import DiT  # noqa: E402
-from train.encode import LatentEncoder, encode_signature, encode_table  # noqa: E402
+from train.encode import LatentEncoder, encode_signature  # noqa: E402
 from train.flow import training_loss  # noqa: E402
 from train.loop import BatchPreparer  # noqa: E402
 from train.text import build_text_encoder  # noqa: E402
@@ -140,7 +140,7 @@ def epoch_bench(work: Path, epochs: int) -> dict:
     encoder = LatentEncoder(config)
     rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
     blobs = store.read_clip_bytes(rows["clip_id"])
-    store.add_columns(encode_table(encoder, {**rows, "video": [blobs[c] for c in rows["clip_id"]]}), stage="encode",
+    store.add_columns(encoder({**rows, "video": [blobs[c] for c in rows["clip_id"]]}), stage="encode",
                       config={"signature": encode_signature(config)})
     precomputed_s = run_epochs("precomputed")
     return {"clips": len(rows["clip_id"]), "bucket": "64x64x9", "decode_epoch_s": decode_s,

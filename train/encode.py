@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -49,8 +48,10 @@ class LatentEncoder:
         self.vae = load_vae(config.vae)
         self.text = build_text_encoder(config.text)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """batch: clip_id, video (bytes), width, height, num_frames, <caption column> -> ENCODE_SCHEMA columns."""
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        """batch: clip_id, video (bytes), width, height, num_frames, <caption column> -> ENCODE_SCHEMA table.
+
+        Arrow out, not numpy: the bytes and list columns keep their exact types through Ray."""
         ids = list(batch["clip_id"])
         captions = [str(c) if c is not None else "" for c in batch[self.config.data.caption_column]]
         out: dict[str, list[Any]] = {name: [None] * len(ids) for name in ENCODE_SCHEMA.names}
@@ -83,12 +84,4 @@ class LatentEncoder:
                 out["text_emb"][i] = text.tobytes()
                 out["text_shape"][i] = list(text.shape)
                 out["text_len"][i] = int(mask[i].sum())
-        return out
-
-
-def encode_table(encoder: LatentEncoder, batch: dict[str, Any]) -> pa.Table:
-    return pa.Table.from_pydict(encoder(batch), schema=ENCODE_SCHEMA)
-
-
-def as_numpy_batch(table: pa.Table) -> dict[str, np.ndarray]:
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        return pa.Table.from_pydict(out, schema=ENCODE_SCHEMA)

@@ -98,8 +98,8 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
     if todo:
         ds = build_dataset(store, config, todo)
         bar = tqdm(total=len(todo), desc="encode", unit="clip", disable=not progress)
-        for batch in ds.iter_batches(batch_size=config.encode.batch_size, batch_format="numpy"):
-            table = pa.Table.from_pydict({n: list(batch[n]) for n in ENCODE_SCHEMA.names}, schema=ENCODE_SCHEMA)
+        for batch in ds.iter_batches(batch_size=config.encode.batch_size, batch_format="pyarrow"):
+            table = batch.select(ENCODE_SCHEMA.names).cast(ENCODE_SCHEMA)
             staging.append(table)
             summary.encoded += table.num_rows
             bar.update(table.num_rows)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from pipelines.store import Store
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig
 from train.dit import DiT
-from train.encode import LatentEncoder, encode_signature, encode_table
+from train.encode import LatentEncoder, encode_signature
 from train.flow import training_loss
 from train.loop import lr_factor, train
 from train.vae import VideoVAE, save_vae
@@ -93,7 +93,7 @@ def test_precomputed_latents_train_exactly_like_decoding(real_clips, small_vae, 
     encoder = LatentEncoder(decoded)
     rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
     blobs = store.read_clip_bytes(rows["clip_id"])
-    table = encode_table(encoder, {**rows, "video": [blobs[c] for c in rows["clip_id"]]})
+    table = encoder({**rows, "video": [blobs[c] for c in rows["clip_id"]]})
     assert table.column("encode_error").null_count == table.num_rows
     store.add_columns(table, stage="encode", config={"signature": encode_signature(decoded)})
 

@@ -19,7 +19,7 @@ from pipelines.store import Store
 from train.clipset import write_clipset
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig, VAETrainConfig
 from train.data import BucketBatchSampler, ClipBatches, build_index
-from train.encode import LatentEncoder, encode_signature, encode_table
+from train.encode import LatentEncoder, encode_signature
 from train.loop import load_trained_dit, train
 from train.sample import generate, resolve_checkpoint
 from train.text import build_text_encoder
@@ -91,7 +91,7 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
                          data=DataConfig(buckets=(BUCKET,), latents="precomputed"))
     rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
     blobs = store.read_clip_bytes(rows["clip_id"])
-    store.add_columns(encode_table(LatentEncoder(config), {**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
+    store.add_columns(LatentEncoder(config)({**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
                       stage="encode", config={"signature": encode_signature(config)})
     summary = train(config, store.clips_uri)
     assert summary.train_clips == 4
