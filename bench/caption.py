@@ -79,7 +79,7 @@ def _vllm_alone(cfg: PipelineConfig, prepared: dict[str, np.ndarray]) -> dict[st
     engine = OpenAICaptionEngine(cfg.caption)
     payloads = [
         (str(cid), engine.payload(CaptionRequest(str(cid), [bytes(f) for f in frames])))
-        for cid, frames in zip(prepared["clip_id"], prepared["frames_jpeg"], strict=True)
+        for cid, frames in zip(prepared["clip_id"], prepared["frames"], strict=True)
     ]
 
     async def run() -> tuple[float, list]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import numpy as np
+from PIL import Image
 
 from caption.config import CaptionConfig
 from caption.prompts import PromptTemplate, get_prompt
@@ -214,12 +216,32 @@ def _parse_completion(clip_id: str, body: str, latency_s: float) -> EngineOutput
     )
 
 
-def vllm_request_row(cfg: CaptionConfig, clip_id: str, frames_jpeg: Sequence[bytes]) -> dict[str, Any]:
-    """A row for Ray Data's vLLM processor (`messages` + `sampling_params`), same request as openai."""
+def template_messages(prompt: PromptTemplate, num_frames: int, send_as: str) -> list[dict[str, Any]]:
+    """Chat messages with bare vision placeholders (`{"type": "video"}`), the form Qwen-VL chat
+    templates expand; the pixels travel separately as the engine's multimodal data."""
+    vision = [{"type": "video"}] if send_as == "video" else [{"type": "image"}] * num_frames
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": [*vision, {"type": "text", "text": prompt.user}]},
+    ]
+
+
+def vllm_request_row(cfg: CaptionConfig, clip_id: str, frames: np.ndarray) -> dict[str, Any]:
+    """A row for Ray Data's vLLM processor: the same prompt and sampling as the openai engine, with
+    the frames (uint8, T x H x W x 3) passed as multimodal data instead of base64 JPEG.
+
+    Ray 2.60's own multimodal-parsing stage imports a module vLLM 0.32 moved, so the job renders the
+    chat template (Ray's ChatTemplateStage) and hands pixels to vLLM directly.
+    """
     prompt = get_prompt(cfg.prompt, cfg.prompt_version)
+    if cfg.frames.send_as == "video":
+        multimodal: dict[str, Any] = {"video": [frames]}
+    else:
+        multimodal = {"image": [Image.fromarray(f) for f in frames]}
     return {
         "clip_id": clip_id,
-        "messages": build_messages(prompt, frames_jpeg, cfg.frames.send_as),
+        "messages": template_messages(prompt, len(frames), cfg.frames.send_as),
+        "multimodal_data": multimodal,
         "sampling_params": sampling_params(cfg),
     }
 

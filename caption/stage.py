@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -38,14 +38,18 @@ CAPTION_SCHEMA = pa.schema(
 WRITES = tuple(name for name in CAPTION_SCHEMA.names if name != "clip_id")
 
 
-def prepare_frames(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[str, np.ndarray]:
-    """clip_id, video (MP4 bytes) -> clip_id, frames_jpeg (list of JPEG bytes), frame_error, frame_prep_s.
+def prepare_frames(
+    batch: dict[str, np.ndarray], cfg: CaptionConfig, encoding: Literal["jpeg", "rgb"] = "jpeg"
+) -> dict[str, np.ndarray]:
+    """clip_id, video (MP4 bytes) -> clip_id, frames, frame_error, frame_prep_s.
 
-    A clip whose bytes cannot be decoded gets a `frame_error` and goes on to the output as a
-    failed caption; it never stops the batch.
+    `frames` holds per clip a list of JPEG bytes (`encoding="jpeg"`, for HTTP requests) or one
+    uint8 array T x H x W x 3 (`"rgb"`, handed to an in-process engine as is). A clip whose bytes
+    cannot be decoded gets a `frame_error` and goes on to the output as a failed caption; it never
+    stops the batch.
     """
     frames_cfg = cfg.frames
-    jpegs: list[list[bytes]] = []
+    prepared: list[Any] = []
     errors: list[str | None] = []
     seconds: list[float] = []
     for data in batch["video"]:
@@ -58,17 +62,20 @@ def prepare_frames(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[str
                 max_frames=frames_cfg.max_frames,
                 max_pixels=frames_cfg.max_pixels,
             )
-            jpegs.append([encode_jpeg(f, frames_cfg.jpeg_quality) for f in sampled.frames])
+            if encoding == "jpeg":
+                prepared.append([encode_jpeg(f, frames_cfg.jpeg_quality) for f in sampled.frames])
+            else:
+                prepared.append(np.stack(sampled.frames))
             errors.append(None)
         except FrameSamplingError as err:
-            jpegs.append([])
+            prepared.append([] if encoding == "jpeg" else np.zeros((0, 2, 2, 3), np.uint8))
             errors.append(f"frames: {err}")
         seconds.append(time.perf_counter() - start)
-    frames_column = np.empty(len(jpegs), dtype=object)
-    frames_column[:] = jpegs
+    frames_column = np.empty(len(prepared), dtype=object)
+    frames_column[:] = prepared
     return {
         "clip_id": np.asarray(batch["clip_id"], dtype=object),
-        "frames_jpeg": frames_column,
+        "frames": frames_column,
         "frame_error": np.asarray(errors, dtype=object),
         "frame_prep_s": np.asarray(seconds, dtype=np.float64),
     }
@@ -161,7 +168,7 @@ class OpenAICaptioner:
         frame_errors = [optional_str(e) for e in batch["frame_error"]]
         todo = [
             CaptionRequest(clip_id=cid, frames_jpeg=[bytes(f) for f in frames])
-            for cid, frames, err in zip(clip_ids, batch["frames_jpeg"], frame_errors, strict=True)
+            for cid, frames, err in zip(clip_ids, batch["frames"], frame_errors, strict=True)
             if err is None
         ]
         answers = {o.clip_id: o for o in await self._engine.generate(todo)}

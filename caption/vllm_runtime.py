@@ -113,8 +113,11 @@ def server_args(cfg: CaptionConfig) -> list[str]:
     """vLLM server options for the caption config's model and engine settings (`cfg.vllm`)."""
     v = cfg.vllm
     per_prompt = {"video": 1, "image": 0} if cfg.frames.send_as == "video" else {"image": cfg.frames.max_frames}
+    local = Path(cfg.model)
+    # A local folder is passed absolute: the server's working directory is the repository root.
+    model = str(local.resolve()) if local.exists() else cfg.model
     args = [
-        "--model", cfg.model,
+        "--model", model,
         "--served-model-name", cfg.request_model_name,
         "--dtype", v.dtype,
         "--max-model-len", str(v.max_model_len),

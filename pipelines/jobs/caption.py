@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -107,23 +107,29 @@ def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None
 
 
 def read_and_prepare(batch: dict[str, np.ndarray], store_root: str, cfg: CaptionConfig) -> dict[str, np.ndarray]:
-    """clip ids -> sampled JPEG frames; clips whose bytes are missing get a frame_error."""
+    """clip ids -> sampled frames (JPEG for HTTP, raw RGB for in-process vLLM); clips whose bytes
+    are missing get a frame_error."""
     clip_ids = [str(c) for c in batch["clip_id"]]
     blobs = Store(store_root).read_clip_bytes(clip_ids)
     videos = np.empty(len(clip_ids), dtype=object)
     videos[:] = [blobs.get(cid, b"") for cid in clip_ids]
-    return prepare_frames({"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}, cfg)
+    encoding: Literal["jpeg", "rgb"] = "rgb" if cfg.engine == "vllm" else "jpeg"
+    return prepare_frames({"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}, cfg, encoding)
 
 
 def _vllm_preprocess(row: dict[str, Any], cfg: CaptionConfig) -> dict[str, Any]:
     frame_error = optional_str(row["frame_error"])
-    frames = [bytes(f) for f in row["frames_jpeg"]] if frame_error is None else []
-    request = vllm_request_row(cfg, str(row["clip_id"]), frames)
-    if frame_error is not None:
+    if frame_error is None:
+        request = vllm_request_row(cfg, str(row["clip_id"]), np.asarray(row["frames"]))
+    else:
         # Rows cannot leave the processor's stream, so a clip without frames goes through as a
         # one-token text request and its frame error is reported instead of the output.
-        request["messages"] = [{"role": "user", "content": "-"}]
-        request["sampling_params"] = {"max_tokens": 1}
+        request = {
+            "clip_id": str(row["clip_id"]),
+            "messages": [{"role": "user", "content": "-"}],
+            "multimodal_data": None,
+            "sampling_params": {"max_tokens": 1},
+        }
     request["frame_error"] = frame_error
     request["frame_prep_s"] = float(row["frame_prep_s"])
     return request
@@ -182,10 +188,12 @@ def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
         runtime_env=vllm_runtime_env(cfg),
         should_continue_on_error=True,
         log_engine_metrics=False,
-        prepare_multimodal_stage={"enabled": True, **helper},
+        # Ray 2.60's multimodal-parsing stage does not import with vLLM 0.32 (a moved module); the
+        # preprocess step supplies `multimodal_data` itself. vLLM tokenizes and detokenizes on its own.
+        prepare_multimodal_stage={"enabled": False},
         chat_template_stage={"enabled": True, **helper},
-        tokenize_stage={"enabled": True, **helper},
-        detokenize_stage={"enabled": True, **helper},
+        tokenize_stage={"enabled": False},
+        detokenize_stage={"enabled": False},
         # On CPU the engine takes exactly one core-sized bundle; see the project design notes.
         placement_group_config=(
             {"bundles": [{"CPU": 1}] * v.tensor_parallel_size} if v.device == "CPU" else None

@@ -154,7 +154,7 @@ def test_unreachable_server_becomes_a_caption_error_per_clip():
     captioner = OpenAICaptioner(cfg)
     batch = {
         "clip_id": np.array(["a", "b"], dtype=object),
-        "frames_jpeg": np.array([[b"\xff\xd8x"], []], dtype=object),
+        "frames": np.array([[b"\xff\xd8x"], []], dtype=object),
         "frame_error": np.array([None, "frames: empty clip bytes"], dtype=object),
         "frame_prep_s": np.array([0.01, 0.0]),
     }

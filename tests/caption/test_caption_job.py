@@ -1,0 +1,129 @@
+"""The caption job's bookkeeping through Ray Data against a local OpenAI-compatible HTTP server whose
+answers we control: per-clip failures, resume, selection, recaption. (test_vllm.py runs the same job
+against a real vLLM server.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pyarrow as pa
+import pytest
+from aiohttp import web
+from caption_clips import clips_rows, photo_clips
+
+from pipelines.config import parse_config
+from pipelines.jobs.caption import CaptionJobError, run_caption
+from pipelines.store import Store
+
+FAILURES = 3
+CAPTION = "A woman with short hair looks at the camera in front of a grey studio backdrop."
+
+
+class FlakyServer:
+    """Answers chat completions; while `failing`, the first FAILURES requests get HTTP 400."""
+
+    def __init__(self):
+        self.failing = True
+        self.requests = 0
+        self.port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests += 1
+        assert body["messages"][1]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
+        if self.failing and self.requests <= FAILURES:
+            return web.Response(status=400, text="scripted rejection")
+        return web.json_response({
+            "choices": [{"message": {"content": "The video shows " + CAPTION}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 200, "completion_tokens": 18},
+        })
+
+    def _serve(self):
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _captions(store: Store) -> dict[str, tuple[str | None, str | None]]:
+    table = store.read_clips(columns=["clip_id", "caption", "caption_error"])
+    return {r["clip_id"]: (r["caption"], r["caption_error"]) for r in table.to_pylist()}
+
+
+@pytest.mark.slow
+def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
+    store = Store(tmp_path / "store")
+    clips = photo_clips(copies=2)
+    clips["empty"] = b""
+    store.append("clips", clips_rows(clips))
+    good = [c for c in clips if c != "empty"]
+    with FlakyServer() as server:
+        cfg = parse_config({
+            "store": {"root": str(store.root)},
+            "caption": {"model": "scripted", "batch_size": 3, "flush_every": 2, "decode_num_cpus": 0.25,
+                        "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0}},
+        })
+        first = run_caption(cfg, progress=False)
+        rows = _captions(store)
+        rejected = {c for c in good if rows[c][1] is not None}
+        assert len(rejected) == FAILURES
+        assert rows["empty"] == (None, "frames: empty clip bytes")
+        for cid in set(good) - rejected:
+            assert rows[cid] == (CAPTION, None)  # stock opening stripped
+        for cid in rejected:
+            assert rows[cid][0] is None and rows[cid][1].startswith("engine: HTTP 400: scripted rejection")
+        assert first.attempted == len(clips) and first.failed == len(rejected) + 1
+        assert first.error_kinds == {"frames": 1, "engine": FAILURES}
+
+        # Resume: only clips without a caption are sent again; now the server accepts them.
+        server.failing = False
+        before = server.requests
+        second = run_caption(cfg, progress=False)
+        assert second.skipped_done == len(good) - len(rejected)
+        assert second.attempted == len(rejected) + 1
+        assert server.requests - before == len(rejected)  # the empty clip never reaches the server
+        rows = _captions(store)
+        assert all(rows[c] == (CAPTION, None) for c in good)
+
+        # A `selected` column restricts captioning; recaption starts from scratch.
+        chosen = set(good[:3])
+        store.add_columns(pa.table({"clip_id": list(rows), "selected": [c in chosen for c in rows]}),
+                          stage="filter", config={"expression": "test"})
+        third = run_caption(cfg, recaption=True, progress=False)
+        assert third.attempted == 3 and third.skipped_done == 0
+        rows = _captions(store)
+        assert {c for c, (text, _) in rows.items() if text is not None} == chosen
+        assert store.stage_records()["caption"]["models"]["caption"]["model"] == "scripted"
+
+
+def test_a_filter_naming_a_missing_column_is_a_clear_error(tmp_path):
+    store = Store(tmp_path / "store")
+    store.append("clips", clips_rows(photo_clips()))
+    cfg = parse_config({"store": {"root": str(store.root)}, "caption": {"filter": "aesthetic_mean > 5"}})
+    with pytest.raises(CaptionJobError, match=r"caption.filter 'aesthetic_mean > 5' cannot be evaluated"):
+        run_caption(cfg, progress=False)
