@@ -72,19 +72,19 @@ report: setup
 bench: bench-split bench-score bench-caption bench-train bench-scale
 
 bench-split: setup
-	$(PY) bench/split.py $(ARGS)
+	$(PY) -m bench.split $(ARGS)
 
 bench-score: setup
-	$(PY) bench/score.py $(ARGS)
+	$(PY) -m bench.score $(ARGS)
 
 bench-caption: setup
-	$(PY) bench/caption.py $(ARGS)
+	$(PY) -m bench.caption $(ARGS)
 
 bench-train: setup
-	$(PY) bench/train.py $(ARGS)
+	$(PY) -m bench.train $(ARGS)
 
 bench-scale: setup
-	$(PY) bench/scale.py $(ARGS)
+	$(PY) -m bench.scale $(ARGS)
 
 ## code quality: `quality` checks, `style` fixes ---------------------------------------------------
 lint quality: setup

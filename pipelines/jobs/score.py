@@ -16,6 +16,7 @@ Then dedup runs on the driver over all embeddings (it needs every clip at once) 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,16 @@ def decode_and_measure(batch: dict[str, np.ndarray], store_root: str, cfg: Score
         except (FrameDecodeError, ValueError) as err:
             row["score_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)
-    return _columns(rows, cfg, clip_size)
+    columns = _columns(rows, cfg, clip_size)
+    # Where the batch ran: the summary counts clips per node (how well a cluster was used).
+    columns["node_id"] = np.array([_node_id()] * len(ids), dtype=object)
+    return columns
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def _signature_wanted(cfg: ScoreConfig) -> set[str]:
@@ -202,12 +212,14 @@ class ScoreSummary:
     duplicates: int = 0
     placeholders: list[str] = field(default_factory=list)
     error_examples: list[str] = field(default_factory=list)
+    clips_per_node: Counter = field(default_factory=Counter)
 
     def lines(self) -> list[str]:
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
         out = [
             f"score: {self.total_clips} clips, {self.scored} scored this run ({rate:.2f} clips/s), "
-            f"{self.skipped_done} already scored, {self.errors} with errors, {self.duplicates} duplicates",
+            f"{self.skipped_done} already scored, {self.errors} with errors, {self.duplicates} duplicates"
+            + (f", on {len(self.clips_per_node)} node(s)" if self.clips_per_node else ""),
         ]
         out += [f"  error: {e}" for e in self.error_examples]
         if self.placeholders:
@@ -269,6 +281,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
         ds = build_dataset(store, cfg, todo, clip_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=cfg.commit_every, batch_format="numpy"):
+            summary.clips_per_node.update(str(n) for n in batch["node_id"])
             table = to_staged_table(batch, schema)
             staging.append(table)
             summary.scored += table.num_rows

@@ -227,13 +227,15 @@ class SplitSummary:
     orphans_removed: int = 0
     duplicates: list[str] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
+    files_per_node: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
 
     def lines(self) -> list[str]:
         out = [
             f"split: {self.files} files ({self.skipped} already done), {self.ok} ok "
             f"({self.partial} partial), {self.failed} failed; {self.clips} clips from "
-            f"{self.footage_s / 3600:.3f} h of footage in {self.wall_s:.1f} s",
+            f"{self.footage_s / 3600:.3f} h of footage in {self.wall_s:.1f} s "
+            f"on {len(self.files_per_node)} node(s)",
         ]
         if self.orphans_removed:
             out.append(f"  removed clips of {self.orphans_removed} file(s) left by an interrupted run")
@@ -283,7 +285,10 @@ def run_split(
     init_ray(config.ray)
 
     def task(row: dict[str, Any]) -> dict[str, Any]:
-        return split_one(row["path"], cfg, clips_uri, done)
+        result = split_one(row["path"], cfg, clips_uri, done)
+        # Where the file ran: the summary counts files per node (how well a cluster was used).
+        result["node_id"] = ray.get_runtime_context().get_node_id()
+        return result
 
     dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
     results = dataset.map(task, **_ray_options(cfg))
@@ -292,6 +297,7 @@ def run_split(
     bar = tqdm(total=len(paths), desc="split", unit="file", disable=not progress)
     for result in results.iter_rows():
         bar.update(1)
+        summary.files_per_node[result["node_id"]] += 1
         if result["skipped"]:
             summary.skipped += 1
             continue
