@@ -203,9 +203,8 @@ def everything_written(store: Store, ray_tmp: Path, proc: subprocess.CompletedPr
 
 
 @pytest.mark.slow
-def test_openai_key_comes_from_the_environment_and_never_leaks(tmp_path):
+def test_openai_key_comes_from_the_environment_and_never_leaks(tmp_path, ray_tmp):
     store = clips_store(tmp_path / "store")
-    ray_tmp = Path(tempfile_short())
     with ChatServer() as server:
         proc = run_caption_job(store, server.port, ray_tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -224,9 +223,8 @@ def test_openai_key_comes_from_the_environment_and_never_leaks(tmp_path):
     "and the job summary unredacted; a server that quotes the Authorization header back leaks the key. "
     "Fix: redact the key from the body before truncating it (see the reliability report).",
 )
-def test_key_echoed_by_a_failing_server_is_not_stored(tmp_path):
+def test_key_echoed_by_a_failing_server_is_not_stored(tmp_path, ray_tmp):
     store = clips_store(tmp_path / "store", count=2)
-    ray_tmp = Path(tempfile_short())
     with ChatServer(echo_auth=True) as server:
         proc = run_caption_job(store, server.port, ray_tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -236,7 +234,11 @@ def test_key_echoed_by_a_failing_server_is_not_stored(tmp_path):
     assert leaks == []
 
 
-def tempfile_short() -> str:
+@pytest.fixture
+def ray_tmp():
+    import shutil
     import tempfile
 
-    return tempfile.mkdtemp(prefix="rfs-")  # short: Ray's socket paths must stay under ~100 chars
+    path = Path(tempfile.mkdtemp(prefix="rfs-"))  # short: Ray's socket paths must stay under ~100 chars
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
