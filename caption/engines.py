@@ -112,6 +112,7 @@ class OpenAICaptionEngine:
         self._prompt = get_prompt(cfg.prompt, cfg.prompt_version)
         self._url = f"{cfg.openai.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
+        self._secret: str | None = None
         if cfg.openai.api_key_env is not None:
             key = os.environ.get(cfg.openai.api_key_env)
             if not key:
@@ -119,6 +120,7 @@ class OpenAICaptionEngine:
                     f"caption.openai.api_key_env names ${cfg.openai.api_key_env}, which is not set"
                 )
             self._headers["Authorization"] = f"Bearer {key}"
+            self._secret = key
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,7 +185,7 @@ class OpenAICaptionEngine:
                         body = await response.text()
                         if response.status == 200:
                             return _parse_completion(clip_id, body, time.perf_counter() - start)
-                        last_error = f"HTTP {response.status}: {body[:300]}"
+                        last_error = f"HTTP {response.status}: {_redacted(body, self._secret)[:300]}"
                         if response.status not in _RETRY_STATUSES:
                             break
                 except TimeoutError:
@@ -195,6 +197,11 @@ class OpenAICaptionEngine:
             return EngineOutput(
                 clip_id, None, None, None, time.perf_counter() - start, f"{last_error} (after {attempts} attempts)"
             )
+
+
+def _redacted(text: str, secret: str | None) -> str:
+    """A server may quote the request's Authorization header back in an error body: never keep the key."""
+    return text.replace(secret, "[redacted]") if secret else text
 
 
 def _parse_completion(clip_id: str, body: str, latency_s: float) -> EngineOutput:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -178,10 +179,20 @@ def _probe(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0 if all(not r["error"] for r in results) else 1
 
 
+def _writable_root(cfg: PipelineConfig) -> None:
+    """Refuse, before any work, a store.root that cannot be created or written."""
+    root = Path(cfg.store.root).absolute()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the store at {cfg.store.root}: {existing} is not a writable folder")
+
+
 def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.split import run_scenes_only, run_split
 
     inputs = _inputs(cfg, args)
+    if not args.scenes_only:
+        _writable_root(cfg)
     if args.scenes_only:
         if args.json is None:
             raise UsageError("--scenes-only writes nothing to the store: give --json OUT.json")

@@ -65,12 +65,6 @@ def test_glob_matching_nothing(tmp_path, capsys):
     assert not root.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotADirectoryError,
-    reason="pipelines/cli.py does not check that store.root can be created: run_split's mkdir raises "
-    "NotADirectoryError with a traceback (see the reliability report for the fix)",
-)
 def test_unwritable_output(tmp_path, capsys, one_video):
     # Tests run as root, where permissions do not stop a write: a path under a regular file does.
     blocker = tmp_path / "a_file"

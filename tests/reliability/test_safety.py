@@ -217,12 +217,6 @@ def test_openai_key_comes_from_the_environment_and_never_leaks(tmp_path, ray_tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="caption/engines.py stores the first 300 characters of a failed response body in caption_error "
-    "and the job summary unredacted; a server that quotes the Authorization header back leaks the key. "
-    "Fix: redact the key from the body before truncating it (see the reliability report).",
-)
 def test_key_echoed_by_a_failing_server_is_not_stored(tmp_path, ray_tmp):
     store = clips_store(tmp_path / "store", count=2)
     with ChatServer(echo_auth=True) as server:
