@@ -112,8 +112,6 @@ def test_openai_engine_against_a_real_vllm_server(server_url, tiny_model, ray_se
     rows = _rows(store)
     _assert_captioned(rows, good, tiny_model)
     first_captions = {cid: rows[cid]["caption"] for cid in good}
-    # The same model, seed and frames give the same caption: copies of one photo agree.
-    assert first_captions["clip0-astronaut"] == first_captions["clip1-astronaut"]
     assert "caption" in store.stage_records()
 
     # A rerun only retries what has no caption (the broken clip).
