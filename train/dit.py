@@ -60,8 +60,8 @@ class TimestepEmbedder(nn.Module):
 
 
 def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
-    """Unit complex rotations (N, d/2) for the head dims taken as d/2 (real, imag) pairs, in three
-    groups, one per axis t, h, w.
+    """Rotations (N, d/2, 2) as (cos, sin) for the head dims taken as d/2 pairs, in three groups,
+    one per axis t, h, w.
 
     The time axis gets a quarter of the pairs, height and width share the rest, so relative offsets
     along every axis are visible to attention.
@@ -83,14 +83,21 @@ def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> 
         ],
         dim=-1,
     ).reshape(gt * gh * gw, pairs)  # (N, d/2)
-    return torch.polar(torch.ones_like(angles), angles)  # (N, d/2) complex
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)  # (N, d/2, 2)
 
 
 def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    # x (B, Hd, N, d) real -> (B, Hd, N, d/2) complex pairs, rotated by one complex multiply (a single
-    # fused kernel forward and backward, where the rotate-half form needs cat/neg/two muls).
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)  # (B, Hd, N, d)
+    # x (B, Hd, N, d): rotate each pair (x0, x1) by its angle.
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, Hd, N, d/2, 2)
+    if torch.compiler.is_compiling():
+        # Inductor generates no code for complex tensors; this real form fuses into one kernel there.
+        x0, x1 = pairs.unbind(-1)
+        cos, sin = rotation.unbind(-1)
+        rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    else:
+        # Eager: one complex multiply is one kernel forward and backward (the real form is six).
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotation))
+    return rotated.flatten(-2).type_as(x)  # (B, Hd, N, d)
 
 
 class DiTBlock(nn.Module):
@@ -239,7 +246,7 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """x (B, C, T, H, W) noisy latents, t (B,) in [0, 1], text (B, L, E), text_mask (B, L) bool."""
         grid = self.token_grid(tuple(x.shape))
-        rope = self._rope(grid, x.device)  # (N, d/2) complex
+        rope = self._rope(grid, x.device)  # (N, d/2, 2)
         tokens = self.patch_embed(self.patchify(x))  # (B, N, D)
         text_tokens = self.text_proj(text)  # (B, L, D)
         weights = text_mask.to(text_tokens.dtype)[..., None]  # (B, L, 1)
