@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from curate.config import QualityConfig
+from curate.frames import spread_indices
 
 
 @dataclass(frozen=True)
@@ -35,37 +36,82 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
+def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1.0:
-        return rgb
-    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def sharpness(luma: np.ndarray) -> float:
-    return float(cv2.Laplacian(luma, cv2.CV_64F).var())
+    # int16 holds the 3x3 Laplacian of 8-bit luma exactly (|L| <= 1020); meanStdDev sums in double.
+    _, std = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S))
+    return float(std[0, 0] ** 2)
 
 
-def colorfulness(rgb: np.ndarray) -> float:
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    rg = r - g
-    yb = 0.5 * (r + g) - b
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+@dataclass(frozen=True)
+class Exposure:
+    luma_mean: float  # 0-1
+    contrast: float  # std of luma, 0-1
+    clipped_black: float
+    clipped_white: float
+
+
+def exposure(luma: np.ndarray, black_level: int, white_level: int) -> Exposure:
+    """Mean, spread and clipped fractions of 8-bit luma, all from one 256-bin histogram."""
+    hist = cv2.calcHist([luma], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    n = max(hist.sum(), 1.0)
+    levels = np.arange(256, dtype=np.float64)
+    mean = float(hist @ levels / n)
+    var = max(float(hist @ (levels * levels) / n - mean * mean), 0.0)
+    return Exposure(
+        luma_mean=mean / 255.0,
+        contrast=float(np.sqrt(var)) / 255.0,
+        clipped_black=float(hist[: black_level + 1].sum() / n),
+        clipped_white=float(hist[white_level:].sum() / n),
+    )
+
+
+# Rows of the opponent colour transform applied to (r, g, b): rg = r - g, yb = (r + g) / 2 - b.
+_OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)
+
+
+def colorfulness(rgb: np.ndarray, max_pixels: int = 0) -> float:
+    """Hasler & Suesstrunk (2003) M: spread and mean of the opponent channels rg and yb.
+
+    Both are statistics of the pixel population, so a regular grid of pixels (every k-th pixel of
+    every k-th row, at most `max_pixels` of them; 0 = all) estimates them without the blur a resize
+    would add.
+    """
+    h, w = rgb.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels)))) if max_pixels else 1
+    if step > 1:
+        # Nearest-neighbour resize by a whole factor reads exactly that grid (much faster than
+        # copying a strided numpy view).
+        rgb = cv2.resize(rgb, (-(-w // step), -(-h // step)), interpolation=cv2.INTER_NEAREST)
+    opponent = cv2.transform(rgb.astype(np.float32), _OPPONENT)  # (h, w, 2): rg, yb
+    mean, std = cv2.meanStdDev(opponent)
+    return float(np.hypot(std[0, 0], std[1, 0]) + 0.3 * np.hypot(mean[0, 0], mean[1, 0]))
 
 
 def blockiness(luma: np.ndarray, block: int = 8) -> float:
     """Ratio of the mean absolute luma step at block borders to the step inside blocks."""
-    y = luma.astype(np.float32)
     ratios = []
-    for steps in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
-        n = steps.shape[1]
+    # Horizontal steps averaged down each column, vertical steps averaged along each row: every
+    # column (row) has as many steps, so averaging those means equals averaging the steps.
+    for axis in (1, 0):
+        n = luma.shape[axis] - 1
         if n < 2 * block:
             continue
-        at_border = np.zeros(n, dtype=bool)
-        at_border[block - 1 :: block] = True
-        inside = steps[:, ~at_border].mean()
-        ratios.append((steps[:, at_border].mean() + 1e-3) / (inside + 1e-3))
+        if axis == 1:
+            steps = cv2.absdiff(luma[:, 1:], luma[:, :-1])
+        else:
+            steps = cv2.absdiff(luma[1:], luma[:-1])
+        per_line = cv2.reduce(steps, 1 - axis, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel().astype(np.float64)
+        at_border = per_line[block - 1 :: block]
+        inside = (per_line.sum() - at_border.sum()) / (n - at_border.size)
+        ratios.append((float(at_border.mean()) + 1e-3) / (inside + 1e-3))
     return float(np.mean(ratios)) if ratios else 1.0
 
 
@@ -93,27 +139,32 @@ class QualityScorer:
         if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
             raise ValueError(f"expected (n, H, W, 3) RGB frames, got shape {frames.shape}")
         cfg = self.cfg
-        per = {k: [] for k in ("sharp", "luma", "black", "white", "contrast", "colour", "block")}
-        for rgb in frames:
-            per["block"].append(blockiness(_luma(rgb)))
-            small = _downscale(rgb, cfg.max_side)
-            luma = _luma(small)
-            per["sharp"].append(sharpness(luma))
-            per["luma"].append(luma.mean() / 255.0)
-            per["black"].append(np.mean(luma <= cfg.black_level))
-            per["white"].append(np.mean(luma >= cfg.white_level))
-            per["contrast"].append(luma.std() / 255.0)
-            per["colour"].append(colorfulness(small))
-        m = {k: float(np.mean(v)) for k, v in per.items()}
+        picked = frames[spread_indices(frames.shape[0], cfg.frames)]
+        # Per frame: sharpness, luma mean, black, white, contrast, colourfulness, blockiness.
+        per_frame = np.empty((picked.shape[0], 7))
+        for i, rgb in enumerate(picked):
+            full_luma = _luma(rgb)
+            luma = _downscale(full_luma, cfg.max_side)
+            expo = exposure(luma, cfg.black_level, cfg.white_level)
+            per_frame[i] = (
+                sharpness(luma),
+                expo.luma_mean,
+                expo.clipped_black,
+                expo.clipped_white,
+                expo.contrast,
+                colorfulness(rgb, cfg.colour_max_pixels),
+                blockiness(full_luma),
+            )
+        sharp, luma_mean, black, white, contrast, colour, block = (float(v) for v in per_frame.mean(axis=0))
         return QualityScores(
-            sharpness=m["sharp"],
-            luma_mean=m["luma"],
-            clipped_black=m["black"],
-            clipped_white=m["white"],
-            contrast=m["contrast"],
-            colorfulness=m["colour"],
-            blockiness=m["block"],
-            too_dark=m["luma"] < cfg.dark_luma,
-            too_bright=m["luma"] > cfg.bright_luma,
-            technical_quality=technical_quality(m["sharp"], m["block"], m["luma"], m["black"] + m["white"], cfg),
+            sharpness=sharp,
+            luma_mean=luma_mean,
+            clipped_black=black,
+            clipped_white=white,
+            contrast=contrast,
+            colorfulness=colour,
+            blockiness=block,
+            too_dark=luma_mean < cfg.dark_luma,
+            too_bright=luma_mean > cfg.bright_luma,
+            technical_quality=technical_quality(sharp, block, luma_mean, black + white, cfg),
         )
