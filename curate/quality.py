@@ -80,15 +80,15 @@ _OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)
 def colorfulness(rgb: np.ndarray, max_pixels: int = 0) -> float:
     """Hasler & Suesstrunk (2003) M: spread and mean of the opponent channels rg and yb.
 
-    Both are statistics of the pixel population, so a regular grid of pixels (every k-th pixel of
-    every k-th row, at most `max_pixels` of them; 0 = all) estimates them without the blur a resize
-    would add.
+    Both are statistics of the pixel population, so a regular grid of pixels (about every k-th
+    pixel of every k-th row, at most `max_pixels` of them; 0 = all) estimates them without the blur
+    an area resize would add.
     """
     h, w = rgb.shape[:2]
     step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels)))) if max_pixels else 1
     if step > 1:
-        # Nearest-neighbour resize by a whole factor reads exactly that grid (much faster than
-        # copying a strided numpy view).
+        # A nearest-neighbour resize by 1/k reads that grid (exactly when k divides the size), much
+        # faster than copying a strided numpy view.
         rgb = cv2.resize(rgb, (-(-w // step), -(-h // step)), interpolation=cv2.INTER_NEAREST)
     opponent = cv2.transform(rgb.astype(np.float32), _OPPONENT)  # (h, w, 2): rg, yb
     mean, std = cv2.meanStdDev(opponent)
