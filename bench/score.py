@@ -163,7 +163,8 @@ def cpu_section(
     frames_cfg = cfg.frames
     mcfg = cfg.motion
     decoded = [
-        decode_clip(b, frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length) for b in blobs
+        decode_clip(b, frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length,
+                    motion_points=mcfg.points) for b in blobs
     ]
     with_mvs = [decode_clip(b, frames_cfg, codec_motion_vectors=True) for b in blobs]
     dis = MotionScorer(mcfg)
@@ -176,7 +177,8 @@ def cpu_section(
         "plain_decode_rgb": lambda i: plain_decode(blobs[i], threads_decode, rgb=True),
         "decode_sampled": lambda i: decode_clip(blobs[i], frames_cfg),
         "decode_sampled_flow_runs": lambda i: decode_clip(
-            blobs[i], frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length
+            blobs[i], frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length,
+            motion_points=mcfg.points,
         ),
         "decode_sampled_mvs": lambda i: decode_clip(blobs[i], frames_cfg, codec_motion_vectors=True),
         "motion_dis": lambda i: dis(decoded[i]),
@@ -198,6 +200,8 @@ def cpu_section(
             )
         if name == "ocr_input":
             return min(cfg.ocr.frames, c.frames.shape[0])
+        if name == "quality":
+            return min(cfg.quality.frames, c.frames.shape[0])
         return c.frames.shape[0]
 
     load_before = load()

@@ -91,6 +91,7 @@ def decode_and_measure(batch: dict[str, np.ndarray], store_root: str, cfg: Score
                 data, cfg.frames,
                 motion_width=cfg.motion.width if cfg.motion.enabled and cfg.motion.method != "codec_mvs" else 0,
                 motion_run_length=cfg.motion.run_length,
+                motion_points=cfg.motion.points,
                 codec_motion_vectors=cfg.motion.enabled and cfg.motion.method == "codec_mvs",
             )
             row["frames_sampled"] = int(frames.frames.shape[0])
