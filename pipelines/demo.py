@@ -21,16 +21,15 @@ STEPS: tuple[tuple[str, dict[str, object]], ...] = (
     ("score", {"recompute": False}),
     ("filter", {"expression": None}),
     ("caption", {"recaption": False}),
-    ("encode", {}),
-    ("train", {"fresh": False}),
+    ("train-vae", {"fresh": False}),
+    ("encode", {"overwrite": False}),
+    ("train", {"fresh": False, "ray_workers": 0}),
     ("sample", {"prompt": []}),
     ("report", {"scores": False, "out": None}),
 )
 
 
 def run_demo(cfg: PipelineConfig, inputs: list[str], handlers: Mapping[str, Handler]) -> int:
-    from pipelines.cli import NotBuilt
-
     started = time.monotonic()
     if not inputs:
         inputs = [str(_sample_footage(cfg))]
@@ -39,12 +38,7 @@ def run_demo(cfg: PipelineConfig, inputs: list[str], handlers: Mapping[str, Hand
         print(f"\n=== {stage} ===", flush=True)
         t0 = time.monotonic()
         args = argparse.Namespace(inputs=inputs, **options)
-        try:
-            code = handlers[stage](cfg, args)
-        except NotBuilt as err:
-            print(f"{stage}: {err}")
-            timings.append((stage, "not built yet", time.monotonic() - t0))
-            continue
+        code = handlers[stage](cfg, args)
         timings.append((stage, "ok" if code == 0 else f"exit {code}", time.monotonic() - t0))
         if code != 0:
             break
@@ -76,9 +70,10 @@ def _print_locations(cfg: PipelineConfig) -> None:
     root = cfg.store.root
     print(f"\ndata: {root}/videos.lance and {root}/clips.lance (open with lance.dataset(...))")
     for label, path in (
-        ("checkpoints", getattr(cfg.train, "out_dir", None)),
-        ("samples", getattr(cfg.sample, "out_dir", None)),
+        ("video autoencoder", Path(cfg.train.vae_train.out_dir)),
+        ("DiT checkpoints", Path(cfg.train.out_dir)),
+        ("samples", Path(cfg.sample.out_dir)),
         ("report", root / cfg.report.out),
     ):
-        if path is not None and Path(path).exists():
+        if path.exists():
             print(f"{label}: {path}")
