@@ -222,3 +222,39 @@ def test_stream_copy_only_when_cuts_lie_on_keyframes(sample_footage):
     assert not any(c.stream_copied for c in split(sample_footage / "cuts.mp4", trimmed)[1])
     resized = SplitConfig.model_validate({**copy, "extract": {"allow_stream_copy": True, "short_side": 90}})
     assert not any(c.stream_copied for c in split(sample_footage / "cuts.mp4", resized)[1])
+
+
+def _dirty_the_heap(seed: int) -> None:
+    """Leave garbage in freed heap blocks, as a different process history (a resumed job, another node) would.
+
+    Extraction must not depend on memory it never wrote, so the next run may not see what this one saw.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = [rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1_000, 200_000, size=64)]
+    del blocks
+
+
+def assert_split_reproducible(paths: list[Path], runs: int = 3) -> None:
+    for path in paths:
+        first: list[tuple[str, bytes]] | None = None
+        for run in range(runs):
+            _dirty_the_heap(run)
+            job, clips = split(path)
+            assert job.status == "ok" and clips, (path.name, job.error)
+            got = [(clip_id(job.video_id, c.plan.start_s), c.data) for c in clips]
+            if first is None:
+                first = got
+                continue
+            assert [i for i, _ in got] == [i for i, _ in first], path.name
+            differing = [i for (i, a), (_, b) in zip(got, first, strict=True) if a != b]
+            assert not differing, f"{path.name} run {run}: encoded bytes differ for clips {differing}"
+
+
+def test_split_is_byte_reproducible(sample_footage):
+    assert_split_reproducible([sample_footage / name for name in ("cuts.mp4", "looks.mp4", "vfr.mp4")])
+
+
+@pytest.mark.footage
+@pytest.mark.slow
+def test_split_is_byte_reproducible_on_real_footage(shared_footage):
+    assert_split_reproducible([shared_footage / "multishot" / "bikes.mp4"], runs=2)
