@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import av
 import av.error
+import av.logging
 import cv2
 import numpy as np
 
@@ -222,9 +224,11 @@ class _ClipWriter:
             )
             self._time_base = time_base
         self._rate = rate
-        stream = self._out.add_stream(
-            "libx264", rate=rate, options={"crf": str(cfg.crf), "preset": cfg.preset}
-        )
+        options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        simd = x264_simd_without_avx512()
+        if simd:
+            options["x264-params"] = f"asm={simd}"
+        stream = self._out.add_stream("libx264", rate=rate, options=options)
         stream.width, stream.height = geometry.width, geometry.height
         stream.pix_fmt = "yuv420p"
         stream.time_base = self._time_base
@@ -282,6 +286,37 @@ class _ClipWriter:
         if self.cfg.fps > 0:
             return max(1, math.ceil(self.plan.duration_s * float(self._rate) - _EPS))
         return self.plan.num_frames
+
+
+@functools.cache
+def x264_simd_without_avx512() -> str:
+    """x264's detected SIMD levels without AVX-512 ('' when it detected no AVX-512: keep its default).
+
+    Why: x264's AVX-512 MB-tree code (the lookahead's propagation of costs to reference frames)
+    reads memory it never wrote, so on AVX-512 CPUs the bytes and pixels of a clip depended on
+    what the process had freed before (measured: identical frames in, a different file out on
+    most runs; mbtree=0, bframes=0 or no AVX-512 each make it exact). Clips of a resumed or
+    multi-node run then differed from a clean run, and so did their scores. Without AVX-512
+    x264 encodes the same bytes on every run, identical to what AVX2 and SSSE3 machines make,
+    and MB-tree keeps its bitrate saving (turning it off made clips 19-60% larger).
+    The detected levels come from x264 itself (its start-up log line), so no level the CPU
+    lacks is ever forced on.
+    """
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.INFO)
+    try:
+        with av.logging.Capture() as logs, av.open(io.BytesIO(), mode="w", format="mp4") as probe:
+            stream = probe.add_stream("libx264", rate=25)
+            stream.width = stream.height = 16
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.open()
+    finally:
+        av.logging.set_level(previous)
+    prefix = "using cpu capabilities:"
+    levels = next((line.split(prefix, 1)[1].split() for _, _, line in logs if prefix in line), [])
+    if "AVX512" not in levels:
+        return ""
+    return ",".join(level for level in levels if level != "AVX512")
 
 
 class _CopyWriter:
