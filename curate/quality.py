@@ -1,8 +1,11 @@
 """Technical quality of sampled frames: sharpness, exposure, contrast, colourfulness, blockiness.
 
-All measures are plain numpy/OpenCV on the RGB frames from curate.frames. Sharpness, exposure,
-contrast and colourfulness are measured after downscaling to `max_side`, so clips of different
-sizes compare on one scale; blockiness needs the codec's 8x8 grid and is measured at decoded size.
+All measures are plain numpy/OpenCV on `frames` of the RGB frames from curate.frames, averaged
+per clip. Sharpness (a resolution-dependent measure) is taken after downscaling to `max_side`, so
+clips of different sizes compare on one scale; exposure, contrast and colourfulness are population
+statistics, read on a pixel grid of at most `stats_max_pixels`; blockiness needs the codec's 8x8
+grid and is measured at decoded size. Everything is 8-bit/int16/float32 OpenCV work: about 0.5 ms
+per 640x360 frame on one core.
 """
 
 from __future__ import annotations
@@ -44,6 +47,20 @@ def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
+def _pixel_grid(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """About every k-th pixel of every k-th row, at most `max_pixels` of them (0 = all).
+
+    For statistics of the pixel population (means, spreads, fractions) such a grid is an unbiased
+    sample: it estimates them without the blur an area resize would add. A nearest-neighbour resize
+    by 1/k reads it (exactly when k divides the size), much faster than copying a strided view.
+    """
+    h, w = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels)))) if max_pixels else 1
+    if step == 1:
+        return image
+    return cv2.resize(image, (-(-w // step), -(-h // step)), interpolation=cv2.INTER_NEAREST)
+
+
 def sharpness(luma: np.ndarray) -> float:
     # int16 holds the 3x3 Laplacian of 8-bit luma exactly (|L| <= 1020); meanStdDev sums in double.
     _, std = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S))
@@ -77,19 +94,8 @@ def exposure(luma: np.ndarray, black_level: int, white_level: int) -> Exposure:
 _OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=np.float32)
 
 
-def colorfulness(rgb: np.ndarray, max_pixels: int = 0) -> float:
-    """Hasler & Suesstrunk (2003) M: spread and mean of the opponent channels rg and yb.
-
-    Both are statistics of the pixel population, so a regular grid of pixels (about every k-th
-    pixel of every k-th row, at most `max_pixels` of them; 0 = all) estimates them without the blur
-    an area resize would add.
-    """
-    h, w = rgb.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels)))) if max_pixels else 1
-    if step > 1:
-        # A nearest-neighbour resize by 1/k reads that grid (exactly when k divides the size), much
-        # faster than copying a strided numpy view.
-        rgb = cv2.resize(rgb, (-(-w // step), -(-h // step)), interpolation=cv2.INTER_NEAREST)
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) M: spread and mean of the opponent channels rg and yb."""
     opponent = cv2.transform(rgb.astype(np.float32), _OPPONENT)  # (h, w, 2): rg, yb
     mean, std = cv2.meanStdDev(opponent)
     return float(np.hypot(std[0, 0], std[1, 0]) + 0.3 * np.hypot(mean[0, 0], mean[1, 0]))
@@ -145,14 +151,14 @@ class QualityScorer:
         for i, rgb in enumerate(picked):
             full_luma = _luma(rgb)
             luma = _downscale(full_luma, cfg.max_side)
-            expo = exposure(luma, cfg.black_level, cfg.white_level)
+            expo = exposure(_pixel_grid(luma, cfg.stats_max_pixels), cfg.black_level, cfg.white_level)
             per_frame[i] = (
                 sharpness(luma),
                 expo.luma_mean,
                 expo.clipped_black,
                 expo.clipped_white,
                 expo.contrast,
-                colorfulness(rgb, cfg.colour_max_pixels),
+                colorfulness(_pixel_grid(rgb, cfg.stats_max_pixels)),
                 blockiness(full_luma),
             )
         sharp, luma_mean, black, white, contrast, colour, block = (float(v) for v in per_frame.mean(axis=0))
