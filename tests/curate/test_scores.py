@@ -24,7 +24,7 @@ from curate.config import (
 )
 from curate.dedup import find_duplicates, frame_signature
 from curate.embed import ClipImageTower, clip_input
-from curate.frames import FrameDecodeError, decode_clip
+from curate.frames import FrameDecodeError, decode_clip, spread_indices
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 
@@ -72,6 +72,18 @@ def test_static_shot_moves_less_than_fast_pan(shots):
     static_mv = mvs(_decode(encode_mp4(shots["static_coffee"]), codec_motion_vectors=True))
     fast_mv = mvs(_decode(encode_mp4(shots["fast_pan_chelsea"]), codec_motion_vectors=True))
     assert fast_mv.motion > 5 * max(static_mv.motion, 1e-5)
+
+
+def test_scorers_use_spread_subsets_of_the_sampled_frames(shots):
+    assert spread_indices(8, 4).tolist() == [0, 2, 4, 6] and spread_indices(3, 4).tolist() == [0, 1, 2]
+    data = encode_mp4(shots["pan_astronaut"])
+    every, some = _decode(data), _decode(data, motion_points=3)
+    assert len(every.motion_runs) == 6 and len(some.motion_runs) == 3
+    # Subsetting the runs in the scorer or in the decode measures the same frames.
+    scorer = MotionScorer(MotionConfig(points=3))
+    assert scorer(every) == scorer(some)
+    picked = every.frames[spread_indices(6, 3)]
+    assert QualityScorer(QualityConfig(frames=3))(every.frames) == QualityScorer(QualityConfig(frames=6))(picked)
 
 
 def test_shaky_shot_has_more_camera_shake_than_steady_pan(shots):
