@@ -268,6 +268,10 @@ def run_caption(
     """
     if recaption is None:
         recaption = config.caption.recaption
+    store = Store(config.store.root)
+    todo, _, _ = todo_clip_ids(store, config.caption, ColumnStaging(store, CAPTION_STAGE))
+    if not todo and not recaption:  # everything is captioned: no server to start (it takes ~1 min)
+        return _run(config, config.caption, recaption=False, progress=progress, limit=limit)
     with launched_server(config.caption) as cfg:
         return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
 
