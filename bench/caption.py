@@ -95,20 +95,33 @@ def _vllm_alone(cfg: PipelineConfig, prepared: dict[str, np.ndarray]) -> dict[st
     if errors:
         raise RuntimeError(f"vLLM-alone requests failed: {errors[:3]}")
     tokens = sum(o.output_tokens or 0 for o in outputs)
-    return {"seconds": seconds, "clips": len(outputs), "output_tokens": tokens,
-            "prompt_tokens": sum(o.prompt_tokens or 0 for o in outputs)}
+    return {
+        "seconds": seconds,
+        "clips": len(outputs),
+        "output_tokens": tokens,
+        "prompt_tokens": sum(o.prompt_tokens or 0 for o in outputs),
+    }
 
 
 def _stage(cfg: PipelineConfig) -> dict[str, Any]:
     summary = run_caption(cfg, recaption=True, progress=False)
     if summary.failed:
         raise RuntimeError(f"stage run had {summary.failed} failures: {summary.error_examples}")
-    return {"seconds": summary.seconds, "clips": summary.attempted, "output_tokens": summary.output_tokens,
-            "prompt_tokens": summary.prompt_tokens, "frame_prep_cpu_s": summary.frame_prep_s}
+    return {
+        "seconds": summary.seconds,
+        "clips": summary.attempted,
+        "output_tokens": summary.output_tokens,
+        "prompt_tokens": summary.prompt_tokens,
+        "frame_prep_cpu_s": summary.frame_prep_s,
+    }
 
 
 def _rates(r: dict[str, Any]) -> dict[str, Any]:
-    return {**r, "clips_per_s": r["clips"] / r["seconds"], "output_tokens_per_s": r["output_tokens"] / r["seconds"]}
+    return {
+        **r,
+        "clips_per_s": r["clips"] / r["seconds"],
+        "output_tokens_per_s": r["output_tokens"] / r["seconds"],
+    }
 
 
 def main() -> int:
@@ -138,8 +151,10 @@ def main() -> int:
         with server:
             cfg = _config(store.root, model, server.base_url, args)
             # Frame preparation alone, one core, the exact function the stage runs in its CPU tasks.
-            batch = {"clip_id": np.asarray(list(clips), dtype=object),
-                     "video": np.asarray(list(clips.values()), dtype=object)}
+            batch = {
+                "clip_id": np.asarray(list(clips), dtype=object),
+                "video": np.asarray(list(clips.values()), dtype=object),
+            }
             start = time.perf_counter()
             prepared = prepare_frames(batch, cfg.caption)
             prep_s = time.perf_counter() - start
@@ -157,8 +172,11 @@ def main() -> int:
         result = {
             "benchmark": "caption",
             "params": vars(args),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_1m": os.getloadavg()[0]},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_avg_1m": os.getloadavg()[0],
+            },
             "server_startup_s": server.startup_s,
             "frame_prep": {"seconds": prep_s, "clips": len(clips), "ms_per_clip": 1000 * prep_s / len(clips)},
             "vllm_alone": [alone, alone_again],
@@ -170,17 +188,26 @@ def main() -> int:
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\ncaption benchmark: {len(clips)} clips, {args.frames} frames 112x112 max, {args.max_tokens} "
-              f"output tokens each, {args.concurrency} requests in flight (load avg {result['machine']['load_avg_1m']:.1f})\n")
+        print(
+            f"\ncaption benchmark: {len(clips)} clips, {args.frames} frames 112x112 max, {args.max_tokens} "
+            f"output tokens each, {args.concurrency} requests in flight (load avg {result['machine']['load_avg_1m']:.1f})\n"
+        )
         print("| run | seconds | clips/s | output tokens/s |")
         print("|---|---|---|---|")
-        for name, r in (("a: vLLM alone (before b)", alone), ("b: caption stage end to end", stage),
-                        ("a: vLLM alone (after b)", alone_again)):
-            print(f"| {name} | {r['seconds']:.2f} | {r['clips_per_s']:.2f} | {r['output_tokens_per_s']:.1f} |")
+        for name, r in (
+            ("a: vLLM alone (before b)", alone),
+            ("b: caption stage end to end", stage),
+            ("a: vLLM alone (after b)", alone_again),
+        ):
+            print(
+                f"| {name} | {r['seconds']:.2f} | {r['clips_per_s']:.2f} | {r['output_tokens_per_s']:.1f} |"
+            )
         print(f"\nratio b/a (output tokens/s): {ratio:.3f} (target >= {TARGET_RATIO})")
-        print(f"frame preparation alone: {prep_s:.2f} s for {len(clips)} clips "
-              f"({result['frame_prep']['ms_per_clip']:.1f} ms/clip on one core); "
-              f"in the stage: {stage['frame_prep_cpu_s']:.2f} s of task time, overlapped with the engine")
+        print(
+            f"frame preparation alone: {prep_s:.2f} s for {len(clips)} clips "
+            f"({result['frame_prep']['ms_per_clip']:.1f} ms/clip on one core); "
+            f"in the stage: {stage['frame_prep_cpu_s']:.2f} s of task time, overlapped with the engine"
+        )
         print(f"vLLM server start-up: {server.startup_s:.0f} s (not in any timing above)")
         print(f"wrote {RESULTS.relative_to(REPO)}")
         return 0

@@ -93,7 +93,11 @@ def run_workers(footage: Path, workers: int, scratch: Path) -> dict:
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(root), str(footage), str(workers), *OVERRIDES],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"{workers} worker run failed:\n{out.stderr[-3000:]}")
@@ -107,7 +111,9 @@ def run_workers(footage: Path, workers: int, scratch: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--copies", type=int, default=3, help="re-encoded copies of the sample footage")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
@@ -120,7 +126,12 @@ def main() -> None:
         run["split_speedup"] = base["split_s"] / run["split_s"]
         run["score_speedup"] = base["score_s"] / run["score_s"]
         run["total_speedup"] = base["total_s"] / run["total_s"]
-    report = {"load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "overrides": OVERRIDES, "runs": runs}
+    report = {
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "overrides": OVERRIDES,
+        "runs": runs,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print("| workers | files | clips | split s | files/s | score s | clips/s | split x | score x | total x |")

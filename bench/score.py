@@ -163,8 +163,14 @@ def cpu_section(
     frames_cfg = cfg.frames
     mcfg = cfg.motion
     decoded = [
-        decode_clip(b, frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length,
-                    motion_points=mcfg.points) for b in blobs
+        decode_clip(
+            b,
+            frames_cfg,
+            motion_width=mcfg.width,
+            motion_run_length=mcfg.run_length,
+            motion_points=mcfg.points,
+        )
+        for b in blobs
     ]
     with_mvs = [decode_clip(b, frames_cfg, codec_motion_vectors=True) for b in blobs]
     dis = MotionScorer(mcfg)
@@ -177,7 +183,10 @@ def cpu_section(
         "plain_decode_rgb": lambda i: plain_decode(blobs[i], threads_decode, rgb=True),
         "decode_sampled": lambda i: decode_clip(blobs[i], frames_cfg),
         "decode_sampled_flow_runs": lambda i: decode_clip(
-            blobs[i], frames_cfg, motion_width=mcfg.width, motion_run_length=mcfg.run_length,
+            blobs[i],
+            frames_cfg,
+            motion_width=mcfg.width,
+            motion_run_length=mcfg.run_length,
             motion_points=mcfg.points,
         ),
         "decode_sampled_mvs": lambda i: decode_clip(blobs[i], frames_cfg, codec_motion_vectors=True),

@@ -85,18 +85,34 @@ def dit_step_bench(mode: str, steps: int, peak: float) -> dict:
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     tokens = x.shape[0] * math.prod(model.token_grid(tuple(x.shape)))  # 8 x 256
-    return {"mode": mode, "step_s": seconds, "first_step_s": first, "tokens_per_s": tokens / seconds,
-            "train_gflop_per_step": train_flops / 1e9, "achieved_gflops": train_flops / seconds / 1e9,
-            "fraction_of_peak": train_flops / seconds / peak,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    return {
+        "mode": mode,
+        "step_s": seconds,
+        "first_step_s": first,
+        "tokens_per_s": tokens / seconds,
+        "train_gflop_per_step": train_flops / 1e9,
+        "achieved_gflops": train_flops / seconds / 1e9,
+        "fraction_of_peak": train_flops / seconds / peak,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
 
 
 def clip_specs() -> list[ClipSpec]:
     if SHARED.is_dir():
-        files = ["bigbuckbunny.mp4", "flower.mp4", "friday.mp4", "carphone_pristine.mp4", "bottle-detection.mp4",
-                 "car-detection.mp4", "stream-of-water.webm"]
-        return [ClipSpec(SHARED / "singleshot" / f, start, 17, f"clip of {f.split('.')[0]}")
-                for f in files for start in (0, 20, 40)]
+        files = [
+            "bigbuckbunny.mp4",
+            "flower.mp4",
+            "friday.mp4",
+            "carphone_pristine.mp4",
+            "bottle-detection.mp4",
+            "car-detection.mp4",
+            "stream-of-water.webm",
+        ]
+        return [
+            ClipSpec(SHARED / "singleshot" / f, start, 17, f"clip of {f.split('.')[0]}")
+            for f in files
+            for start in (0, 20, 40)
+        ]
     from pipelines.sample_footage import write_sample_footage
 
     out = Path(tempfile.mkdtemp(prefix="rf-bench-footage-"))
@@ -111,8 +127,11 @@ def epoch_bench(work: Path, epochs: int) -> dict:
     vae_config = VAEConfig()
     torch.manual_seed(0)
     folder = save_vae(VideoVAE(vae_config), work / "vae")  # timing does not depend on trained weights
-    config = TrainConfig(batch_size=4, vae=vae_config.model_copy(update={"weights_path": str(folder)}),
-                         data=DataConfig(buckets=(Bucket(height=64, width=64, frames=9),)))
+    config = TrainConfig(
+        batch_size=4,
+        vae=vae_config.model_copy(update={"weights_path": str(folder)}),
+        data=DataConfig(buckets=(Bucket(height=64, width=64, frames=9),)),
+    )
     text = build_text_encoder(config.text)
     vae = load_vae(config.vae)
     model = DiT(config.dit, latent_channels=vae_config.latent_channels, text_dim=text.dim)
@@ -129,7 +148,9 @@ def epoch_bench(work: Path, epochs: int) -> dict:
             started = time.perf_counter()
             for batch in loader:
                 latent, tokens, mask = prepare(batch)
-                loss = training_loss(model, latent, tokens, mask, torch.randn_like(latent), torch.rand(latent.shape[0]))
+                loss = training_loss(
+                    model, latent, tokens, mask, torch.randn_like(latent), torch.rand(latent.shape[0])
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -140,11 +161,19 @@ def epoch_bench(work: Path, epochs: int) -> dict:
     encoder = LatentEncoder(config)
     rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
     blobs = store.read_clip_bytes(rows["clip_id"])
-    store.add_columns(encoder({**rows, "video": [blobs[c] for c in rows["clip_id"]]}), stage="encode",
-                      config={"signature": encode_signature(config)})
+    store.add_columns(
+        encoder({**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
+        stage="encode",
+        config={"signature": encode_signature(config)},
+    )
     precomputed_s = run_epochs("precomputed")
-    return {"clips": len(rows["clip_id"]), "bucket": "64x64x9", "decode_epoch_s": decode_s,
-            "precomputed_epoch_s": precomputed_s, "speedup": decode_s / precomputed_s}
+    return {
+        "clips": len(rows["clip_id"]),
+        "bucket": "64x64x9",
+        "decode_epoch_s": decode_s,
+        "precomputed_epoch_s": precomputed_s,
+        "speedup": decode_s / precomputed_s,
+    }
 
 
 def main() -> int:
@@ -159,22 +188,35 @@ def main() -> int:
     peak_after = matmul_peak()  # a busy machine shows up as a moving peak
     with tempfile.TemporaryDirectory(prefix="rf-bench-train-") as work:
         epochs = epoch_bench(Path(work), 1 if args.quick else 2)
-    result = {"threads": torch.get_num_threads(), "fp32_matmul_peak_gflops": peak / 1e9,
-              "fp32_matmul_peak_after_gflops": peak_after / 1e9, "dit_small_steps": rows, "epoch": epochs}
+    result = {
+        "threads": torch.get_num_threads(),
+        "fp32_matmul_peak_gflops": peak / 1e9,
+        "fp32_matmul_peak_after_gflops": peak_after / 1e9,
+        "dit_small_steps": rows,
+        "epoch": epochs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 
-    print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s (after the step runs: {peak_after / 1e9:.0f}), "
-          f"{result['threads']} threads")
-    print(f"DiT small preset ({rows[0]['params_m']:.1f} M params), batch 8 x 256 tokens, "
-          f"{rows[0]['train_gflop_per_step']:.0f} GFLOP per training step")
+    print(
+        f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s (after the step runs: {peak_after / 1e9:.0f}), "
+        f"{result['threads']} threads"
+    )
+    print(
+        f"DiT small preset ({rows[0]['params_m']:.1f} M params), batch 8 x 256 tokens, "
+        f"{rows[0]['train_gflop_per_step']:.0f} GFLOP per training step"
+    )
     print(f"{'mode':<15}{'step s':>9}{'first s':>9}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
     for r in rows:
-        print(f"{r['mode']:<15}{r['step_s']:>9.3f}{r['first_step_s']:>9.2f}{r['tokens_per_s']:>10.0f}"
-              f"{r['achieved_gflops']:>9.0f}{r['fraction_of_peak']:>9.0%}")
-    print(f"epoch of {epochs['clips']} clips at {epochs['bucket']} (tiny preset): decode on the fly "
-          f"{epochs['decode_epoch_s']:.2f} s, precomputed latents {epochs['precomputed_epoch_s']:.2f} s "
-          f"-> {epochs['speedup']:.1f}x")
+        print(
+            f"{r['mode']:<15}{r['step_s']:>9.3f}{r['first_step_s']:>9.2f}{r['tokens_per_s']:>10.0f}"
+            f"{r['achieved_gflops']:>9.0f}{r['fraction_of_peak']:>9.0%}"
+        )
+    print(
+        f"epoch of {epochs['clips']} clips at {epochs['bucket']} (tiny preset): decode on the fly "
+        f"{epochs['decode_epoch_s']:.2f} s, precomputed latents {epochs['precomputed_epoch_s']:.2f} s "
+        f"-> {epochs['speedup']:.1f}x"
+    )
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
     return 0
 

@@ -19,8 +19,13 @@ _VERB = (
 # Stock openings, tried repeatedly so "In this video, the footage shows ..." loses both parts.
 _STOCK_OPENINGS = (
     re.compile(rf"^{_SUBJECT}\s+{_VERB}\s+(?:that\s+|how\s+)?", re.IGNORECASE),
-    re.compile(rf"^(?:in|throughout|within)\s+{_SUBJECT}\s*,?\s*(?:we\s+(?:can\s+)?see\s+|there\s+(?:is|are)\s+)?", re.IGNORECASE),
-    re.compile(r"^(?:here\s+(?:is|we\s+see)|we\s+(?:can\s+)?see|caption|description)\s*[:,]?\s*", re.IGNORECASE),
+    re.compile(
+        rf"^(?:in|throughout|within)\s+{_SUBJECT}\s*,?\s*(?:we\s+(?:can\s+)?see\s+|there\s+(?:is|are)\s+)?",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"^(?:here\s+(?:is|we\s+see)|we\s+(?:can\s+)?see|caption|description)\s*[:,]?\s*", re.IGNORECASE
+    ),
     re.compile(r"^(?:sure|certainly|okay|ok)[!,.]\s*(?:here\s+is\s+[^:]*:\s*)?", re.IGNORECASE),
 )
 _WHITESPACE = re.compile(r"\s+")
@@ -103,5 +108,7 @@ def clean_caption(raw: str | None, min_chars: int, max_chars: int) -> CleanCapti
         text = _truncate(text, max_chars)
         truncated = True
     if len(text) < min_chars:
-        return CleanCaption(None, f"too short after cleanup: {len(text)} chars < min_chars={min_chars} ({text!r})")
+        return CleanCaption(
+            None, f"too short after cleanup: {len(text)} chars < min_chars={min_chars} ({text!r})"
+        )
     return CleanCaption(text, None, truncated)

@@ -64,10 +64,15 @@ def frames_content(frames_jpeg: Sequence[bytes], send_as: str) -> list[dict[str,
     return [{"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{e}"}} for e in encoded]
 
 
-def build_messages(prompt: PromptTemplate, frames_jpeg: Sequence[bytes], send_as: str) -> list[dict[str, Any]]:
+def build_messages(
+    prompt: PromptTemplate, frames_jpeg: Sequence[bytes], send_as: str
+) -> list[dict[str, Any]]:
     return [
         {"role": "system", "content": prompt.system},
-        {"role": "user", "content": [*frames_content(frames_jpeg, send_as), {"type": "text", "text": prompt.user}]},
+        {
+            "role": "user",
+            "content": [*frames_content(frames_jpeg, send_as), {"type": "text", "text": prompt.user}],
+        },
     ]
 
 
@@ -195,7 +200,12 @@ class OpenAICaptionEngine:
                 log.debug("caption request for %s failed (attempt %d): %s", clip_id, attempt + 1, last_error)
             attempts = attempt + 1
             return EngineOutput(
-                clip_id, None, None, None, time.perf_counter() - start, f"{last_error} (after {attempts} attempts)"
+                clip_id,
+                None,
+                None,
+                None,
+                time.perf_counter() - start,
+                f"{last_error} (after {attempts} attempts)",
             )
 
 
@@ -210,7 +220,9 @@ def _parse_completion(clip_id: str, body: str, latency_s: float) -> EngineOutput
         choice = data["choices"][0]
         text = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as err:
-        return EngineOutput(clip_id, None, None, None, latency_s, f"malformed response ({err!r}): {body[:200]}")
+        return EngineOutput(
+            clip_id, None, None, None, latency_s, f"malformed response ({err!r}): {body[:200]}"
+        )
     usage = data.get("usage") or {}
     return EngineOutput(
         clip_id=clip_id,

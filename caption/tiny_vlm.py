@@ -130,9 +130,7 @@ def build(out_dir: str | Path) -> Path:
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}
     )
-    video_processor = Qwen2VLVideoProcessor(
-        size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
-    )
+    video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16})
     processor = Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -151,7 +149,11 @@ def build(out_dir: str | Path) -> Path:
             "num_key_value_heads": 1,
             "max_position_embeddings": 4096,
             # M-RoPE splits each head's rotary half (head_dim/2 = 32) into time, height, width.
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [8, 12, 12]},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": [8, 12, 12],
+            },
             "bos_token_id": ids["<|im_start|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],

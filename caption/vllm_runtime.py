@@ -88,8 +88,12 @@ def ensure_tiny_vlm(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> Path
     shutil.rmtree(partial, ignore_errors=True)
     subprocess.run(
         [str(vllm_python()), "-m", "caption.tiny_vlm", str(partial)],
-        env=vllm_env_vars(), cwd=REPO_ROOT, check=True, timeout=timeout_s,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=vllm_env_vars(),
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=timeout_s,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         partial.rename(folder)  # atomic: concurrent builders race harmlessly
@@ -112,18 +116,27 @@ def is_placeholder_model(model: str | Path) -> bool:
 def server_args(cfg: CaptionConfig) -> list[str]:
     """vLLM server options for the caption config's model and engine settings (`cfg.vllm`)."""
     v = cfg.vllm
-    per_prompt = {"video": 1, "image": 0} if cfg.frames.send_as == "video" else {"image": cfg.frames.max_frames}
+    per_prompt = (
+        {"video": 1, "image": 0} if cfg.frames.send_as == "video" else {"image": cfg.frames.max_frames}
+    )
     local = Path(cfg.model)
     # A local folder is passed absolute: the server's working directory is the repository root.
     model = str(local.resolve()) if local.exists() else cfg.model
     args = [
-        "--model", model,
-        "--served-model-name", cfg.request_model_name,
-        "--dtype", v.dtype,
-        "--max-model-len", str(v.max_model_len),
-        "--max-num-seqs", str(v.max_num_seqs),
-        "--tensor-parallel-size", str(v.tensor_parallel_size),
-        "--limit-mm-per-prompt", json.dumps(per_prompt),
+        "--model",
+        model,
+        "--served-model-name",
+        cfg.request_model_name,
+        "--dtype",
+        v.dtype,
+        "--max-model-len",
+        str(v.max_model_len),
+        "--max-num-seqs",
+        str(v.max_num_seqs),
+        "--tensor-parallel-size",
+        str(v.tensor_parallel_size),
+        "--limit-mm-per-prompt",
+        json.dumps(per_prompt),
         "--disable-log-stats",
     ]
     if v.enforce_eager:
@@ -138,11 +151,18 @@ def tiny_cpu_config(model: Path | str, **overrides: Any) -> CaptionConfig:
     data: dict[str, Any] = {
         "model": str(model),
         "served_model_name": TINY_VLM_NAME,
-        "vllm": {"device": "CPU", "dtype": "bfloat16", "enforce_eager": True, "max_model_len": 4096,
-                 "max_num_seqs": 16},
+        "vllm": {
+            "device": "CPU",
+            "dtype": "bfloat16",
+            "enforce_eager": True,
+            "max_model_len": 4096,
+            "max_num_seqs": 16,
+        },
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+        data[key] = (
+            {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+        )
     return CaptionConfig.model_validate(data)
 
 
@@ -180,7 +200,10 @@ class VLLMServer:
         started = time.perf_counter()
         self._process = subprocess.Popen(
             [str(vllm_python()), "-m", "caption.serve", *self._args],
-            cwd=REPO_ROOT, env=self._env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches the engine processes too
         )
         deadline = started + self._ready_timeout_s

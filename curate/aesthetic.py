@@ -105,7 +105,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_head(cfg: AestheticConfig, embed_dim: int, *, allow_random: bool, seed: int) -> tuple[AestheticHead, bool]:
+def load_head(
+    cfg: AestheticConfig, embed_dim: int, *, allow_random: bool, seed: int
+) -> tuple[AestheticHead, bool]:
     """The configured head and whether it is a random placeholder."""
     if cfg.head_checkpoint is None:
         if not allow_random:

@@ -59,7 +59,12 @@ class ClipImageTower:
                 "set score.clip.allow_random_weights=true only for placeholder scores (demo, tests)"
             )
         builtin = not name.startswith(("local-dir:", "hf-hub:"))
-        if builtin and cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file() and "/" in cfg.checkpoint:
+        if (
+            builtin
+            and cfg.checkpoint is not None
+            and not Path(cfg.checkpoint).is_file()
+            and "/" in cfg.checkpoint
+        ):
             raise FileNotFoundError(f"CLIP checkpoint not found: {cfg.checkpoint}")
         rng = torch.random.get_rng_state()
         torch.manual_seed(cfg.seed)
@@ -88,7 +93,9 @@ class ClipImageTower:
         if pixels.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         if pixels.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(f"expected (n, {self.image_size}, {self.image_size}, 3) pixels, got {pixels.shape}")
+            raise ValueError(
+                f"expected (n, {self.image_size}, {self.image_size}, 3) pixels, got {pixels.shape}"
+            )
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.cfg.device)
             x = (x.permute(0, 3, 1, 2).float() - self._mean) / self._std
@@ -121,16 +128,23 @@ class ClipStage:
         self.head_placeholder = False
         if cfg.aesthetic.enabled:
             self.head, self.head_placeholder = load_head(
-                cfg.aesthetic, self.tower.embed_dim, allow_random=cfg.clip.allow_random_weights, seed=cfg.clip.seed
+                cfg.aesthetic,
+                self.tower.embed_dim,
+                allow_random=cfg.clip.allow_random_weights,
+                seed=cfg.clip.seed,
             )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        per_clip = [np.asarray(p, dtype=np.uint8).reshape(-1, self.tower.image_size, self.tower.image_size, 3)
-                    for p in batch["clip_pixels"]]
+        per_clip = [
+            np.asarray(p, dtype=np.uint8).reshape(-1, self.tower.image_size, self.tower.image_size, 3)
+            for p in batch["clip_pixels"]
+        ]
         counts = [p.shape[0] for p in per_clip]
         all_pixels = np.concatenate(per_clip) if sum(counts) else np.zeros((0, 1, 1, 3), np.uint8)
         embeddings = self.tower.embed(all_pixels)
-        frame_scores = score_frames(self.head, embeddings) if self.head is not None and len(embeddings) else None
+        frame_scores = (
+            score_frames(self.head, embeddings) if self.head is not None and len(embeddings) else None
+        )
         # Failed clips (no frames) get NaN rows: fixed-shape arrays travel through Ray Data cheaply,
         # and the job turns NaN into nulls when it stages the rows.
         clip_embeddings = np.full((len(counts), self.tower.embed_dim), np.nan, dtype=np.float32)

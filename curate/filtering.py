@@ -32,8 +32,15 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)|(?P<str>'[^']*'|\"[^\"]*\")"
     r"|(?P<op><=|>=|==|!=|<|>|=)|(?P<paren>[()])|(?P<name>[A-Za-z_][A-Za-z0-9_]*))"
 )
-_OPS = {"<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal,
-        "==": pc.equal, "=": pc.equal, "!=": pc.not_equal}
+_OPS = {
+    "<": pc.less,
+    "<=": pc.less_equal,
+    ">": pc.greater,
+    ">=": pc.greater_equal,
+    "==": pc.equal,
+    "=": pc.equal,
+    "!=": pc.not_equal,
+}
 _KEYWORDS = {"and", "or", "not", "is", "null", "true", "false"}
 
 
@@ -117,7 +124,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise FilterExpressionError(f"unexpected character at position {pos}: {text[pos:pos + 12]!r}")
+            raise FilterExpressionError(f"unexpected character at position {pos}: {text[pos : pos + 12]!r}")
         kind = m.lastgroup
         assert kind is not None
         value = m.group(kind)

@@ -83,8 +83,13 @@ class TextDetector:
     def describe(self) -> dict[str, Any]:
         import easyocr
 
-        return {"library": "easyocr", "version": easyocr.__version__, "detector": "craft",
-                "weights": DETECTOR_FILE, "placeholder": False}
+        return {
+            "library": "easyocr",
+            "version": easyocr.__version__,
+            "detector": "craft",
+            "weights": DETECTOR_FILE,
+            "placeholder": False,
+        }
 
 
 class TextAreaStage:

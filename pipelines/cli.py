@@ -29,17 +29,26 @@ class UsageError(RuntimeError):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", default=None, metavar="NAME|PATH",
+        "-c",
+        "--config",
+        default=None,
+        metavar="NAME|PATH",
         help="pipeline config: a name under configs/ (demo, cluster) or a YAML path "
         "(default: $REELFORGE_CONFIG or 'demo')",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one config value for this run; values are parsed as YAML (numbers, true/false, "
         "lists, null); repeatable",
     )
     parser.add_argument(
-        "--root", default=None, metavar="DIR",
+        "--root",
+        default=None,
+        metavar="DIR",
         help="project folder holding videos.lance and clips.lance (shortcut for --set store.root=DIR)",
     )
 
@@ -54,13 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=description, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _common(p)
         return p
 
     p = sub.add_parser(
-        "sample-footage", help="write the built-in sample footage and its ground truth",
+        "sample-footage",
+        help="write the built-in sample footage and its ground truth",
         description="Write a deterministic set of short videos made from scikit-image's photographs "
         "(hard cuts, a dissolve, static/fast/blurred/dark/text shots, VP9 WebM, variable frame rate) "
         "with <file>.gt.json ground truth beside each. Takes a few seconds.",
@@ -68,71 +83,133 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, metavar="OUT", help="folder to write the videos into (created)")
     p.add_argument("--seed", type=int, default=0, help="seed of the camera shake (default 0)")
 
-    p = add("probe", "print what each input file is (codec, size, fps, VFR, rotation, errors)",
-            "Probe input files with PyAV without writing anything: container, codec, size, rotation, "
-            "nominal and average fps, variable frame rate, duration, frames, audio; or the reason a file "
-            "is unusable.")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="files, folders, globs or list files (default: input.paths of the config)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON")
+    p = add(
+        "probe",
+        "print what each input file is (codec, size, fps, VFR, rotation, errors)",
+        "Probe input files with PyAV without writing anything: container, codec, size, rotation, "
+        "nominal and average fps, variable frame rate, duration, frames, audio; or the reason a file "
+        "is unusable.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="files, folders, globs or list files (default: input.paths of the config)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="OUT.json", help="also write the results as JSON"
+    )
 
-    p = add("split", "split footage into scene clips (Ray Data job) -> videos + clips tables",
-            "Probe each input, detect shot boundaries with PySceneDetect on one PyAV decode pass, cut "
-            "clips on exact container timestamps, verify them and store them in the clips table. "
-            "Re-running skips files already done (exactly-once resume).")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="files, folders, globs or list files (default: input.paths of the config)")
-    p.add_argument("--scenes-only", action="store_true",
-                   help="detect shot boundaries only, write nothing to the store (use with --json)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
-                   help="write the detected boundaries (path, seconds, frame index, kind) per input file")
+    p = add(
+        "split",
+        "split footage into scene clips (Ray Data job) -> videos + clips tables",
+        "Probe each input, detect shot boundaries with PySceneDetect on one PyAV decode pass, cut "
+        "clips on exact container timestamps, verify them and store them in the clips table. "
+        "Re-running skips files already done (exactly-once resume).",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="files, folders, globs or list files (default: input.paths of the config)",
+    )
+    p.add_argument(
+        "--scenes-only",
+        action="store_true",
+        help="detect shot boundaries only, write nothing to the store (use with --json)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="OUT.json",
+        help="write the detected boundaries (path, seconds, frame index, kind) per input file",
+    )
 
-    p = add("score", "score clips: aesthetics, motion, technical quality, on-screen text, embedding, duplicates",
-            "Add score columns to the clips table with a Ray Data job (model scorers as actors). "
-            "Resumes: only clips lacking the columns are scored unless --recompute.")
+    p = add(
+        "score",
+        "score clips: aesthetics, motion, technical quality, on-screen text, embedding, duplicates",
+        "Add score columns to the clips table with a Ray Data job (model scorers as actors). "
+        "Resumes: only clips lacking the columns are scored unless --recompute.",
+    )
     p.add_argument("--recompute", action="store_true", help="score every clip again and replace the columns")
 
-    p = add("filter", "select clips with the config's filter expression (recorded with the dataset)",
-            "Evaluate filter.expression over the score columns and store the selection as the `selected` "
-            "column; clips are never deleted.")
+    p = add(
+        "filter",
+        "select clips with the config's filter expression (recorded with the dataset)",
+        "Evaluate filter.expression over the score columns and store the selection as the `selected` "
+        "column; clips are never deleted.",
+    )
     p.add_argument("--expression", default=None, help="use this expression instead of filter.expression")
 
-    p = add("caption", "caption the selected clips with a vision-language model (vLLM)",
-            "Caption clips with the engine in caption.engine (vllm in-process or an OpenAI-compatible "
-            "server). Only clips lacking a caption are captioned unless --recaption.")
+    p = add(
+        "caption",
+        "caption the selected clips with a vision-language model (vLLM)",
+        "Caption clips with the engine in caption.engine (vllm in-process or an OpenAI-compatible "
+        "server). Only clips lacking a caption are captioned unless --recaption.",
+    )
     p.add_argument("--recaption", action="store_true", help="caption every clip again")
 
-    p = add("encode", "precompute VAE latents and text embeddings into Lance columns",
-            "Encode the selected, captioned clips into latents and their captions into text embeddings, so "
-            "training does not decode video on every epoch. Resumes: clips already encoded are skipped.")
+    p = add(
+        "encode",
+        "precompute VAE latents and text embeddings into Lance columns",
+        "Encode the selected, captioned clips into latents and their captions into text embeddings, so "
+        "training does not decode video on every epoch. Resumes: clips already encoded are skipped.",
+    )
     p.add_argument("--overwrite", action="store_true", help="encode every clip again and replace the columns")
 
-    p = add("train-vae", "train the causal 3D video autoencoder on the clips",
-            "Train the video compression network into train.vae_train.out_dir; skipped when "
-            "train.vae.weights_path already holds weights (unless --fresh).")
+    p = add(
+        "train-vae",
+        "train the causal 3D video autoencoder on the clips",
+        "Train the video compression network into train.vae_train.out_dir; skipped when "
+        "train.vae.weights_path already holds weights (unless --fresh).",
+    )
     p.add_argument("--fresh", action="store_true", help="train even if weights exist")
 
-    p = add("train", "train the DiT on the clips table (latents from encode when present)",
-            "Train on the clips selected by train.data.filter; resumes exactly from the last checkpoint in "
-            "train.out_dir. For DDP: torchrun -m pipelines.jobs.train (see the README).")
+    p = add(
+        "train",
+        "train the DiT on the clips table (latents from encode when present)",
+        "Train on the clips selected by train.data.filter; resumes exactly from the last checkpoint in "
+        "train.out_dir. For DDP: torchrun -m pipelines.jobs.train (see the README).",
+    )
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
-    p.add_argument("--ray-workers", type=int, default=0, metavar="N",
-                   help="train with N Ray Train workers (DDP over the Ray cluster) instead of in this process")
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train with N Ray Train workers (DDP over the Ray cluster) instead of in this process",
+    )
 
-    p = add("sample", "generate videos from prompts with a trained checkpoint (MP4 + GIF)",
-            "Sample videos for prompts with the Euler sampler and classifier-free guidance.")
-    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable; default: sample.prompts)")
+    p = add(
+        "sample",
+        "generate videos from prompts with a trained checkpoint (MP4 + GIF)",
+        "Sample videos for prompts with the Euler sampler and classifier-free guidance.",
+    )
+    p.add_argument(
+        "--prompt", action="append", default=[], help="a prompt (repeatable; default: sample.prompts)"
+    )
 
-    p = add("report", "write the HTML report of the dataset (or --scores for a text summary)",
-            "Counts per stage, score histograms with filter thresholds, thumbnails, captions, duplicates "
-            "and the configs used.")
-    p.add_argument("--scores", action="store_true", help="print score percentiles and what each filter rule removes")
+    p = add(
+        "report",
+        "write the HTML report of the dataset (or --scores for a text summary)",
+        "Counts per stage, score histograms with filter thresholds, thumbnails, captions, duplicates "
+        "and the configs used.",
+    )
+    p.add_argument(
+        "--scores", action="store_true", help="print score percentiles and what each filter rule removes"
+    )
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: report.out)")
 
-    p = add("demo", "run every stage end to end on the built-in sample footage (or INPUT)",
-            "Generate the sample footage (unless inputs are given) and run split, score, filter, caption, "
-            "encode, train, sample and report, printing the time of each stage and where data landed.")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="your own footage instead of the sample footage")
+    p = add(
+        "demo",
+        "run every stage end to end on the built-in sample footage (or INPUT)",
+        "Generate the sample footage (unless inputs are given) and run split, score, filter, caption, "
+        "encode, train, sample and report, printing the time of each stage and where data landed.",
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="your own footage instead of the sample footage"
+    )
     return parser
 
 
@@ -209,7 +286,10 @@ def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
     """The boundaries recorded in the videos table, in the --scenes-only JSON layout."""
     rows = store_of(cfg).read("videos", ["uri", "status", "error", "boundaries"]).to_pylist()
-    return [{"path": r["uri"], "status": r["status"], "error": r["error"], "boundaries": r["boundaries"]} for r in rows]
+    return [
+        {"path": r["uri"], "status": r["status"], "error": r["error"], "boundaries": r["boundaries"]}
+        for r in rows
+    ]
 
 
 def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:

@@ -41,7 +41,18 @@ class InputConfig(_Frozen):
     # Folders (searched recursively), glob patterns, or text files listing one path per line.
     paths: tuple[str, ...] = ()
     extensions: tuple[str, ...] = (
-        ".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
+        ".mp4",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".ts",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
     )
 
     @field_validator("extensions")

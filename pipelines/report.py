@@ -72,8 +72,11 @@ def thresholds(expression: str) -> list[Threshold]:
             left, right, op = n.left, n.right, n.op
             if isinstance(left, filtering.Literal) and isinstance(right, filtering.Column):
                 left, right, op = right, left, _FLIPPED[op]
-            if (isinstance(left, filtering.Column) and isinstance(right, filtering.Literal)
-                    and isinstance(right.value, float)):
+            if (
+                isinstance(left, filtering.Column)
+                and isinstance(right, filtering.Literal)
+                and isinstance(right.value, float)
+            ):
                 found.append(Threshold(left.name, "==" if op == "=" else op, right.value, is_rule))
         elif isinstance(n, filtering.Not):
             walk(n.inner, False)
@@ -174,8 +177,11 @@ def _score_columns(table_schema: pa.Schema, records: Mapping[str, Mapping[str, A
 
 
 def _flag_columns(table_schema: pa.Schema) -> list[str]:
-    return [c for c in table_schema.names
-            if c not in CLIPS_SCHEMA.names and c != "selected" and pa.types.is_boolean(table_schema.field(c).type)]
+    return [
+        c
+        for c in table_schema.names
+        if c not in CLIPS_SCHEMA.names and c != "selected" and pa.types.is_boolean(table_schema.field(c).type)
+    ]
 
 
 def collect(store: Store, thumbnails: int, configured_filter: str = "") -> ReportData:
@@ -195,7 +201,11 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     if videos_ds is not None:
         videos = videos_ds.to_table(columns=["uri", "status", "error", "duration_s", "num_clips"]).to_pylist()
         for v in videos:
-            entry = {"uri": v["uri"] or "", "reason": (v["error"] or "").split(":", 1)[0], "detail": v["error"] or ""}
+            entry = {
+                "uri": v["uri"] or "",
+                "reason": (v["error"] or "").split(":", 1)[0],
+                "detail": v["error"] or "",
+            }
             if v["status"] != "ok":
                 failed.append(entry)
             else:
@@ -206,9 +216,12 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     names = set(clip_schema.names)
     score_columns = _score_columns(clip_schema, clip_records) if clips_ds is not None else []
     flag_columns = _flag_columns(clip_schema) if clips_ds is not None else []
-    wanted = ["clip_id", "video_id", "uri", "start_s", "end_s"] + score_columns + flag_columns + [
-        c for c in ("selected", "duplicate_of", "caption", "caption_model", "score_error") if c in names
-    ]
+    wanted = (
+        ["clip_id", "video_id", "uri", "start_s", "end_s"]
+        + score_columns
+        + flag_columns
+        + [c for c in ("selected", "duplicate_of", "caption", "caption_model", "score_error") if c in names]
+    )
     clips = clips_ds.to_table(columns=wanted) if clips_ds is not None else CLIPS_SCHEMA.empty_table()
     n = clips.num_rows
     clip_s = float(pc.sum(pc.subtract(clips["end_s"], clips["start_s"])).as_py() or 0.0) if n else 0.0
@@ -216,25 +229,37 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         stages.append(StageRow("split", False, NOT_RUN))
     else:
         ok = len(videos) - len(failed)
-        stages.append(StageRow(
-            "split", True,
-            f"{len(videos)} files: {ok} ok ({len(partial)} partial), {len(failed)} failed; {n} clips; "
-            f"footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
-            at=_last_commit(store, VIDEOS),
-        ))
+        stages.append(
+            StageRow(
+                "split",
+                True,
+                f"{len(videos)} files: {ok} ok ({len(partial)} partial), {len(failed)} failed; {n} clips; "
+                f"footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
+                at=_last_commit(store, VIDEOS),
+            )
+        )
 
     # scores
     score_errors: list[tuple[str, str]] = []
     if "score" in clip_records:
-        errors = clips.filter(pc.is_valid(clips["score_error"])) if "score_error" in names else clips.slice(0, 0)
-        score_errors = list(zip(errors["clip_id"].to_pylist(), errors["score_error"].to_pylist(), strict=True))
+        errors = (
+            clips.filter(pc.is_valid(clips["score_error"])) if "score_error" in names else clips.slice(0, 0)
+        )
+        score_errors = list(
+            zip(errors["clip_id"].to_pylist(), errors["score_error"].to_pylist(), strict=True)
+        )
         ph = sorted({placeholders[c] for c in score_columns if c in placeholders})
-        stages.append(StageRow(
-            "score", True,
-            f"{n - len(score_errors)} of {n} clips scored, {len(score_errors)} failed; "
-            f"{len(score_columns)} score columns" + (f"; placeholder models: {', '.join(ph)}" if ph else ""),
-            at=str(clip_records["score"].get("at", "")), placeholder=bool(ph),
-        ))
+        stages.append(
+            StageRow(
+                "score",
+                True,
+                f"{n - len(score_errors)} of {n} clips scored, {len(score_errors)} failed; "
+                f"{len(score_columns)} score columns"
+                + (f"; placeholder models: {', '.join(ph)}" if ph else ""),
+                at=str(clip_records["score"].get("at", "")),
+                placeholder=bool(ph),
+            )
+        )
     else:
         stages.append(StageRow("score", False, NOT_RUN))
 
@@ -246,10 +271,15 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
             if dup is not None:
                 groups.setdefault(dup, []).append(cid)
                 dup_count += 1
-        stages.append(StageRow(
-            "dedup", True, f"{dup_count} duplicates of {len(groups)} clips (duplicate groups below)",
-            at=str(clip_records.get("dedup", {}).get("at", "")), placeholder="duplicate_of" in placeholders,
-        ))
+        stages.append(
+            StageRow(
+                "dedup",
+                True,
+                f"{dup_count} duplicates of {len(groups)} clips (duplicate groups below)",
+                at=str(clip_records.get("dedup", {}).get("at", "")),
+                placeholder="duplicate_of" in placeholders,
+            )
+        )
     else:
         stages.append(StageRow("dedup", False, NOT_RUN))
 
@@ -259,13 +289,23 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     expression = str(record["config"].get("expression", "")) if record is not None else configured_filter
     kept_mask: np.ndarray | None = None
     if record is not None and filter_applied:
-        kept_mask = np.asarray(pc.fill_null(clips["selected"], False).to_numpy(zero_copy_only=False), dtype=bool)
+        kept_mask = np.asarray(
+            pc.fill_null(clips["selected"], False).to_numpy(zero_copy_only=False), dtype=bool
+        )
         kept = clips.filter(pa.array(kept_mask))
-        kept_s = float(pc.sum(pc.subtract(kept["end_s"], kept["start_s"])).as_py() or 0.0) if kept.num_rows else 0.0
-        stages.append(StageRow(
-            "filter", True, f"kept {kept.num_rows} of {n} clips ({_hours(kept_s)}) with: {expression or '(everything)'}",
-            at=str(record.get("at", "")),
-        ))
+        kept_s = (
+            float(pc.sum(pc.subtract(kept["end_s"], kept["start_s"])).as_py() or 0.0)
+            if kept.num_rows
+            else 0.0
+        )
+        stages.append(
+            StageRow(
+                "filter",
+                True,
+                f"kept {kept.num_rows} of {n} clips ({_hours(kept_s)}) with: {expression or '(everything)'}",
+                at=str(record.get("at", "")),
+            )
+        )
     else:
         stages.append(StageRow("filter", False, NOT_RUN))
 
@@ -276,10 +316,18 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         captioned = clips.filter(pc.is_valid(clips["caption"]))
         models = sorted(set(captioned["caption_model"].to_pylist())) if "caption_model" in names else []
         caption_info = f"{captioned.num_rows} of {n} clips captioned" + (
-            f" by {', '.join(str(m) for m in models)}" if models else "")
+            f" by {', '.join(str(m) for m in models)}" if models else ""
+        )
         caption_cards_ids = captioned["clip_id"].to_pylist()[:SAMPLE_CAPTIONS]
-        stages.append(StageRow("caption", True, caption_info, at=str(clip_records.get("caption", {}).get("at", "")),
-                               placeholder="caption" in placeholders))
+        stages.append(
+            StageRow(
+                "caption",
+                True,
+                caption_info,
+                at=str(clip_records.get("caption", {}).get("at", "")),
+                placeholder="caption" in placeholders,
+            )
+        )
     else:
         stages.append(StageRow("caption", False, NOT_RUN))
 
@@ -287,14 +335,26 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     for stage in sorted(clip_records):
         if stage not in known:
             rec = clip_records[stage]
-            stages.append(StageRow(stage, True, f"{rec.get('rows', '?')} rows; columns {', '.join(rec.get('columns', []))}",
-                                   at=str(rec.get("at", ""))))
+            stages.append(
+                StageRow(
+                    stage,
+                    True,
+                    f"{rec.get('rows', '?')} rows; columns {', '.join(rec.get('columns', []))}",
+                    at=str(rec.get("at", "")),
+                )
+            )
     if "encode" not in clip_records:
         stages.append(StageRow("encode", False, NOT_RUN))
     else:
         rec = clip_records["encode"]
-        stages.append(StageRow("encode", True, f"{rec.get('rows', '?')} rows; columns {', '.join(rec.get('columns', []))}",
-                               at=str(rec.get("at", ""))))
+        stages.append(
+            StageRow(
+                "encode",
+                True,
+                f"{rec.get('rows', '?')} rows; columns {', '.join(rec.get('columns', []))}",
+                at=str(rec.get("at", "")),
+            )
+        )
 
     # histograms and flags
     marks = thresholds(expression) if expression else []
@@ -320,25 +380,50 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         flags.append((column, true, n - true - nulls, nulls))
 
     # thumbnail grid: an even spread over clip order, so kept and removed clips both appear
-    order = np.argsort(np.asarray(clips["clip_id"].to_pylist(), dtype=object), kind="stable") if n else np.zeros(0, int)
-    shown = order[np.linspace(0, n - 1, num=min(thumbnails, n)).round().astype(int)] if n and thumbnails else []
+    order = (
+        np.argsort(np.asarray(clips["clip_id"].to_pylist(), dtype=object), kind="stable")
+        if n
+        else np.zeros(0, int)
+    )
+    shown = (
+        order[np.linspace(0, n - 1, num=min(thumbnails, n)).round().astype(int)] if n and thumbnails else []
+    )
     shown_ids = [clips["clip_id"][int(i)].as_py() for i in shown]
     dup_ids = [cid for root in list(groups)[:DUPLICATE_GROUPS] for cid in [root, *groups[root]]]
     thumbs = _thumbnails(store, sorted(set(shown_ids) | set(caption_cards_ids) | set(dup_ids)))
     previews = _previews(store, shown_ids)
     needed = set(shown_ids) | set(caption_cards_ids)
-    card_columns = {"clip_id", "uri", "start_s", "end_s", "selected", "duplicate_of", "caption", *score_columns}
-    rows = {r["clip_id"]: r for r in clips.select([c for c in clips.column_names if c in card_columns]).to_pylist()
-            if r["clip_id"] in needed}
+    card_columns = {
+        "clip_id",
+        "uri",
+        "start_s",
+        "end_s",
+        "selected",
+        "duplicate_of",
+        "caption",
+        *score_columns,
+    }
+    rows = {
+        r["clip_id"]: r
+        for r in clips.select([c for c in clips.column_names if c in card_columns]).to_pylist()
+        if r["clip_id"] in needed
+    }
 
     def card(cid: str) -> Card:
         r = rows[cid]
         preview, error = previews.get(cid, (None, None))
         return Card(
-            clip_id=cid, video_name=(r.get("uri") or "").rsplit("/", 1)[-1], start_s=r["start_s"] or 0.0,
-            end_s=r["end_s"] or 0.0, thumbnail_uri=thumbs.get(cid), preview_uri=preview, preview_error=error,
-            scores={c: r.get(c) for c in score_columns}, selected=r.get("selected"),
-            duplicate_of=r.get("duplicate_of"), caption=r.get("caption"),
+            clip_id=cid,
+            video_name=(r.get("uri") or "").rsplit("/", 1)[-1],
+            start_s=r["start_s"] or 0.0,
+            end_s=r["end_s"] or 0.0,
+            thumbnail_uri=thumbs.get(cid),
+            preview_uri=preview,
+            preview_error=error,
+            scores={c: r.get(c) for c in score_columns},
+            selected=r.get("selected"),
+            duplicate_of=r.get("duplicate_of"),
+            caption=r.get("caption"),
         )
 
     clip_versions = store.versions(CLIPS)
@@ -386,8 +471,11 @@ def _thumbnails(store: Store, clip_ids: Sequence[str]) -> dict[str, str]:
     if not clip_ids:
         return {}
     table = store.read_clips(["clip_id", "thumbnail"], filter=_in_list(clip_ids))
-    return {cid: data_uri(jpeg, "image/jpeg")
-            for cid, jpeg in zip(table["clip_id"].to_pylist(), table["thumbnail"].to_pylist(), strict=True) if jpeg}
+    return {
+        cid: data_uri(jpeg, "image/jpeg")
+        for cid, jpeg in zip(table["clip_id"].to_pylist(), table["thumbnail"].to_pylist(), strict=True)
+        if jpeg
+    }
 
 
 def _previews(store: Store, clip_ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -512,7 +600,9 @@ def render(data: ReportData) -> str:
         )
 
     # counts per stage
-    parts.append("<h2 id='stages'>Counts per stage</h2><table><tr><th>stage</th><th>result</th><th>run at</th></tr>")
+    parts.append(
+        "<h2 id='stages'>Counts per stage</h2><table><tr><th>stage</th><th>result</th><th>run at</th></tr>"
+    )
     for s in data.stages:
         summary = _e(s.summary) if s.ran else f"<span class='notrun'>{_e(s.summary)}</span>"
         if s.placeholder:
@@ -523,11 +613,15 @@ def render(data: ReportData) -> str:
     if not data.stages[0].ran:
         parts.append(f"<p class='notrun'>{NOT_RUN}</p>")
     elif data.failed_files or data.partial_files:
-        parts.append("<table id='failed-files'><tr><th>file</th><th>status</th><th>reason</th><th>detail</th></tr>")
+        parts.append(
+            "<table id='failed-files'><tr><th>file</th><th>status</th><th>reason</th><th>detail</th></tr>"
+        )
         for status, rows in (("failed", data.failed_files), ("partial", data.partial_files)):
             for f in rows:
-                parts.append(f"<tr><td>{_e(f['uri'])}</td><td>{status}</td><td>{_e(f['reason'])}</td>"
-                             f"<td>{_e(f['detail'])}</td></tr>")
+                parts.append(
+                    f"<tr><td>{_e(f['uri'])}</td><td>{status}</td><td>{_e(f['reason'])}</td>"
+                    f"<td>{_e(f['detail'])}</td></tr>"
+                )
         parts.append("</table>")
     else:
         parts.append("<p>none: every file produced clips</p>")
@@ -540,8 +634,10 @@ def render(data: ReportData) -> str:
     parts.append("<h2 id='scores'>Score distributions</h2>")
     if data.filter_expression:
         state = "recorded with the dataset" if data.filter_applied else "configured, not applied yet"
-        parts.append(f"<p>filter ({state}): <code>{_e(data.filter_expression)}</code>. Red lines are its "
-                     "thresholds; shading marks what a rule removes.</p>")
+        parts.append(
+            f"<p>filter ({state}): <code>{_e(data.filter_expression)}</code>. Red lines are its "
+            "thresholds; shading marks what a rule removes.</p>"
+        )
     if not data.histograms:
         parts.append(f"<p class='notrun'>score: {NOT_RUN}</p>")
     else:
@@ -559,7 +655,9 @@ def render(data: ReportData) -> str:
         parts.append("<table><tr><th>flag</th><th>true</th><th>false</th><th>missing</th></tr>")
         for column, true, false, nulls in data.flags:
             badge = _badge("placeholder", "placeholder") if column in ph else ""
-            parts.append(f"<tr><td>{_e(column)}{badge}</td><td>{true}</td><td>{false}</td><td>{nulls}</td></tr>")
+            parts.append(
+                f"<tr><td>{_e(column)}{badge}</td><td>{true}</td><td>{false}</td><td>{nulls}</td></tr>"
+            )
         parts.append("</table>")
 
     # grid
@@ -567,8 +665,10 @@ def render(data: ReportData) -> str:
     if not data.cards:
         parts.append(f"<p class='notrun'>split: {NOT_RUN}</p>" if data.total_clips == 0 else "")
     else:
-        parts.append(f"<p>{len(data.cards)} of {data.total_clips} clips, spread over the clip order; "
-                     "hover a clip to play its preview.</p>")
+        parts.append(
+            f"<p>{len(data.cards)} of {data.total_clips} clips, spread over the clip order; "
+            "hover a clip to play its preview.</p>"
+        )
         options = ["<option value='order'>clip order</option>"] + [
             f"<option value='{_e(c)}'>{_e(c)}{' (placeholder)' if c in ph else ''}</option>"
             for c in data.score_columns
@@ -578,7 +678,9 @@ def render(data: ReportData) -> str:
             "<select id='sort-dir'><option value='desc'>high to low</option><option value='asc'>low to high"
             "</option></select></div><div class='grid' id='grid'>"
         )
-        in_filter = {t.column for t in thresholds(data.filter_expression)} if data.filter_expression else set()
+        in_filter = (
+            {t.column for t in thresholds(data.filter_expression)} if data.filter_expression else set()
+        )
         key_scores = [c for c in data.score_columns if c in in_filter] or data.score_columns[:KEY_SCORES]
         for i, c in enumerate(data.cards):
             parts.append(_card_html(c, i, ph, key_scores))
@@ -593,7 +695,9 @@ def render(data: ReportData) -> str:
         parts.append(f"<p>{_e(data.caption_info)}{badge}</p><table class='captions'>")
         for c in data.captions:
             img = f"<img alt='' src='{c.thumbnail_uri}'>" if c.thumbnail_uri else ""
-            parts.append(f"<tr><td>{img}<div class='id'>{_e(c.clip_id)}</div></td><td>{_e(c.caption)}</td></tr>")
+            parts.append(
+                f"<tr><td>{img}<div class='id'>{_e(c.clip_id)}</div></td><td>{_e(c.caption)}</td></tr>"
+            )
         parts.append("</table>")
 
     # duplicates
@@ -604,8 +708,10 @@ def render(data: ReportData) -> str:
         parts.append("<p>no duplicates found</p>")
     else:
         badge = _badge("placeholder", "placeholder") if "duplicate_of" in ph else ""
-        parts.append(f"<p>{data.duplicate_count} duplicates in {len(data.duplicate_groups)} groups "
-                     f"(the first clip of a group is the one kept){badge}</p>")
+        parts.append(
+            f"<p>{data.duplicate_count} duplicates in {len(data.duplicate_groups)} groups "
+            f"(the first clip of a group is the one kept){badge}</p>"
+        )
         for root, members in data.duplicate_groups:
             parts.append("<div class='dupgroup'>")
             for cid in [root, *members]:
@@ -621,15 +727,27 @@ def render(data: ReportData) -> str:
         for stage, rec in sorted(data.records[table].items()):
             any_record = True
             models = rec.get("models") or {}
-            badge = _badge("placeholder", "placeholder") if any(
-                v == stage or v.startswith(stage + "/") for v in ph.values()) else ""
-            parts.append(f"<h3>{_e(table)} · {_e(stage)}{badge}</h3><p class='meta'>at {_e(rec.get('at', '?'))}"
-                         f"{' · columns ' + _e(', '.join(rec.get('columns', []))) if rec.get('columns') else ''}</p>")
+            badge = (
+                _badge("placeholder", "placeholder")
+                if any(v == stage or v.startswith(stage + "/") for v in ph.values())
+                else ""
+            )
+            parts.append(
+                f"<h3>{_e(table)} · {_e(stage)}{badge}</h3><p class='meta'>at {_e(rec.get('at', '?'))}"
+                f"{' · columns ' + _e(', '.join(rec.get('columns', []))) if rec.get('columns') else ''}</p>"
+            )
             if models:
-                parts.append("<p>models:</p><pre>" + _e(json.dumps(models, indent=1, sort_keys=True)) + "</pre>")
-            config = rec.get("config", {k: v for k, v in rec.items() if k not in ("models", "columns", "at", "rows")})
-            parts.append("<details><summary>config</summary><pre>"
-                         + _e(json.dumps(config, indent=1, sort_keys=True, default=str)) + "</pre></details>")
+                parts.append(
+                    "<p>models:</p><pre>" + _e(json.dumps(models, indent=1, sort_keys=True)) + "</pre>"
+                )
+            config = rec.get(
+                "config", {k: v for k, v in rec.items() if k not in ("models", "columns", "at", "rows")}
+            )
+            parts.append(
+                "<details><summary>config</summary><pre>"
+                + _e(json.dumps(config, indent=1, sort_keys=True, default=str))
+                + "</pre></details>"
+            )
     if not any_record:
         parts.append(f"<p class='notrun'>{NOT_RUN}</p>")
     if data.versions:
@@ -643,7 +761,8 @@ def render(data: ReportData) -> str:
 def _score_rows(scores: Mapping[str, float | None], placeholders: Mapping[str, str]) -> str:
     return "".join(
         f"<span>{_e(k)}{_badge('placeholder', 'placeholder') if k in placeholders else ''}</span>"
-        f"<span>{_fmt(v)}</span>" for k, v in scores.items()
+        f"<span>{_fmt(v)}</span>"
+        for k, v in scores.items()
     )
 
 
@@ -665,8 +784,10 @@ def _card_html(c: Card, index: int, placeholders: Mapping[str, str], key_scores:
     rest = {k: v for k, v in c.scores.items() if k not in key}
     scores = f"<div class='scores'>{_score_rows(key, placeholders)}</div>"
     if rest:
-        scores += (f"<details><summary>all scores</summary><div class='scores'>{_score_rows(rest, placeholders)}"
-                   "</div></details>")
+        scores += (
+            f"<details><summary>all scores</summary><div class='scores'>{_score_rows(rest, placeholders)}"
+            "</div></details>"
+        )
     note = f"<div class='meta'>preview: {_e(c.preview_error)}</div>" if c.preview_error else ""
     caption = f"<div class='caption'>{_e(c.caption)}</div>" if c.caption else ""
     return (

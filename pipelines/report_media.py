@@ -43,7 +43,9 @@ def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: in
             if not container.streams.video:
                 raise PreviewError("the clip has no video stream")
             stream = container.streams.video[0]
-            height = max(2, round(stream.codec_context.height * width / max(1, stream.codec_context.width)) // 2 * 2)
+            height = max(
+                2, round(stream.codec_context.height * width / max(1, stream.codec_context.width)) // 2 * 2
+            )
             for frame in container.decode(stream):
                 small.append(frame.to_ndarray(format="rgb24", width=width, height=height))
     except av.error.FFmpegError as err:
@@ -53,8 +55,16 @@ def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: in
     picks = np.linspace(0, len(small) - 1, num=min(frames, len(small))).round().astype(int)
     images = [Image.fromarray(small[i]) for i in picks]
     out = io.BytesIO()
-    images[0].save(out, format="WEBP", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
-                   quality=70, method=4)
+    images[0].save(
+        out,
+        format="WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=frame_ms,
+        loop=0,
+        quality=70,
+        method=4,
+    )
     return out.getvalue()
 
 
@@ -100,14 +110,22 @@ def histogram_svg(
         for op, value, is_rule in thresholds:
             shown = min(max(value, lo - pad), hi + pad)
             off_scale = shown != value
-            ax.axvline(shown, color="#c0392b", linewidth=1.5, linestyle="--" if off_scale or not is_rule else "-")
+            ax.axvline(
+                shown, color="#c0392b", linewidth=1.5, linestyle="--" if off_scale or not is_rule else "-"
+            )
             if is_rule and op in ("<", "<=", ">", ">="):
                 # the side a clip must NOT be on: shaded as removed
                 left, right = (lo - (hi - lo), shown) if op in (">", ">=") else (shown, hi + (hi - lo))
                 ax.axvspan(left, right, color="#c0392b", alpha=0.08)
             label = f"{op} {value:g}" + (" (off scale)" if off_scale else "")
-            ax.annotate(label, xy=(shown, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(3, -10), textcoords="offset points", color="#c0392b")
+            ax.annotate(
+                label,
+                xy=(shown, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -10),
+                textcoords="offset points",
+                color="#c0392b",
+            )
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_title(title)
         ax.set_ylabel("clips")

@@ -16,7 +16,14 @@ from pipelines.jobs.score import DEDUP_STAGE, FILTER_STAGE, SCORE_STAGE
 from pipelines.store import CLIPS_SCHEMA, Store
 
 PERCENTILES = (5, 25, 50, 75, 95)
-_NOT_SCORES = {"clip_embedding", "frame_signature", "content_hash", "score_error", "frames_sampled", "selected"}
+_NOT_SCORES = {
+    "clip_embedding",
+    "frame_signature",
+    "content_hash",
+    "score_error",
+    "frames_sampled",
+    "selected",
+}
 
 
 def placeholder_columns(store: Store) -> set[str]:
@@ -58,8 +65,10 @@ def render(store: Store, expression: str | None = None) -> str:
             cells = "".join(f"{v:>11.4g}" for v in np.percentile(values, PERCENTILES)) if len(values) else ""
             lines.append(f"{name:<20}{len(values):>6}{column.null_count:>6}{cells}{mark(name)}")
         elif pa.types.is_boolean(column.type):
-            flags.append(f"{name}: {int(pc.sum(column).as_py() or 0)} of {len(column) - column.null_count}"
-                         + mark(name))
+            flags.append(
+                f"{name}: {int(pc.sum(column).as_py() or 0)} of {len(column) - column.null_count}"
+                + mark(name)
+            )
     if "duplicate_of" in table.column_names:
         flags.append(f"duplicates: {len(table) - table['duplicate_of'].null_count}{mark('duplicate_of')}")
     if flags:
@@ -68,7 +77,10 @@ def render(store: Store, expression: str | None = None) -> str:
         expression = records.get(FILTER_STAGE, {}).get("config", {}).get("expression", "")
     lines += ["", *filter_lines(table, expression, marked)]
     if marked:
-        lines += ["", "NOTE: columns marked PLACEHOLDER come from random weights (demo/tests); they are not real scores."]
+        lines += [
+            "",
+            "NOTE: columns marked PLACEHOLDER come from random weights (demo/tests); they are not real scores.",
+        ]
     return "\n".join(lines)
 
 

@@ -110,7 +110,11 @@ def _camera(shot: Shot, rng: np.random.Generator) -> Callable[[float], tuple[flo
         return lambda p: (0.5, 0.5, 1.0 + 0.8 * p)
     if shot.motion == "shake":
         jitter = rng.normal(0.0, 0.012, size=(shot.frames + 1, 2))
-        return lambda p: (0.5 + jitter[round(p * shot.frames), 0], 0.5 + jitter[round(p * shot.frames), 1], 1.1)
+        return lambda p: (
+            0.5 + jitter[round(p * shot.frames), 0],
+            0.5 + jitter[round(p * shot.frames), 1],
+            1.1,
+        )
     raise ValueError(f"unknown motion {shot.motion!r}")
 
 
@@ -124,7 +128,9 @@ def _render(shot: Shot, rng: np.random.Generator) -> Iterator[np.ndarray]:
         cx, cy, zoom = camera(i / max(shot.frames - 1, 1))
         s = base * zoom
         matrix = np.array([[s, 0, WIDTH / 2 - s * cx * w], [0, s, HEIGHT / 2 - s * cy * h]], dtype=np.float64)
-        frame = cv2.warpAffine(photo, matrix, (WIDTH, HEIGHT), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+        frame = cv2.warpAffine(
+            photo, matrix, (WIDTH, HEIGHT), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT
+        )
         yield _apply_look(frame, shot.look)
 
 

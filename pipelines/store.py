@@ -113,7 +113,10 @@ def write_fragment_json(uri: str | Path, table: pa.Table, schema: pa.Schema) -> 
     if table.num_rows == 0:
         return []
     fragments = write_fragments(
-        conform(table, schema), str(uri), schema=schema, mode="append",
+        conform(table, schema),
+        str(uri),
+        schema=schema,
+        mode="append",
         data_storage_version=DATA_STORAGE_VERSION,
     )
     return [json.dumps(f.to_json()) for f in fragments]
@@ -163,8 +166,12 @@ class Store:
         if ds is None:
             schema = _SCHEMAS[table]
             lance.write_dataset(
-                schema.empty_table(), self.uri(table), schema=schema, mode="create",
-                data_storage_version=DATA_STORAGE_VERSION, enable_stable_row_ids=True,
+                schema.empty_table(),
+                self.uri(table),
+                schema=schema,
+                mode="create",
+                data_storage_version=DATA_STORAGE_VERSION,
+                enable_stable_row_ids=True,
             )
             ds = self.require(table)
         return ds
@@ -274,7 +281,9 @@ class Store:
             return {}
         meta = ds.metadata() if callable(ds.metadata) else ds.metadata
         return {
-            k[len(_STAGE_KEY_PREFIX):]: json.loads(v) for k, v in meta.items() if k.startswith(_STAGE_KEY_PREFIX)
+            k[len(_STAGE_KEY_PREFIX) :]: json.loads(v)
+            for k, v in meta.items()
+            if k.startswith(_STAGE_KEY_PREFIX)
         }
 
     def versions(self, table: str = CLIPS) -> list[dict[str, Any]]:
@@ -317,7 +326,9 @@ class ColumnStaging:
         ds = self._dataset()
         return None if ds is None else ds.to_table()
 
-    def merge_into_clips(self, config: Mapping[str, Any], models: Mapping[str, Any] | None = None) -> int | None:
+    def merge_into_clips(
+        self, config: Mapping[str, Any], models: Mapping[str, Any] | None = None
+    ) -> int | None:
         staged = self.table()
         if staged is None:
             return None
@@ -350,4 +361,6 @@ def _unique_by(table: pa.Table, key: str) -> pa.Table:
 def _empty_join(ds: lance.LanceDataset, key: str, schema: pa.Schema) -> pa.Table:
     ids = ds.to_table(columns=[key]).column(key)
     columns = [ids] + [pa.nulls(len(ids), schema.field(n).type) for n in schema.names if n != key]
-    return pa.Table.from_arrays(columns, schema=pa.schema([schema.field(key)] + [f for f in schema if f.name != key]))
+    return pa.Table.from_arrays(
+        columns, schema=pa.schema([schema.field(key)] + [f for f in schema if f.name != key])
+    )

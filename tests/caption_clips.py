@@ -13,7 +13,9 @@ import pyarrow as pa
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def pan_clip(image: np.ndarray, num_frames: int = 24, size: tuple[int, int] = (160, 96), fps: int = 12) -> bytes:
+def pan_clip(
+    image: np.ndarray, num_frames: int = 24, size: tuple[int, int] = (160, 96), fps: int = 12
+) -> bytes:
     """An H.264 MP4 of a window panning across `image` (width, height = size)."""
     width, height = size
     image = image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)

@@ -85,9 +85,12 @@ def build_report_store(root: Path, footage: Path) -> Store:
     for row in store.read_clips(["clip_id", "uri", "start_s"]).to_pylist():
         captions[row["clip_id"]] = _ground_truth_caption(Path(row["uri"]), row["start_s"], footage)
     ids = list(captions)
-    store.add_columns(pa.table({"clip_id": ids, "caption": [captions[c] for c in ids]}),
-                      stage="caption", config={"source": "sample footage ground truth"},
-                      models={"source": "ground truth", "placeholder": False})
+    store.add_columns(
+        pa.table({"clip_id": ids, "caption": [captions[c] for c in ids]}),
+        stage="caption",
+        config={"source": "sample footage ground truth"},
+        models={"source": "ground truth", "placeholder": False},
+    )
     return store
 
 
@@ -100,20 +103,40 @@ def split_into(store: Store, inputs: list[Path]) -> Store:
     for path in inputs:
         split = VideoSplit(path, split_cfg)
         rows = [
-            {"clip_id": clip_id(split.video_id, clip.plan.start_s), "video_id": split.video_id, "uri": str(path),
-             "clip_index": clip.plan.index, "start_s": clip.plan.start_s, "end_s": clip.plan.end_s,
-             "start_frame": clip.plan.start_frame, "end_frame": clip.plan.end_frame, "num_frames": clip.num_frames,
-             "fps": clip.fps, "width": clip.width, "height": clip.height, "codec": clip.codec,
-             "size_bytes": len(clip.data), "video": clip.data, "thumbnail": clip.thumbnail}
+            {
+                "clip_id": clip_id(split.video_id, clip.plan.start_s),
+                "video_id": split.video_id,
+                "uri": str(path),
+                "clip_index": clip.plan.index,
+                "start_s": clip.plan.start_s,
+                "end_s": clip.plan.end_s,
+                "start_frame": clip.plan.start_frame,
+                "end_frame": clip.plan.end_frame,
+                "num_frames": clip.num_frames,
+                "fps": clip.fps,
+                "width": clip.width,
+                "height": clip.height,
+                "codec": clip.codec,
+                "size_bytes": len(clip.data),
+                "video": clip.data,
+                "thumbnail": clip.thumbnail,
+            }
             for clip in split.clips()
         ]
         if rows:
             store.append(CLIPS, pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
         probe = split.probe.as_row() if split.probe is not None else {}
         video = {name: probe.get(name) for name in VIDEOS_SCHEMA.names if name in probe}
-        video.update(video_id=split.video_id, uri=str(path), num_clips=len(rows), status=split.status,
-                     error=split.error, boundaries=[b.as_dict() for b in split.boundaries],
-                     pipeline_version="test", processed_at=dt.datetime.now(dt.UTC))
+        video.update(
+            video_id=split.video_id,
+            uri=str(path),
+            num_clips=len(rows),
+            status=split.status,
+            error=split.error,
+            boundaries=[b.as_dict() for b in split.boundaries],
+            pipeline_version="test",
+            processed_at=dt.datetime.now(dt.UTC),
+        )
         store.append(VIDEOS, pa.Table.from_pylist([video], schema=VIDEOS_SCHEMA))
     store.record(VIDEOS, "split", {"config": split_cfg.model_dump(mode="json"), "version": "test"})
     return store
@@ -126,7 +149,9 @@ def _ground_truth_caption(path: Path, start_s: float, footage: Path) -> str:
     shots = json.loads(gt_file.read_text())["shots"]
     shot = next((s for s in shots if s["start_s"] <= start_s + 1e-6 < s["end_s"]), shots[-1])
     look = "" if shot["look"] == "normal" else f"{shot['look']} "
-    return f"a {look}{shot['motion'].replace('_', ' ')} shot of the {shot['photo'].replace('_', ' ')} photograph"
+    return (
+        f"a {look}{shot['motion'].replace('_', ' ')} shot of the {shot['photo'].replace('_', ' ')} photograph"
+    )
 
 
 def _score(store: Store) -> None:
@@ -141,8 +166,9 @@ def _score(store: Store) -> None:
     for cid in ids:
         row: dict = {"clip_id": cid, "score_error": None}
         try:
-            frames = decode_clip(blobs[cid], cfg.frames, motion_width=cfg.motion.width,
-                                 motion_run_length=cfg.motion.run_length)
+            frames = decode_clip(
+                blobs[cid], cfg.frames, motion_width=cfg.motion.width, motion_run_length=cfg.motion.run_length
+            )
             row.update(vars(motion(frames)), **vars(quality(frames.frames)))
             row["content_hash"] = frames.content_hash()
             row["frame_signature"] = frame_signature(frames.frames).tolist()
@@ -160,7 +186,9 @@ def _score(store: Store) -> None:
         "clip": {**stage.tower.describe(), "columns": []},
         "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean", "aesthetic_min"]},
     }
-    store.add_columns(pa.Table.from_pylist(rows), stage="score", config=cfg.model_dump(mode="json"), models=models)
+    store.add_columns(
+        pa.Table.from_pylist(rows), stage="score", config=cfg.model_dump(mode="json"), models=models
+    )
 
 
 def _dedup(store: Store) -> None:
@@ -168,15 +196,24 @@ def _dedup(store: Store) -> None:
     vectors = np.asarray(table["frame_signature"].to_pylist(), dtype=np.float32)
     cfg = SCORE_CFG.dedup
     dup = find_duplicates(table["clip_id"].to_pylist(), table["content_hash"].to_pylist(), vectors, cfg)
-    store.add_columns(pa.table({"clip_id": table["clip_id"], "duplicate_of": pa.array(dup, pa.string())}),
-                      stage="dedup", config=cfg.model_dump(mode="json"),
-                      models={"signature": "frame_signature", "placeholder": False})
+    store.add_columns(
+        pa.table({"clip_id": table["clip_id"], "duplicate_of": pa.array(dup, pa.string())}),
+        stage="dedup",
+        config=cfg.model_dump(mode="json"),
+        models={"signature": "frame_signature", "placeholder": False},
+    )
 
 
 def _filter(store: Store) -> None:
     node = filtering.parse(FILTER)
     table = store.read_clips(sorted(filtering.columns(node) | {"clip_id"}))
     mask = filtering.selection(FILTER, table)
-    store.add_columns(pa.table({"clip_id": table["clip_id"], "selected": mask}), stage="filter",
-                      config={"expression": str(node), "source_expression": FILTER,
-                              "evaluated_on_version": store.require(CLIPS).version})
+    store.add_columns(
+        pa.table({"clip_id": table["clip_id"], "selected": mask}),
+        stage="filter",
+        config={
+            "expression": str(node),
+            "source_expression": FILTER,
+            "evaluated_on_version": store.require(CLIPS).version,
+        },
+    )

@@ -18,8 +18,9 @@ def test_inspect_notebook_runs_on_a_real_dataset(tmp_path_factory, sample_footag
     store = report_store_for(tmp_path_factory, sample_footage)
     monkeypatch.setenv("REELFORGE_STORE", str(store.root))  # the kernel inherits this environment
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=180,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell on any failure
 
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -30,6 +31,6 @@ def test_inspect_notebook_runs_on_a_real_dataset(tmp_path_factory, sample_footag
     assert "placeholder columns: aesthetic_mean, aesthetic_min" in text
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs if "data" in o)
     assert html.count("data:image/jpeg;base64,") == 6  # the thumbnails of the six best clips
-    assert '<video' in html and "data:video/mp4;base64," in html  # the clip plays inline from the blob bytes
+    assert "<video" in html and "data:video/mp4;base64," in html  # the clip plays inline from the blob bytes
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1  # the score distributions
     assert os.environ["REELFORGE_STORE"] == str(store.root)

@@ -63,11 +63,16 @@ def save_checkpoint(
     tmp = root / f".tmp_step_{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors")
+    )
     save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file({"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()}, str(tmp / "rng.safetensors"))
+    save_file(
+        {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()},
+        str(tmp / "rng.safetensors"),
+    )
     numpy_state = np.random.get_state()
     state = {
         "step": step,
@@ -113,7 +118,9 @@ def restore_checkpoint(
     state = read_state(path)
     model.load_state_dict(load_weights(path, ema=False))
     ema.load_state_dict(load_weights(path, ema=True))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    optimizer.load_state_dict(
+        _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    )
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])

@@ -41,7 +41,9 @@ def read_frames(path: Path, start_frame: int, num_frames: int) -> tuple[list[np.
             if i >= start_frame:
                 frames.append(frame.to_ndarray(format="rgb24"))
     if len(frames) < num_frames:
-        raise ValueError(f"{path} has only {start_frame + len(frames)} frames, asked for {start_frame}+{num_frames}")
+        raise ValueError(
+            f"{path} has only {start_frame + len(frames)} frames, asked for {start_frame}+{num_frames}"
+        )
     return frames, fps
 
 
@@ -74,13 +76,26 @@ def write_clipset(store: Store, specs: list[ClipSpec], width: int = 128) -> pa.T
         data = encode_mp4(frames, fps)
         video_id = hashlib.sha1(spec.path.read_bytes()).hexdigest()[:16]
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
-        rows.append({
-            "clip_id": f"{video_id}_{spec.start_frame / fps:09.3f}", "video_id": video_id, "uri": str(spec.path),
-            "clip_index": index, "start_s": spec.start_frame / fps, "end_s": (spec.start_frame + spec.num_frames) / fps,
-            "start_frame": spec.start_frame, "end_frame": spec.start_frame + spec.num_frames,
-            "num_frames": spec.num_frames, "fps": fps, "width": frames[0].shape[1], "height": frames[0].shape[0],
-            "codec": "h264", "size_bytes": len(data), "video": data, "thumbnail": jpeg.tobytes() if ok else b"",
-        })
+        rows.append(
+            {
+                "clip_id": f"{video_id}_{spec.start_frame / fps:09.3f}",
+                "video_id": video_id,
+                "uri": str(spec.path),
+                "clip_index": index,
+                "start_s": spec.start_frame / fps,
+                "end_s": (spec.start_frame + spec.num_frames) / fps,
+                "start_frame": spec.start_frame,
+                "end_frame": spec.start_frame + spec.num_frames,
+                "num_frames": spec.num_frames,
+                "fps": fps,
+                "width": frames[0].shape[1],
+                "height": frames[0].shape[0],
+                "codec": "h264",
+                "size_bytes": len(data),
+                "video": data,
+                "thumbnail": jpeg.tobytes() if ok else b"",
+            }
+        )
     table = pa.Table.from_pylist(rows)
     store.append(CLIPS, table)
     captions = pa.table({"clip_id": table.column("clip_id"), "caption": [s.caption for s in specs]})

@@ -71,8 +71,14 @@ class ClipIndex:
 
     def subset(self, keep: Sequence[int]) -> ClipIndex:
         return ClipIndex(
-            self.uri, self.version, [self.offsets[i] for i in keep], [self.clip_ids[i] for i in keep],
-            [self.buckets[i] for i in keep], [self.captions[i] for i in keep], self.has_latents, dict(self.skipped),
+            self.uri,
+            self.version,
+            [self.offsets[i] for i in keep],
+            [self.clip_ids[i] for i in keep],
+            [self.buckets[i] for i in keep],
+            [self.captions[i] for i in keep],
+            self.has_latents,
+            dict(self.skipped),
         )
 
     def split(self, val_fraction: float) -> tuple[ClipIndex, ClipIndex]:
@@ -97,7 +103,9 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
         )
     has_latents = all(c in names for c in LATENT_COLUMNS)
     if config.latents == "precomputed" and not has_latents:
-        raise ValueError(f"train.data.latents=precomputed but clips at {uri} have no latent columns: run `reelforge encode`")
+        raise ValueError(
+            f"train.data.latents=precomputed but clips at {uri} have no latent columns: run `reelforge encode`"
+        )
     small = ["clip_id", "width", "height", "num_frames"]
     if config.caption_column in names:
         small += [config.caption_column]
@@ -109,7 +117,9 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
         try:
             selected = ds.to_table(columns=["clip_id"], filter=config.filter).column("clip_id")
         except Exception as err:  # Lance raises several types for bad SQL; name the expression.
-            raise ValueError(f"train.data.filter {config.filter!r} is not a valid filter on clips: {err}") from err
+            raise ValueError(
+                f"train.data.filter {config.filter!r} is not a valid filter on clips: {err}"
+            ) from err
         mask = pc.is_in(everything.column("clip_id"), value_set=selected).to_numpy(zero_copy_only=False)
         everything, offsets = everything.filter(pa.array(mask)), offsets[mask]
     rows = everything.to_pylist()
@@ -145,8 +155,15 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of positions into a ClipIndex: one bucket per batch, shuffled per epoch, sharded per rank."""
 
-    def __init__(self, index: ClipIndex, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True):
+    def __init__(
+        self,
+        index: ClipIndex,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
         self.index, self.batch_size, self.seed = index, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.epoch = 0
@@ -191,7 +208,9 @@ def decode_clip(data: bytes, bucket: Bucket) -> np.ndarray:
     except av.error.FFmpegError as err:
         raise ValueError(f"clip bytes do not decode: {err}") from err
     if len(frames) < bucket.frames:
-        raise ValueError(f"clip decodes to {len(frames)} frames, bucket {bucket_name(bucket)} needs {bucket.frames}")
+        raise ValueError(
+            f"clip decodes to {len(frames)} frames, bucket {bucket_name(bucket)} needs {bucket.frames}"
+        )
     start = (len(frames) - bucket.frames) // 2
     out = np.empty((bucket.frames, bucket.height, bucket.width, 3), np.uint8)
     for i, frame in enumerate(frames[start : start + bucket.frames]):
@@ -203,7 +222,9 @@ def resize_cover_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        frame, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return resized[top : top + height, left : left + width]
 
@@ -258,10 +279,14 @@ def read_latents(ds: lance.LanceDataset, offsets: Sequence[int]) -> dict[str, to
     """The encode stage's columns for these rows: latent (B, C, T, H, W), text (B, L, E), text_mask (B, L)."""
     table = ds.take(list(offsets), columns=["latent", "latent_shape", "text_emb", "text_shape", "text_len"])
     columns = table.to_pydict()
-    latents = [np.frombuffer(b, np.float32).reshape(s)
-               for b, s in zip(columns["latent"], columns["latent_shape"], strict=True)]
-    texts = [np.frombuffer(b, np.float32).reshape(s) for b, s in zip(columns["text_emb"], columns["text_shape"],
-                                                                       strict=True)]
+    latents = [
+        np.frombuffer(b, np.float32).reshape(s)
+        for b, s in zip(columns["latent"], columns["latent_shape"], strict=True)
+    ]
+    texts = [
+        np.frombuffer(b, np.float32).reshape(s)
+        for b, s in zip(columns["text_emb"], columns["text_shape"], strict=True)
+    ]
     text = torch.from_numpy(np.stack(texts))
     lengths = torch.tensor(columns["text_len"], dtype=torch.int64)
     return {

@@ -53,7 +53,9 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.frequency_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
         args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half); t scaled to DiT's 0..1000 range
         features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, frequency_dim)
         return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
@@ -136,7 +138,9 @@ class DiTBlock(nn.Module):
         shift_sa, scale_sa, gate_sa, shift_ca, scale_ca, gate_ca, shift_mlp, scale_mlp, gate_mlp = mods
 
         h = modulate(self.norm1(x), shift_sa, scale_sa)  # (B, N, D)
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, Hd, N, d)
+        q, k, v = (
+            self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, Hd, N, d)
         q, k = apply_rope(q, rope), apply_rope(k, rope)  # (B, Hd, N, d)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, Hd, N, d)
         h = self.attn_out(h.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
@@ -185,7 +189,9 @@ class DiT(nn.Module):
             nn.Linear(text_dim, size.hidden), nn.GELU(approximate="tanh"), nn.Linear(size.hidden, size.hidden)
         )
         self.text_pool = nn.Linear(size.hidden, size.hidden)
-        self.blocks = nn.ModuleList(DiTBlock(size.hidden, size.heads, config.mlp_ratio) for _ in range(size.depth))
+        self.blocks = nn.ModuleList(
+            DiTBlock(size.hidden, size.heads, config.mlp_ratio) for _ in range(size.depth)
+        )
         self.final = FinalLayer(size.hidden, patch_dim)
         self.grad_checkpointing = False
         self._rope_cache: dict[tuple[tuple[int, int, int], torch.device], torch.Tensor] = {}

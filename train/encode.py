@@ -20,16 +20,18 @@ from train.data import assign_bucket, bucket_name, decode_clip, frames_to_tensor
 from train.text import build_text_encoder
 from train.vae import load_vae
 
-ENCODE_SCHEMA = pa.schema([
-    pa.field("clip_id", pa.string()),
-    pa.field("latent", pa.large_binary()),  # float32, C-order, shape in latent_shape
-    pa.field("latent_shape", pa.list_(pa.int32())),  # (C, T, H, W)
-    pa.field("latent_bucket", pa.string()),  # "HxWxF" the clip was cut to
-    pa.field("text_emb", pa.large_binary()),  # float32 (L, E) token states of the caption
-    pa.field("text_shape", pa.list_(pa.int32())),
-    pa.field("text_len", pa.int32()),  # real tokens; the rest is padding
-    pa.field("encode_error", pa.string()),
-])
+ENCODE_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string()),
+        pa.field("latent", pa.large_binary()),  # float32, C-order, shape in latent_shape
+        pa.field("latent_shape", pa.list_(pa.int32())),  # (C, T, H, W)
+        pa.field("latent_bucket", pa.string()),  # "HxWxF" the clip was cut to
+        pa.field("text_emb", pa.large_binary()),  # float32 (L, E) token states of the caption
+        pa.field("text_shape", pa.list_(pa.int32())),
+        pa.field("text_len", pa.int32()),  # real tokens; the rest is padding
+        pa.field("encode_error", pa.string()),
+    ]
+)
 
 
 def encode_signature(config: TrainConfig) -> dict[str, Any]:
@@ -60,8 +62,12 @@ class LatentEncoder:
         by_bucket: dict[str, list[tuple[int, torch.Tensor]]] = {}
         buckets = {}
         for i in range(len(ids)):
-            bucket = assign_bucket(int(batch["width"][i]), int(batch["height"][i]), int(batch["num_frames"][i]),
-                                   self.config.data.buckets)
+            bucket = assign_bucket(
+                int(batch["width"][i]),
+                int(batch["height"][i]),
+                int(batch["num_frames"][i]),
+                self.config.data.buckets,
+            )
             if bucket is None:
                 out["encode_error"][i] = "shorter than every bucket"
                 continue

@@ -101,7 +101,10 @@ class BatchPreparer:
             tokens, mask = self.text.encode(missing)
             for i, caption in enumerate(missing):
                 self._cache[caption] = (tokens[i], mask[i])
-        return (torch.stack([self._cache[c][0] for c in captions]), torch.stack([self._cache[c][1] for c in captions]))
+        return (
+            torch.stack([self._cache[c][0] for c in captions]),
+            torch.stack([self._cache[c][1] for c in captions]),
+        )
 
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if "latent" in batch:
@@ -115,8 +118,9 @@ class BatchPreparer:
         return latent.to(self.device), text.to(self.device), mask.to(self.device)
 
 
-def _batches_forever(loader: torch.utils.data.DataLoader, sampler: BucketBatchSampler, step: int
-                     ) -> Iterator[dict[str, Any]]:
+def _batches_forever(
+    loader: torch.utils.data.DataLoader, sampler: BucketBatchSampler, step: int
+) -> Iterator[dict[str, Any]]:
     per_epoch = len(sampler)
     if per_epoch == 0:
         raise ValueError("no full training batch: fewer clips per bucket than train.batch_size")
@@ -149,8 +153,9 @@ def _append_csv(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> Non
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, index: ClipIndex, prepare: BatchPreparer, config: TrainConfig,
-                    dtype: torch.dtype) -> float | None:
+def validation_loss(
+    model: torch.nn.Module, index: ClipIndex, prepare: BatchPreparer, config: TrainConfig, dtype: torch.dtype
+) -> float | None:
     """Mean flow loss on held-out clips with fixed noise and timesteps, so values are comparable over time."""
     if len(index) == 0:
         return None
@@ -163,8 +168,9 @@ def validation_loss(model: torch.nn.Module, index: ClipIndex, prepare: BatchPrep
     for positions in sampler:
         latent, text, mask = prepare(batches[positions])
         noise = torch.randn(latent.shape, generator=generator).to(latent.device)
-        t = sample_timesteps(latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator,
-                             latent.device)
+        t = sample_timesteps(
+            latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator, latent.device
+        )
         with torch.autocast(latent.device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = training_loss(model, latent, text, mask, noise, t)
         total += loss.item() * latent.shape[0]
@@ -187,8 +193,10 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     index = build_index(clips_uri, config.data)
     if index.has_latents and not latents_match(clips_uri, config):
         if config.data.latents == "precomputed":
-            raise ValueError("the clips' latent columns were made with another VAE/text encoder/buckets: "
-                             "run `reelforge encode` again")
+            raise ValueError(
+                "the clips' latent columns were made with another VAE/text encoder/buckets: "
+                "run `reelforge encode` again"
+            )
         log.warning("precomputed latents do not match this config; decoding clips on the fly")
         index = build_index(clips_uri, config.data.model_copy(update={"latents": "decode"}))
     train_index, val_index = index.split(config.val_fraction)
@@ -201,8 +209,9 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     model = DiT(config.dit, latent_channels=config.vae.latent_channels, text_dim=text_encoder.dim).to(dev)
     model.grad_checkpointing = config.grad_checkpointing
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, fused=True
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     noise_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
 
@@ -223,7 +232,9 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         network = torch.compile(network)
 
     sampler = BucketBatchSampler(train_index, config.batch_size, config.seed, rank, world)
-    loader = make_loader(ClipBatches(train_index, config.data.caption_column), sampler, config.data.num_workers)
+    loader = make_loader(
+        ClipBatches(train_index, config.data.caption_column), sampler, config.data.num_workers
+    )
     writer = None
     if rank == 0 and config.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
@@ -246,7 +257,9 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         latent, text, mask = prepare(next(batches))
         text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, noise_generator)
         noise = torch.randn(latent.shape, generator=noise_generator).to(dev)
-        t = sample_timesteps(latent.shape[0], config.logit_normal_mean, config.logit_normal_std, noise_generator, dev)
+        t = sample_timesteps(
+            latent.shape[0], config.logit_normal_mean, config.logit_normal_std, noise_generator, dev
+        )
         with torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else nullcontext():
             loss = training_loss(network, latent, text, mask, noise, t)
         optimizer.zero_grad(set_to_none=True)
@@ -261,9 +274,15 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         loss_value = loss.item()
         if rank == 0:
             tokens = latent.shape[0] * math.prod(model.token_grid(tuple(latent.shape))) * world
-            row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{scheduler.get_last_lr()[0]:.6e}",
-                   "grad_norm": f"{grad_norm.item():.4f}", "step_time_s": f"{elapsed:.4f}",
-                   "samples_per_s": f"{latent.shape[0] * world / elapsed:.2f}", "tokens_per_s": f"{tokens / elapsed:.1f}"}
+            row = {
+                "step": step,
+                "loss": f"{loss_value:.6f}",
+                "lr": f"{scheduler.get_last_lr()[0]:.6e}",
+                "grad_norm": f"{grad_norm.item():.4f}",
+                "step_time_s": f"{elapsed:.4f}",
+                "samples_per_s": f"{latent.shape[0] * world / elapsed:.2f}",
+                "tokens_per_s": f"{tokens / elapsed:.1f}",
+            }
             if step % config.log_every == 0 or step == 1:
                 _append_csv(out_dir / "log.csv", LOG_FIELDS, row)
                 if writer is not None:
@@ -275,17 +294,27 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
             if step % config.val_every == 0 or step == config.steps:
                 val = validation_loss(model, val_index, prepare, config, dtype)
                 if val is not None:
-                    _append_csv(out_dir / "val.csv", ("step", "val_loss"), {"step": step, "val_loss": f"{val:.6f}"})
+                    _append_csv(
+                        out_dir / "val.csv", ("step", "val_loss"), {"step": step, "val_loss": f"{val:.6f}"}
+                    )
                     if writer is not None:
                         writer.add_scalar("val/loss", val, step)
             if step % config.ckpt_every == 0 or step == config.steps:
-                checkpoint = save_checkpoint(out_dir, step, model, ema, optimizer, scheduler, noise_generator, extra)
+                checkpoint = save_checkpoint(
+                    out_dir, step, model, ema, optimizer, scheduler, noise_generator, extra
+                )
     progress.close()
     if writer is not None:
         writer.close()
     if rank == 0:
-        summary = {"steps": step, "final_loss": loss_value, "val_loss": val, "train_clips": len(train_index),
-                   "val_clips": len(val_index), "skipped": index.skipped}
+        summary = {
+            "steps": step,
+            "final_loss": loss_value,
+            "val_loss": val,
+            "train_clips": len(train_index),
+            "val_clips": len(val_index),
+            "skipped": index.skipped,
+        }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return TrainSummary(step, loss_value, val, checkpoint, len(train_index), len(val_index))
 

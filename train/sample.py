@@ -50,8 +50,12 @@ def generate(
 ) -> torch.Tensor:
     """(P, 3, T, H, W) videos in [-1, 1] for P prompts."""
     shape = vae.latent_shape(frames, height, width)
-    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + i))
-                         for i in range(len(prompts))])
+    noise = torch.stack(
+        [
+            torch.randn(shape, generator=torch.Generator().manual_seed(seed * 100_003 + i))
+            for i in range(len(prompts))
+        ]
+    )
     text, mask = text_encoder.encode(list(prompts))
     null_text, null_mask = text_encoder.null()
     latents = euler_sample(model, noise, text, mask, null_text, null_mask, steps, cfg_scale)
@@ -90,7 +94,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint at {path}: train first (`reelforge train`) or name a step folder")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: train first (`reelforge train`) or name a step folder"
+        )
     return latest
 
 
@@ -99,14 +105,30 @@ def sample(config: SampleConfig) -> list[SampleResult]:
     model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema)
     vae = load_vae(train_config.vae)
     text_encoder = build_text_encoder(train_config.text)
-    videos = generate(model, vae, text_encoder, config.prompts, config.frames, config.height, config.width,
-                      config.steps, config.cfg_scale, config.seed)
+    videos = generate(
+        model,
+        vae,
+        text_encoder,
+        config.prompts,
+        config.frames,
+        config.height,
+        config.width,
+        config.steps,
+        config.cfg_scale,
+        config.seed,
+    )
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for i, (prompt, video) in enumerate(zip(config.prompts, videos, strict=True)):
         frames = tensor_to_frames(video)
         stem = f"{i:02d}_{slug(prompt)}_seed{config.seed}"
-        results.append(SampleResult(prompt, frames, write_mp4(frames, out / f"{stem}.mp4", config.fps),
-                                    write_gif(frames, out / f"{stem}.gif", config.fps)))
+        results.append(
+            SampleResult(
+                prompt,
+                frames,
+                write_mp4(frames, out / f"{stem}.mp4", config.fps),
+                write_gif(frames, out / f"{stem}.gif", config.fps),
+            )
+        )
     return results

@@ -47,16 +47,25 @@ class HuggingFaceEncoder(TextEncoder):
         model_class = T5EncoderModel if t5 else AutoModel
         self.model = model_class.from_pretrained(source, local_files_only=local_only).eval()
         self.model.requires_grad_(False)
-        self.dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size")
-                       else self.model.config.d_model)
+        self.dim = int(
+            self.model.config.hidden_size
+            if hasattr(self.model.config, "hidden_size")
+            else self.model.config.d_model
+        )
         self.max_length = max_length
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.tokenizer(
-            list(captions), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
-        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         return hidden.float(), batch["attention_mask"].bool()  # (B, L, E), (B, L)
 
 
@@ -107,8 +116,12 @@ def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
         local = config.path is not None
         if local and not Path(config.path).is_dir():  # type: ignore[arg-type]
             raise FileNotFoundError(f"text.path {config.path} is not a folder with a T5 model")
-        return HuggingFaceEncoder(config.path or config.hub_id, config.max_length, t5=True,  # type: ignore[arg-type]
-                                  local_only=local)
+        return HuggingFaceEncoder(
+            config.path or config.hub_id,
+            config.max_length,
+            t5=True,  # type: ignore[arg-type]
+            local_only=local,
+        )
     if config.kind == "open_clip":
         if config.path is not None and not Path(config.path).is_file():
             raise FileNotFoundError(f"text.path {config.path} is not an open_clip checkpoint file")

@@ -28,8 +28,13 @@ from train.config import VAEConfig
 CONFIG_FILE = "vae_config.json"
 WEIGHTS_FILE = "vae.safetensors"
 # Architecture fields: a weights folder must agree with the requested config on these.
-_ARCHITECTURE_FIELDS = ("latent_channels", "base_channels", "channel_multipliers", "spatial_compression",
-                        "temporal_compression")
+_ARCHITECTURE_FIELDS = (
+    "latent_channels",
+    "base_channels",
+    "channel_multipliers",
+    "spatial_compression",
+    "temporal_compression",
+)
 
 
 class CausalConv3d(nn.Module):
@@ -101,7 +106,9 @@ class Posterior:
     logvar: torch.Tensor
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def kl(self) -> torch.Tensor:
@@ -122,7 +129,11 @@ class VideoVAE(nn.Module):
             down.append(ResBlock(cin, width))
             cin = width
             if time or space:
-                down.append(CausalConv3d(width, width, stride=(2 if time else 1, 2 if space else 1, 2 if space else 1)))
+                down.append(
+                    CausalConv3d(
+                        width, width, stride=(2 if time else 1, 2 if space else 1, 2 if space else 1)
+                    )
+                )
         self.encoder = nn.Sequential(*down, ResBlock(cin, cin), FrameGroupNorm(cin), nn.SiLU())
         self.encoder_out = CausalConv3d(cin, 2 * config.latent_channels)
 
@@ -163,7 +174,9 @@ class VideoVAE(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self.decoder_out(self.decoder(self.decoder_in(latent)))
 
-    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Posterior]:
+    def forward(
+        self, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Posterior]:
         posterior = self.encode(video)
         return self.decode(posterior.sample(generator)), posterior
 
@@ -204,14 +217,21 @@ def load_vae(config: VAEConfig) -> VideoVAE:
     the data buckets depend on it, so a silent mismatch would train on the wrong latents.
     """
     if config.weights_path is None:
-        raise ValueError("train.vae.weights_path is not set: train one with `reelforge train-vae` or name a folder")
+        raise ValueError(
+            "train.vae.weights_path is not set: train one with `reelforge train-vae` or name a folder"
+        )
     folder = Path(config.weights_path)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"VAE folder {folder} has no {name}")
-    stored = VAEConfig.model_validate({**json.loads((folder / CONFIG_FILE).read_text()), "weights_path": str(folder)})
-    wrong = {f: (getattr(stored, f), getattr(config, f)) for f in _ARCHITECTURE_FIELDS
-             if getattr(stored, f) != getattr(config, f)}
+    stored = VAEConfig.model_validate(
+        {**json.loads((folder / CONFIG_FILE).read_text()), "weights_path": str(folder)}
+    )
+    wrong = {
+        f: (getattr(stored, f), getattr(config, f))
+        for f in _ARCHITECTURE_FIELDS
+        if getattr(stored, f) != getattr(config, f)
+    }
     if wrong:
         detail = ", ".join(f"{f}: folder has {a}, config asks {b}" for f, (a, b) in wrong.items())
         raise ValueError(f"VAE folder {folder} does not match train.vae ({detail})")

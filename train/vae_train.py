@@ -42,16 +42,20 @@ def reconstruction_psnr(vae: VideoVAE, index: ClipIndex, batch_size: int = 4) ->
 def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     bucket = Bucket(height=config.height, width=config.width, frames=config.frames)
-    index = build_index(clips_uri, DataConfig(buckets=(bucket,), filter=config.filter, latents="decode"),
-                        require_captions=False)
+    index = build_index(
+        clips_uri,
+        DataConfig(buckets=(bucket,), filter=config.filter, latents="decode"),
+        require_captions=False,
+    )
     train_index, val_index = index.split(config.val_fraction)
     if len(train_index) == 0:
         raise ValueError(f"no clips to train the VAE on at {clips_uri} (left out: {index.skipped})")
     vae = VideoVAE(vae_config)
     vae.check_video_shape(config.frames, config.height, config.width)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
-                                                    pct_start=0.05)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.05
+    )
     batch_size = min(config.batch_size, len(train_index))
     generator = torch.Generator().manual_seed(config.seed)
     step, epoch = 0, 0
@@ -60,8 +64,11 @@ def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, pro
     while step < config.steps:
         for video in _videos(train_index, batch_size, config.seed, shuffle=True, epoch=epoch):
             reconstruction, posterior = vae(video, generator)
-            loss = (F.mse_loss(reconstruction, video) + config.l1_weight * F.l1_loss(reconstruction, video)
-                    + vae_config.kl_weight * posterior.kl())
+            loss = (
+                F.mse_loss(reconstruction, video)
+                + config.l1_weight * F.l1_loss(reconstruction, video)
+                + vae_config.kl_weight * posterior.kl()
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)

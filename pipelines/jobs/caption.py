@@ -106,7 +106,9 @@ def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None
     return None, "all clips (only_selected is off)"
 
 
-def read_and_prepare(batch: dict[str, np.ndarray], store_root: str, cfg: CaptionConfig) -> dict[str, np.ndarray]:
+def read_and_prepare(
+    batch: dict[str, np.ndarray], store_root: str, cfg: CaptionConfig
+) -> dict[str, np.ndarray]:
     """clip ids -> sampled frames (JPEG for HTTP, raw RGB for in-process vLLM); clips whose bytes
     are missing get a frame_error."""
     clip_ids = [str(c) for c in batch["clip_id"]]
@@ -167,7 +169,9 @@ def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
 
     v = cfg.vllm
     frames = cfg.frames
-    per_prompt = {"video": 1, "image": 0} if frames.send_as == "video" else {"image": frames.max_frames, "video": 0}
+    per_prompt = (
+        {"video": 1, "image": 0} if frames.send_as == "video" else {"image": frames.max_frames, "video": 0}
+    )
     engine_kwargs: dict[str, Any] = {
         "tensor_parallel_size": v.tensor_parallel_size,
         "max_model_len": v.max_model_len,
@@ -276,8 +280,9 @@ def run_caption(
         return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
 
 
-def _run(config: PipelineConfig, cfg: CaptionConfig, *, recaption: bool, progress: bool, limit: int | None
-         ) -> CaptionSummary:
+def _run(
+    config: PipelineConfig, cfg: CaptionConfig, *, recaption: bool, progress: bool, limit: int | None
+) -> CaptionSummary:
     from tqdm import tqdm
 
     store = Store(config.store.root)
@@ -288,8 +293,12 @@ def _run(config: PipelineConfig, cfg: CaptionConfig, *, recaption: bool, progres
     if limit is not None:
         todo = todo[:limit]
     summary = CaptionSummary(
-        engine=cfg.engine, model=cfg.model, selected=len(todo) + skipped, skipped_done=skipped,
-        selection=description, placeholder=is_placeholder_model(cfg.model),
+        engine=cfg.engine,
+        model=cfg.model,
+        selected=len(todo) + skipped,
+        skipped_done=skipped,
+        selection=description,
+        placeholder=is_placeholder_model(cfg.model),
     )
     started = time.perf_counter()
     if todo:
@@ -316,8 +325,14 @@ def _run(config: PipelineConfig, cfg: CaptionConfig, *, recaption: bool, progres
             staging.append(pa.concat_tables(pending))
         bar.close()
     summary.seconds = time.perf_counter() - started
-    models = {"caption": {"engine": cfg.engine, "model": cfg.model, "prompt": f"{cfg.prompt}/v{cfg.prompt_version}",
-                          "placeholder": summary.placeholder}}
+    models = {
+        "caption": {
+            "engine": cfg.engine,
+            "model": cfg.model,
+            "prompt": f"{cfg.prompt}/v{cfg.prompt_version}",
+            "placeholder": summary.placeholder,
+        }
+    }
     staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
     return summary
 
@@ -338,13 +353,16 @@ def _count(summary: CaptionSummary, table: pa.Table) -> None:
             summary.error_examples.append(f"{cid}: {err[:200]}")
 
 
-
-def caption_command(config: PipelineConfig, argv: list[str], *, recaption: bool = False, progress: bool = True) -> int:
+def caption_command(
+    config: PipelineConfig, argv: list[str], *, recaption: bool = False, progress: bool = True
+) -> int:
     """`reelforge caption`: run the stage here, or, for the in-process `vllm` engine in an environment
     without vllm (the main one), run the same command line in the vLLM environment."""
     if config.caption.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         python = vllm_python()
-        print(f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there")
+        print(
+            f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there"
+        )
         return subprocess.call([str(python), "-m", "pipelines.cli", *argv], env=vllm_env_vars())
     summary = run_caption(config, recaption=recaption, progress=progress)
     print("\n".join(summary.lines()))

@@ -40,8 +40,10 @@ class EncodeSummary:
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
-        out = [f"encode: {self.encoded} clips encoded, {self.skipped_done} already done, {self.errors} errors "
-               f"of {self.selected} selected ({self.seconds:.1f} s)"]
+        out = [
+            f"encode: {self.encoded} clips encoded, {self.skipped_done} already done, {self.errors} errors "
+            f"of {self.selected} selected ({self.seconds:.1f} s)"
+        ]
         out += [f"  error: {e}" for e in self.error_examples]
         return out
 
@@ -50,8 +52,10 @@ def read_clip_inputs(batch: dict[str, np.ndarray], store_root: str, caption_colu
     """The encoder's inputs for a batch of clip ids: MP4 bytes, size, frame count, caption."""
     ids = [str(c) for c in batch["clip_id"]]
     store = Store(store_root)
-    rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", caption_column],
-                            filter="clip_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")")
+    rows = store.read_clips(
+        columns=["clip_id", "width", "height", "num_frames", caption_column],
+        filter="clip_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")",
+    )
     by_id = {r["clip_id"]: r for r in rows.to_pylist()}
     blobs = store.read_clip_bytes(ids)
     return {
@@ -71,10 +75,21 @@ def build_dataset(store: Store, config: PipelineConfig, clip_ids: list[str]):
     cfg = config.encode
     ds = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
     ds = ds.repartition(max(1, len(clip_ids) // cfg.batch_size))
-    ds = ds.map_batches(read_clip_inputs, batch_format="numpy", batch_size=cfg.batch_size, num_cpus=0.25,
-                        fn_kwargs={"store_root": str(store.root), "caption_column": config.train.data.caption_column})
-    return ds.map_batches(LatentEncoder, fn_constructor_args=(config.train,), batch_format="numpy",
-                          batch_size=cfg.batch_size, concurrency=cfg.concurrency, num_cpus=cfg.num_cpus)
+    ds = ds.map_batches(
+        read_clip_inputs,
+        batch_format="numpy",
+        batch_size=cfg.batch_size,
+        num_cpus=0.25,
+        fn_kwargs={"store_root": str(store.root), "caption_column": config.train.data.caption_column},
+    )
+    return ds.map_batches(
+        LatentEncoder,
+        fn_constructor_args=(config.train,),
+        batch_format="numpy",
+        batch_size=cfg.batch_size,
+        concurrency=cfg.concurrency,
+        num_cpus=cfg.num_cpus,
+    )
 
 
 def _signature_record(train: TrainConfig) -> dict[str, Any]:
@@ -89,7 +104,11 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
     started = time.perf_counter()
     staging = ColumnStaging(store, ENCODE_STAGE)
     recorded = store.stage_records().get(ENCODE_STAGE, {}).get("config", {}).get("signature")
-    if overwrite or config.encode.overwrite or (recorded is not None and recorded != encode_signature(config.train)):
+    if (
+        overwrite
+        or config.encode.overwrite
+        or (recorded is not None and recorded != encode_signature(config.train))
+    ):
         staging.reset()
     index = build_index(store.clips_uri, config.train.data.model_copy(update={"latents": "decode"}))
     done = staging.done_ids()
@@ -108,9 +127,15 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
     if staged is not None:
         errors = staged.filter(pc.is_valid(staged["encode_error"]))
         summary.errors = errors.num_rows
-        summary.error_examples = [f"{c}: {e}" for c, e in zip(errors["clip_id"].to_pylist()[:3],
-                                                               errors["encode_error"].to_pylist()[:3], strict=True)]
-    staging.merge_into_clips(config=_signature_record(config.train),
-                             models={"vae": config.train.vae.weights_path, "text": config.train.text.kind})
+        summary.error_examples = [
+            f"{c}: {e}"
+            for c, e in zip(
+                errors["clip_id"].to_pylist()[:3], errors["encode_error"].to_pylist()[:3], strict=True
+            )
+        ]
+    staging.merge_into_clips(
+        config=_signature_record(config.train),
+        models={"vae": config.train.vae.weights_path, "text": config.train.text.kind},
+    )
     summary.seconds = time.perf_counter() - started
     return summary

@@ -39,18 +39,34 @@ from pipelines.store import ColumnStaging, Store
 SCORE_STAGE, DEDUP_STAGE, FILTER_STAGE = "score", "dedup", "filter"
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 
-_MOTION_COLUMNS = {"motion": pa.float64(), "motion_max": pa.float64(), "is_still": pa.bool_(),
-                   "camera_shake": pa.float64()}
-_QUALITY_COLUMNS = {"sharpness": pa.float64(), "luma_mean": pa.float64(), "clipped_black": pa.float64(),
-                    "clipped_white": pa.float64(), "contrast": pa.float64(), "colorfulness": pa.float64(),
-                    "blockiness": pa.float64(), "too_dark": pa.bool_(), "too_bright": pa.bool_(),
-                    "technical_quality": pa.float64()}
+_MOTION_COLUMNS = {
+    "motion": pa.float64(),
+    "motion_max": pa.float64(),
+    "is_still": pa.bool_(),
+    "camera_shake": pa.float64(),
+}
+_QUALITY_COLUMNS = {
+    "sharpness": pa.float64(),
+    "luma_mean": pa.float64(),
+    "clipped_black": pa.float64(),
+    "clipped_white": pa.float64(),
+    "contrast": pa.float64(),
+    "colorfulness": pa.float64(),
+    "blockiness": pa.float64(),
+    "too_dark": pa.bool_(),
+    "too_bright": pa.bool_(),
+    "technical_quality": pa.float64(),
+}
 
 
 def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
     """Columns the score stage writes (clip_id is the join key)."""
-    fields = [pa.field("clip_id", pa.string()), pa.field("score_error", pa.string()),
-              pa.field("frames_sampled", pa.int32()), pa.field("content_hash", pa.string())]
+    fields = [
+        pa.field("clip_id", pa.string()),
+        pa.field("score_error", pa.string()),
+        pa.field("frames_sampled", pa.int32()),
+        pa.field("content_hash", pa.string()),
+    ]
     if cfg.motion.enabled:
         fields += [pa.field(k, t) for k, t in _MOTION_COLUMNS.items()]
     if cfg.quality.enabled:
@@ -73,8 +89,9 @@ def _runs_clip(cfg: ScoreConfig) -> bool:
 
 
 # ---- CPU stage -----------------------------------------------------------------------------------
-def decode_and_measure(batch: dict[str, np.ndarray], store_root: str, cfg: ScoreConfig,
-                       clip_size: int) -> dict[str, Any]:
+def decode_and_measure(
+    batch: dict[str, np.ndarray], store_root: str, cfg: ScoreConfig, clip_size: int
+) -> dict[str, Any]:
     """Decode each clip once; compute the CPU scores and the model inputs. A bad clip gets score_error."""
     ids = [str(c) for c in batch["clip_id"]]
     blobs = Store(store_root).read_clip_bytes(ids)
@@ -82,14 +99,22 @@ def decode_and_measure(batch: dict[str, np.ndarray], store_root: str, cfg: Score
     quality = QualityScorer(cfg.quality) if cfg.quality.enabled else None
     rows: list[dict[str, Any]] = []
     for clip_id in ids:
-        row: dict[str, Any] = {"clip_id": clip_id, "score_error": None, "frames_sampled": 0, "content_hash": None}
+        row: dict[str, Any] = {
+            "clip_id": clip_id,
+            "score_error": None,
+            "frames_sampled": 0,
+            "content_hash": None,
+        }
         try:
             data = blobs.get(clip_id)
             if data is None:
                 raise FrameDecodeError("clip bytes missing from the store")
             frames = decode_clip(
-                data, cfg.frames,
-                motion_width=cfg.motion.width if cfg.motion.enabled and cfg.motion.method != "codec_mvs" else 0,
+                data,
+                cfg.frames,
+                motion_width=cfg.motion.width
+                if cfg.motion.enabled and cfg.motion.method != "codec_mvs"
+                else 0,
                 motion_run_length=cfg.motion.run_length,
                 motion_points=cfg.motion.points,
                 codec_motion_vectors=cfg.motion.enabled and cfg.motion.method == "codec_mvs",
@@ -103,7 +128,9 @@ def decode_and_measure(batch: dict[str, np.ndarray], store_root: str, cfg: Score
             if "frame_signature" in _signature_wanted(cfg):
                 row["frame_signature"] = frame_signature(frames.frames)
             row["clip_pixels"] = clip_input(frames.frames, clip_size) if _runs_clip(cfg) else None
-            row["ocr_frames"] = ocr_input(frames.frames, cfg.ocr.frames, cfg.ocr.max_side) if cfg.ocr.enabled else None
+            row["ocr_frames"] = (
+                ocr_input(frames.frames, cfg.ocr.frames, cfg.ocr.max_side) if cfg.ocr.enabled else None
+            )
         except (FrameDecodeError, ValueError) as err:
             row["score_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)
@@ -143,15 +170,23 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
         else:
             out[name] = np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)
     if _signature_wanted(cfg):
-        out["frame_signature"] = np.stack(
-            [r.get("frame_signature", np.full(SIGNATURE_SIZE, np.nan, np.float32)) for r in rows]
-        ) if n else np.zeros((0, SIGNATURE_SIZE), np.float32)
+        out["frame_signature"] = (
+            np.stack([r.get("frame_signature", np.full(SIGNATURE_SIZE, np.nan, np.float32)) for r in rows])
+            if n
+            else np.zeros((0, SIGNATURE_SIZE), np.float32)
+        )
     if _runs_clip(cfg):
-        out["clip_pixels"] = [r.get("clip_pixels") if r.get("clip_pixels") is not None
-                              else np.zeros((0, clip_size, clip_size, 3), np.uint8) for r in rows]
+        out["clip_pixels"] = [
+            r.get("clip_pixels")
+            if r.get("clip_pixels") is not None
+            else np.zeros((0, clip_size, clip_size, 3), np.uint8)
+            for r in rows
+        ]
     if cfg.ocr.enabled:
-        out["ocr_frames"] = [r.get("ocr_frames") if r.get("ocr_frames") is not None
-                             else np.zeros((0, 1, 1, 3), np.uint8) for r in rows]
+        out["ocr_frames"] = [
+            r.get("ocr_frames") if r.get("ocr_frames") is not None else np.zeros((0, 1, 1, 3), np.uint8)
+            for r in rows
+        ]
     return out
 
 
@@ -164,8 +199,10 @@ def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
     for field_ in schema:
         values = batch[field_.name] if field_.name != "score_error" else errors
         if pa.types.is_fixed_size_list(field_.type):
-            matrix = np.asarray(np.stack(list(values)) if len(values) else np.zeros((0, field_.type.list_size)),
-                                dtype=np.float32)
+            matrix = np.asarray(
+                np.stack(list(values)) if len(values) else np.zeros((0, field_.type.list_size)),
+                dtype=np.float32,
+            )
             flat = pa.array(matrix.reshape(-1), pa.float32())
             arr = pa.FixedSizeListArray.from_arrays(flat, field_.type.list_size)
             mask = np.isnan(matrix).any(axis=1) if matrix.size else failed
@@ -189,17 +226,27 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
         records["quality"] = {"measures": sorted(_QUALITY_COLUMNS), "placeholder": False}
     if _runs_clip(cfg):
         clip_placeholder = not has_weights(cfg.clip)
-        records["clip"] = {"library": "open_clip", "model": cfg.clip.resolved_model(),
-                           "checkpoint": cfg.clip.checkpoint, "placeholder": clip_placeholder,
-                           "columns": ["clip_embedding"] if cfg.embedding.enabled else []}
+        records["clip"] = {
+            "library": "open_clip",
+            "model": cfg.clip.resolved_model(),
+            "checkpoint": cfg.clip.checkpoint,
+            "placeholder": clip_placeholder,
+            "columns": ["clip_embedding"] if cfg.embedding.enabled else [],
+        }
         if cfg.aesthetic.enabled:
-            records["aesthetic"] = {"layout": "laion-improved-aesthetic-predictor",
-                                    "head_checkpoint": cfg.aesthetic.head_checkpoint,
-                                    "placeholder": clip_placeholder or cfg.aesthetic.head_checkpoint is None,
-                                    "columns": ["aesthetic_mean", "aesthetic_min"]}
+            records["aesthetic"] = {
+                "layout": "laion-improved-aesthetic-predictor",
+                "head_checkpoint": cfg.aesthetic.head_checkpoint,
+                "placeholder": clip_placeholder or cfg.aesthetic.head_checkpoint is None,
+                "columns": ["aesthetic_mean", "aesthetic_min"],
+            }
     if cfg.ocr.enabled:
-        records["ocr"] = {"library": "easyocr", "detector": "craft_mlt_25k", "placeholder": False,
-                          "columns": ["text_area", "text_area_max"]}
+        records["ocr"] = {
+            "library": "easyocr",
+            "detector": "craft_mlt_25k",
+            "placeholder": False,
+            "columns": ["text_area", "text_area_max"],
+        }
     return records
 
 
@@ -241,19 +288,32 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
     if cfg.decode_concurrency:
         decode_kwargs["concurrency"] = cfg.decode_concurrency
     ds = ds.map_batches(
-        decode_and_measure, batch_format="numpy", batch_size=cfg.decode_batch_size,
-        num_cpus=cfg.decode_num_cpus, fn_kwargs={"store_root": str(store.root), "cfg": cfg, "clip_size": clip_size},
+        decode_and_measure,
+        batch_format="numpy",
+        batch_size=cfg.decode_batch_size,
+        num_cpus=cfg.decode_num_cpus,
+        fn_kwargs={"store_root": str(store.root), "cfg": cfg, "clip_size": clip_size},
         **decode_kwargs,
     )
     if _runs_clip(cfg):
         ds = ds.map_batches(
-            ClipStage, fn_constructor_args=(cfg,), batch_format="numpy", batch_size=cfg.clip.batch_size,
-            concurrency=cfg.clip.concurrency, num_cpus=cfg.clip.num_cpus, num_gpus=cfg.clip.num_gpus,
+            ClipStage,
+            fn_constructor_args=(cfg,),
+            batch_format="numpy",
+            batch_size=cfg.clip.batch_size,
+            concurrency=cfg.clip.concurrency,
+            num_cpus=cfg.clip.num_cpus,
+            num_gpus=cfg.clip.num_gpus,
         )
     if cfg.ocr.enabled:
         ds = ds.map_batches(
-            TextAreaStage, fn_constructor_args=(cfg.ocr,), batch_format="numpy", batch_size=cfg.ocr.batch_size,
-            concurrency=cfg.ocr.concurrency, num_cpus=cfg.ocr.num_cpus, num_gpus=cfg.ocr.num_gpus,
+            TextAreaStage,
+            fn_constructor_args=(cfg.ocr,),
+            batch_format="numpy",
+            batch_size=cfg.ocr.batch_size,
+            concurrency=cfg.ocr.concurrency,
+            num_cpus=cfg.ocr.num_cpus,
+            num_gpus=cfg.ocr.num_gpus,
         )
     return ds
 
@@ -292,11 +352,17 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     if staged is not None:
         errors = staged.filter(pc.is_valid(staged["score_error"]))
         summary.errors = errors.num_rows
-        summary.error_examples = [f"{c}: {e}" for c, e in zip(errors["clip_id"].to_pylist()[:3],
-                                                               errors["score_error"].to_pylist()[:3], strict=True)]
+        summary.error_examples = [
+            f"{c}: {e}"
+            for c, e in zip(
+                errors["clip_id"].to_pylist()[:3], errors["score_error"].to_pylist()[:3], strict=True
+            )
+        ]
     models = model_records(cfg)
     staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
-    summary.placeholders = sorted(k for k, v in models.items() if isinstance(v, dict) and v.get("placeholder"))
+    summary.placeholders = sorted(
+        k for k, v in models.items() if isinstance(v, dict) and v.get("placeholder")
+    )
     if cfg.dedup.enabled:
         summary.duplicates = run_dedup(store, cfg.dedup, clip_placeholder="clip" in summary.placeholders)
     summary.seconds = time.perf_counter() - started
@@ -333,7 +399,9 @@ def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
         dim = values.type.list_size
         filled = pc.fill_null(values, pa.scalar([np.nan] * dim, values.type))
         vectors = np.asarray(filled.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
-    duplicate_of = find_duplicates(table["clip_id"].to_pylist(), table["content_hash"].to_pylist(), vectors, cfg)
+    duplicate_of = find_duplicates(
+        table["clip_id"].to_pylist(), table["content_hash"].to_pylist(), vectors, cfg
+    )
     out = pa.table({"clip_id": table["clip_id"], "duplicate_of": pa.array(duplicate_of, pa.string())})
     models = {"signature": column, "placeholder": column == "clip_embedding" and clip_placeholder}
     store.add_columns(out, DEDUP_STAGE, cfg.model_dump(mode="json"), models)
@@ -347,7 +415,9 @@ class FilterSummary:
     selected: int
 
     def lines(self) -> list[str]:
-        return [f"filter: {self.selected}/{self.total} clips selected by: {self.expression or '(everything scored)'}"]
+        return [
+            f"filter: {self.selected}/{self.total} clips selected by: {self.expression or '(everything scored)'}"
+        ]
 
 
 def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterSummary:
@@ -362,7 +432,9 @@ def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterS
     needed = sorted(filtering.columns(node) | {"clip_id", "score_error"})
     available = set(store.require("clips").schema.names)
     if "score_error" not in available:
-        raise filtering.FilterExpressionError("no score columns in the clips table: run `reelforge score` first")
+        raise filtering.FilterExpressionError(
+            "no score columns in the clips table: run `reelforge score` first"
+        )
     missing = sorted(set(needed) - available)
     if missing:
         raise filtering.FilterExpressionError(
@@ -374,7 +446,14 @@ def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterS
     store.add_columns(
         pa.table({"clip_id": table["clip_id"], "selected": mask}),
         FILTER_STAGE,
-        {"expression": "" if node is None else str(node), "source_expression": text, "evaluated_on_version": version},
+        {
+            "expression": "" if node is None else str(node),
+            "source_expression": text,
+            "evaluated_on_version": version,
+        },
     )
-    return FilterSummary(expression="" if node is None else str(node), total=table.num_rows,
-                         selected=int(pc.sum(mask).as_py() or 0))
+    return FilterSummary(
+        expression="" if node is None else str(node),
+        total=table.num_rows,
+        selected=int(pc.sum(mask).as_py() or 0),
+    )

@@ -38,10 +38,12 @@ class FlakyServer:
         assert body["messages"][1]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
         if self.failing and self.requests <= FAILURES:
             return web.Response(status=400, text="scripted rejection")
-        return web.json_response({
-            "choices": [{"message": {"content": "The video shows " + CAPTION}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 200, "completion_tokens": 18},
-        })
+        return web.json_response(
+            {
+                "choices": [{"message": {"content": "The video shows " + CAPTION}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 200, "completion_tokens": 18},
+            }
+        )
 
     def _serve(self):
         asyncio.set_event_loop(self._loop)
@@ -83,11 +85,18 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
     store.append("clips", clips_rows(clips))
     good = [c for c in clips if c != "empty"]
     with FlakyServer() as server:
-        cfg = parse_config({
-            "store": {"root": str(store.root)},
-            "caption": {"model": "scripted", "batch_size": 3, "flush_every": 2, "decode_num_cpus": 0.25,
-                        "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0}},
-        })
+        cfg = parse_config(
+            {
+                "store": {"root": str(store.root)},
+                "caption": {
+                    "model": "scripted",
+                    "batch_size": 3,
+                    "flush_every": 2,
+                    "decode_num_cpus": 0.25,
+                    "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0},
+                },
+            }
+        )
         first = run_caption(cfg, progress=False)
         rows = _captions(store)
         rejected = {c for c in good if rows[c][1] is not None}
@@ -112,8 +121,11 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
 
         # A `selected` column restricts captioning; recaption starts from scratch.
         chosen = set(good[:3])
-        store.add_columns(pa.table({"clip_id": list(rows), "selected": [c in chosen for c in rows]}),
-                          stage="filter", config={"expression": "test"})
+        store.add_columns(
+            pa.table({"clip_id": list(rows), "selected": [c in chosen for c in rows]}),
+            stage="filter",
+            config={"expression": "test"},
+        )
         third = run_caption(cfg, recaption=True, progress=False)
         assert third.attempted == 3 and third.skipped_done == 0
         rows = _captions(store)

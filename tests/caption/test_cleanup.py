@@ -14,7 +14,10 @@ from caption.cleanup import clean_caption, repetition_problem, strip_stock_openi
         ("In the video, we see a cat on a sofa.", "A cat on a sofa."),
         ("The footage captures how waves break on rocks.", "Waves break on rocks."),
         ("Sure! Here is a description: A man cooks pasta.", "A man cooks pasta."),
-        ("A video of a sunset over the sea.", "A video of a sunset over the sea."),  # content, not a stock opening
+        (
+            "A video of a sunset over the sea.",
+            "A video of a sunset over the sea.",
+        ),  # content, not a stock opening
     ],
 )
 def test_stock_openings_are_stripped(raw, expected):

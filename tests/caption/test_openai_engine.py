@@ -90,8 +90,15 @@ async def _serve_and_run(server: ScriptedServer, engine_cfg: CaptionConfig, clip
 
 
 def _cfg(**openai) -> CaptionConfig:
-    base = {"base_url": f"http://127.0.0.1:{_free_port()}/v1", "retries": 2, "backoff_s": 0.01, "timeout_s": 1.0}
-    return CaptionConfig.model_validate({"model": "m", "frames": {"send_as": "images"}, "openai": {**base, **openai}})
+    base = {
+        "base_url": f"http://127.0.0.1:{_free_port()}/v1",
+        "retries": 2,
+        "backoff_s": 0.01,
+        "timeout_s": 1.0,
+    }
+    return CaptionConfig.model_validate(
+        {"model": "m", "frames": {"send_as": "images"}, "openai": {**base, **openai}}
+    )
 
 
 def test_retries_transient_errors_and_records_usage_and_latency():
@@ -160,6 +167,8 @@ def test_unreachable_server_becomes_a_caption_error_per_clip():
     }
     table = to_table(captioner.caption_sync(batch))
     rows = {r["clip_id"]: r for r in table.to_pylist()}
-    assert rows["a"]["caption"] is None and rows["a"]["caption_error"].startswith("engine: ClientConnectorError")
+    assert rows["a"]["caption"] is None and rows["a"]["caption_error"].startswith(
+        "engine: ClientConnectorError"
+    )
     assert rows["b"]["caption_error"] == "frames: empty clip bytes"
     assert rows["a"]["caption_model"] == "m" and rows["a"]["caption_prompt_version"] == "detailed/v1"

@@ -58,7 +58,9 @@ def test_config_is_frozen():
 def test_pipeline_config_overrides_reach_the_caption_section():
     from pipelines.config import parse_config
 
-    cfg = parse_config({"caption": {"engine": "vllm", "vllm": {"device": "CPU"}, "sampling": {"max_tokens": 12}}})
+    cfg = parse_config(
+        {"caption": {"engine": "vllm", "vllm": {"device": "CPU"}, "sampling": {"max_tokens": 12}}}
+    )
     assert cfg.caption.engine == "vllm" and cfg.caption.vllm.device == "CPU"
     assert cfg.caption.sampling.max_tokens == 12
 

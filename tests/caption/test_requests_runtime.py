@@ -24,8 +24,10 @@ from pipelines.jobs.caption import selection_filter
 @pytest.fixture(scope="module")
 def clip_batch():
     clips = photo_clips()
-    return {"clip_id": np.asarray([*clips, "bad"], dtype=object),
-            "video": np.asarray([*clips.values(), b"nope"], dtype=object)}
+    return {
+        "clip_id": np.asarray([*clips, "bad"], dtype=object),
+        "video": np.asarray([*clips.values(), b"nope"], dtype=object),
+    }
 
 
 def test_prepare_frames_as_jpeg_or_rgb(clip_batch):
@@ -49,17 +51,35 @@ def test_vllm_request_row_passes_pixels_as_multimodal_data():
     assert row["sampling_params"]["max_tokens"] == 33
     image_cfg = CaptionConfig.model_validate({"frames": {"send_as": "images"}})
     row = vllm_request_row(image_cfg, "c1", frames)
-    assert len(row["multimodal_data"]["image"]) == 8 and isinstance(row["multimodal_data"]["image"][0], Image.Image)
+    assert len(row["multimodal_data"]["image"]) == 8 and isinstance(
+        row["multimodal_data"]["image"][0], Image.Image
+    )
     assert [p["type"] for p in row["messages"][1]["content"]] == ["image"] * 8 + ["text"]
     assert template_messages(get_prompt("tags", 1), 2, "video")[1]["content"][-1]["text"].startswith("List")
 
 
 def test_vllm_output_maps_errors_and_usage():
-    ok = vllm_output({"clip_id": "a", "generated_text": "x y", "num_input_tokens": 90,
-                      "num_generated_tokens": 2, "time_taken_llm": 0.5, "__inference_error__": ""})
+    ok = vllm_output(
+        {
+            "clip_id": "a",
+            "generated_text": "x y",
+            "num_input_tokens": 90,
+            "num_generated_tokens": 2,
+            "time_taken_llm": 0.5,
+            "__inference_error__": "",
+        }
+    )
     assert (ok.text, ok.prompt_tokens, ok.output_tokens, ok.latency_s, ok.error) == ("x y", 90, 2, 0.5, None)
-    bad = vllm_output({"clip_id": "b", "generated_text": "", "num_input_tokens": 0, "num_generated_tokens": 0,
-                       "time_taken_llm": -1, "__inference_error__": "ValueError: too long"})
+    bad = vllm_output(
+        {
+            "clip_id": "b",
+            "generated_text": "",
+            "num_input_tokens": 0,
+            "num_generated_tokens": 0,
+            "time_taken_llm": -1,
+            "__inference_error__": "ValueError: too long",
+        }
+    )
     assert bad.text is None and bad.error == "ValueError: too long" and bad.latency_s is None
 
 
@@ -71,7 +91,9 @@ def test_server_args_follow_the_engine_settings(tmp_path):
     assert "--enforce-eager" in args and "--gpu-memory-utilization" not in args
     assert json.loads(args[args.index("--limit-mm-per-prompt") + 1]) == {"video": 1, "image": 0}
     gpu = server_args(CaptionConfig())
-    assert gpu[gpu.index("--model") + 1] == "Qwen/Qwen2.5-VL-7B-Instruct" and "--gpu-memory-utilization" in gpu
+    assert (
+        gpu[gpu.index("--model") + 1] == "Qwen/Qwen2.5-VL-7B-Instruct" and "--gpu-memory-utilization" in gpu
+    )
 
 
 def test_placeholder_model_is_recognised_by_its_marker(tmp_path):
@@ -83,7 +105,10 @@ def test_placeholder_model_is_recognised_by_its_marker(tmp_path):
 
 def test_selection_rule():
     cfg = CaptionConfig()
-    assert selection_filter(cfg, ["clip_id", "selected"]) == ("selected = true", "selected by the filter stage")
+    assert selection_filter(cfg, ["clip_id", "selected"]) == (
+        "selected = true",
+        "selected by the filter stage",
+    )
     assert selection_filter(cfg, ["clip_id"])[0] is None
     assert selection_filter(CaptionConfig(only_selected=False), ["selected"])[0] is None
     assert selection_filter(CaptionConfig(filter="motion > 1"), ["selected"])[0] == "motion > 1"

@@ -52,8 +52,9 @@ def tiny_model(vllm_env):
 def server_url(tiny_model):
     """A real vLLM server with the tiny model, launched the way `caption.openai.launch_server` does;
     leaving the context stops it (SIGINT, then SIGKILL of its process group)."""
-    cfg = tiny_cpu_config(tiny_model, vllm={"max_num_seqs": 8},
-                          openai={"launch_server": True, "launch_timeout_s": 420})
+    cfg = tiny_cpu_config(
+        tiny_model, vllm={"max_num_seqs": 8}, openai={"launch_server": True, "launch_timeout_s": 420}
+    )
     with launched_server(cfg) as running:
         yield running.openai.base_url
 
@@ -79,8 +80,17 @@ def _caption_section(model, **extra) -> dict:
 
 
 def _rows(store: Store) -> dict[str, dict]:
-    columns = ["clip_id", "caption", "caption_error", "caption_model", "caption_prompt_version",
-               "caption_params", "caption_prompt_tokens", "caption_output_tokens", "caption_latency_s"]
+    columns = [
+        "clip_id",
+        "caption",
+        "caption_error",
+        "caption_model",
+        "caption_prompt_version",
+        "caption_params",
+        "caption_prompt_tokens",
+        "caption_output_tokens",
+        "caption_latency_s",
+    ]
     return {r["clip_id"]: r for r in store.read_clips(columns=columns).to_pylist()}
 
 
@@ -122,8 +132,11 @@ def test_openai_engine_against_a_real_vllm_server(server_url, tiny_model, ray_se
     # With a `selected` column only selected clips are captioned; recaption starts over.
     chosen = {"clip0-coffee", "clip1-rocket"}
     ids = list(_rows(store))
-    store.add_columns(pa.table({"clip_id": ids, "selected": [c in chosen for c in ids]}),
-                      stage="filter", config={"expression": "test"})
+    store.add_columns(
+        pa.table({"clip_id": ids, "selected": [c in chosen for c in ids]}),
+        stage="filter",
+        config={"expression": "test"},
+    )
     redo = run_caption(cfg, recaption=True, progress=False)
     assert redo.attempted == 2 and redo.selection == "selected by the filter stage"
     rows = _rows(store)
@@ -152,7 +165,10 @@ def test_in_process_vllm_engine_through_ray_data(vllm_env, tiny_model, tmp_path)
     )
     process = subprocess.Popen(
         [str(vllm_env), "-c", script, json.dumps(config)],
-        cwd=REPO_ROOT, env=vllm_env_vars(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=vllm_env_vars(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # one process group: Ray's daemons and vLLM's engine die with it
     )
     try:
@@ -160,7 +176,9 @@ def test_in_process_vllm_engine_through_ray_data(vllm_env, tiny_model, tmp_path)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
-        pytest.fail("in-process vLLM caption job did not finish in 900 s:\n" + output.decode(errors="replace")[-4000:])
+        pytest.fail(
+            "in-process vLLM caption job did not finish in 900 s:\n" + output.decode(errors="replace")[-4000:]
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # anything the job left behind

@@ -230,7 +230,9 @@ def _dirty_the_heap(seed: int) -> None:
     Extraction must not depend on memory it never wrote, so the next run may not see what this one saw.
     """
     rng = np.random.default_rng(seed)
-    blocks = [rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1_000, 200_000, size=64)]
+    blocks = [
+        rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1_000, 200_000, size=64)
+    ]
     del blocks
 
 

@@ -83,7 +83,9 @@ def test_scorers_use_spread_subsets_of_the_sampled_frames(shots):
     scorer = MotionScorer(MotionConfig(points=3))
     assert scorer(every) == scorer(some)
     picked = every.frames[spread_indices(6, 3)]
-    assert QualityScorer(QualityConfig(frames=3))(every.frames) == QualityScorer(QualityConfig(frames=6))(picked)
+    assert QualityScorer(QualityConfig(frames=3))(every.frames) == QualityScorer(QualityConfig(frames=6))(
+        picked
+    )
 
 
 def test_shaky_shot_has_more_camera_shake_than_steady_pan(shots):
@@ -122,7 +124,13 @@ def test_reencoded_copy_is_a_near_duplicate_and_byte_copy_exact(shots):
     clips = {name: encode_mp4(shots[name]) for name in ("pan_astronaut", "static_coffee", "zoom_rocket")}
     reencoded = encode_mp4(decode_all(clips["static_coffee"]), crf=32)
     ids = ["a", "b", "c", "d", "e"]
-    datas = [clips["pan_astronaut"], clips["static_coffee"], clips["zoom_rocket"], reencoded, clips["zoom_rocket"]]
+    datas = [
+        clips["pan_astronaut"],
+        clips["static_coffee"],
+        clips["zoom_rocket"],
+        reencoded,
+        clips["zoom_rocket"],
+    ]
     decoded = [_decode(d) for d in datas]
     hashes = [c.content_hash() for c in decoded]
     sigs = np.stack([frame_signature(c.frames) for c in decoded])
@@ -146,8 +154,14 @@ def test_dedup_clusters_scale_and_stay_deterministic():
 
 
 def test_filter_expression_is_safe_and_counts_nulls_as_unselected():
-    table = pa.table({"aesthetic_mean": [5.0, 4.0, None, 6.0], "motion": [0.01, 0.01, 0.01, 0.0],
-                      "duplicate_of": [None, None, None, "x"], "too_dark": [False, False, False, True]})
+    table = pa.table(
+        {
+            "aesthetic_mean": [5.0, 4.0, None, 6.0],
+            "motion": [0.01, 0.01, 0.01, 0.0],
+            "duplicate_of": [None, None, None, "x"],
+            "too_dark": [False, False, False, True],
+        }
+    )
     expr = "aesthetic_mean >= 4.5 and motion > 0.002 and duplicate_of is null and not too_dark"
     assert filtering.selection(expr, table).to_pylist() == [True, False, False, False]
     assert filtering.canonical(expr) == expr
@@ -176,7 +190,10 @@ def tiny_clip_dir(tmp_path_factory):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
     torch.manual_seed(1)
     model = open_clip.CLIP(**TINY_CLIP)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
     return folder
 
 
@@ -210,8 +227,14 @@ def test_clip_without_weights_refuses_unless_random_allowed(tmp_path):
 def test_aesthetic_head_loads_the_laion_checkpoint_layout(tmp_path):
     torch.manual_seed(3)
     published = torch.nn.Sequential(
-        torch.nn.Linear(32, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
-        torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
+        torch.nn.Linear(32, 1024),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(1024, 128),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(128, 64),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(64, 16),
+        torch.nn.Linear(16, 1),
     )
     state = {f"layers.{k}": v for k, v in published.state_dict().items()}
     path = tmp_path / "head.pth"

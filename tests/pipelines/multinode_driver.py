@@ -28,12 +28,16 @@ def main() -> None:
     cfg = load_config("demo", [f"store.root={root}", f"ray.address={cluster.address}", *overrides])
     split = run_split(cfg, [footage], progress=False)
     score = run_score(cfg, progress=False)
-    print(json.dumps({
-        "split_files_per_node": dict(split.files_per_node),
-        "score_clips_per_node": dict(score.clips_per_node),
-        "clips": split.clips,
-        "score_errors": score.errors,
-    }))
+    print(
+        json.dumps(
+            {
+                "split_files_per_node": dict(split.files_per_node),
+                "score_clips_per_node": dict(score.clips_per_node),
+                "clips": split.clips,
+                "score_errors": score.errors,
+            }
+        )
+    )
     ray.shutdown()  # the driver leaves before the nodes go
     cluster.shutdown()
 

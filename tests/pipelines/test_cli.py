@@ -5,7 +5,19 @@ import pytest
 
 from pipelines.cli import build_parser, main
 
-STAGES = ["probe", "split", "score", "filter", "caption", "encode", "train-vae", "train", "sample", "report", "demo"]
+STAGES = [
+    "probe",
+    "split",
+    "score",
+    "filter",
+    "caption",
+    "encode",
+    "train-vae",
+    "train",
+    "sample",
+    "report",
+    "demo",
+]
 
 
 def test_console_script_help_lists_every_stage():

@@ -22,7 +22,16 @@ OVERRIDES = [
     "score.embedding.enabled=false",
     "score.decode_batch_size=2",
 ]
-COMPARED = ["clip_id", "start_s", "end_s", "num_frames", "motion", "sharpness", "luma_mean", "technical_quality"]
+COMPARED = [
+    "clip_id",
+    "start_s",
+    "end_s",
+    "num_frames",
+    "motion",
+    "sharpness",
+    "luma_mean",
+    "technical_quality",
+]
 
 
 @pytest.mark.slow
@@ -30,9 +39,17 @@ def test_two_node_cluster_matches_one_node(tmp_path, sample_footage, ray_session
     temp_dir = tempfile.mkdtemp(prefix="rf-cl-")
     driver = Path(__file__).with_name("multinode_driver.py")
     out = subprocess.run(
-        [sys.executable, str(driver), str(tmp_path / "cluster"), str(sample_footage), temp_dir,
-         *[a for o in OVERRIDES for a in ("--set", o)]],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(driver),
+            str(tmp_path / "cluster"),
+            str(sample_footage),
+            temp_dir,
+            *[a for o in OVERRIDES for a in ("--set", o)],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -54,6 +71,9 @@ def test_two_node_cluster_matches_one_node(tmp_path, sample_footage, ray_session
     assert len(cluster["clip_id"]) == result["clips"]
     for column in COMPARED[1:]:
         np.testing.assert_allclose(
-            np.array(cluster[column], dtype=float), np.array(single[column], dtype=float), rtol=1e-5, atol=1e-6,
+            np.array(cluster[column], dtype=float),
+            np.array(single[column], dtype=float),
+            rtol=1e-5,
+            atol=1e-6,
             err_msg=column,
         )

@@ -28,8 +28,10 @@ def store(tmp_path_factory, sample_footage) -> Store:
 
 
 def test_thresholds_come_from_the_filter_expression_with_the_column_first():
-    found = thresholds("0.3 <= technical_quality and (motion > 0.001 or is_still) and not text_area >= 0.05 "
-                       "and aesthetic_mean = 5 and duplicate_of is null")
+    found = thresholds(
+        "0.3 <= technical_quality and (motion > 0.001 or is_still) and not text_area >= 0.05 "
+        "and aesthetic_mean = 5 and duplicate_of is null"
+    )
     assert [(t.column, t.op, t.value, t.is_rule) for t in found] == [
         ("technical_quality", ">=", 0.3, True),  # literal on the left: flipped
         ("motion", ">", 0.001, False),  # inside an `or`: does not remove clips on its own
@@ -41,16 +43,26 @@ def test_thresholds_come_from_the_filter_expression_with_the_column_first():
 
 def test_placeholder_columns_follow_the_model_records():
     records = {
-        "score": {"columns": ["motion", "aesthetic_mean", "clip_embedding"],
-                  "models": {"motion": {"placeholder": False},
-                             "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
-                             "clip": {"placeholder": True, "columns": ["clip_embedding"]}}},
-        "dedup": {"columns": ["duplicate_of"], "models": {"signature": "clip_embedding", "placeholder": True}},
+        "score": {
+            "columns": ["motion", "aesthetic_mean", "clip_embedding"],
+            "models": {
+                "motion": {"placeholder": False},
+                "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
+                "clip": {"placeholder": True, "columns": ["clip_embedding"]},
+            },
+        },
+        "dedup": {
+            "columns": ["duplicate_of"],
+            "models": {"signature": "clip_embedding", "placeholder": True},
+        },
         "caption": {"columns": ["caption", "caption_model"], "models": {"vlm": {"placeholder": True}}},
     }
     assert placeholder_columns(records) == {
-        "aesthetic_mean": "score/aesthetic", "clip_embedding": "score/clip", "duplicate_of": "dedup",
-        "caption": "caption/vlm", "caption_model": "caption/vlm",
+        "aesthetic_mean": "score/aesthetic",
+        "clip_embedding": "score/clip",
+        "duplicate_of": "dedup",
+        "caption": "caption/vlm",
+        "caption_model": "caption/vlm",
     }
 
 
@@ -87,21 +99,28 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     assert by_stage["filter"].summary.startswith(f"kept {kept} of {len(clips)} clips")
     # the text file is a failed row with its specific reason
     assert len(data.failed_files) == 1 and data.failed_files[0]["uri"].endswith("broken.mp4")
-    assert data.failed_files[0]["reason"] and data.failed_files[0]["detail"].startswith(data.failed_files[0]["reason"])
+    assert data.failed_files[0]["reason"] and data.failed_files[0]["detail"].startswith(
+        data.failed_files[0]["reason"]
+    )
     # thresholds of the recorded filter land on their histograms; the placeholder head is flagged
     assert data.filter_applied and data.filter_expression == filtering.canonical(FILTER)
     marks = {column: [t.text for t in ts] for column, _, ts in data.histograms}
-    assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == ["technical_quality >= 0.3"]
+    assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == [
+        "technical_quality >= 0.3"
+    ]
     assert marks["aesthetic_mean"] == ["aesthetic_mean >= 5"] and {"sharpness", "camera_shake"} <= set(marks)
     assert data.placeholders == {"aesthetic_mean": "score/aesthetic", "aesthetic_min": "score/aesthetic"}
     assert by_stage["score"].placeholder
     # the remuxed copy's clips are exact duplicates of the original's
     dups = [c for c in clips if c["duplicate_of"]]
     assert data.duplicate_count == len(dups) > 0
-    assert sorted(m for _, members in data.duplicate_groups for m in members) == sorted(c["clip_id"] for c in dups)
+    assert sorted(m for _, members in data.duplicate_groups for m in members) == sorted(
+        c["clip_id"] for c in dups
+    )
     # an even spread of previews, each with a decodable animated WebP and its scores
-    assert len(data.cards) == 6 and all(c.preview_uri and c.preview_uri.startswith("data:image/webp")
-                                        for c in data.cards)
+    assert len(data.cards) == 6 and all(
+        c.preview_uri and c.preview_uri.startswith("data:image/webp") for c in data.cards
+    )
     assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in data.cards)
     assert all(c.caption for c in data.captions)
     assert data.records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
@@ -129,8 +148,14 @@ def test_sections_say_not_run_yet_before_the_stages_ran(tmp_path, sample_footage
     fresh = split_into(Store(tmp_path / "store"), [sample_footage / "vp9.webm"])
     data = collect(fresh, thumbnails=10)
     ran = {s.stage: s.ran for s in data.stages}
-    assert ran == {"split": True, "score": False, "dedup": False, "filter": False, "caption": False,
-                   "encode": False}
+    assert ran == {
+        "split": True,
+        "score": False,
+        "dedup": False,
+        "filter": False,
+        "caption": False,
+        "encode": False,
+    }
     assert not data.histograms and not data.placeholders and not data.captions
     assert len(data.cards) == fresh.read_clips(["clip_id"]).num_rows > 0
     page = build_report(fresh, thumbnails=10)
@@ -151,9 +176,18 @@ def test_job_writes_the_report_under_the_store_root(store, tmp_path):
 
 # ---- headless Chromium ---------------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1400,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
 
 
 @pytest.fixture
@@ -189,17 +223,20 @@ def test_report_renders_in_headless_chromium(store, chromium, tmp_path):
     assert errors == []
     loaded = chromium.execute_script(
         "return Array.from(document.querySelectorAll('#grid .card img.thumb'))"
-        ".map(i => i.complete && i.naturalWidth > 0)")
+        ".map(i => i.complete && i.naturalWidth > 0)"
+    )
     assert loaded == [True] * 8
     plots = chromium.execute_script(
-        "return Array.from(document.querySelectorAll('.plot img')).map(i => i.complete && i.naturalWidth > 0)")
+        "return Array.from(document.querySelectorAll('.plot img')).map(i => i.complete && i.naturalWidth > 0)"
+    )
     assert plots and all(plots)
     resources = chromium.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
     assert all(r.startswith("data:") for r in resources)  # nothing fetched from anywhere
     # sorting by a score reorders the cards, missing values last
     chromium.execute_script("window.reelforgeSort('motion', 'desc')")
     motion = chromium.execute_script(
-        "return Array.from(document.querySelectorAll('#grid .card')).map(c => c.getAttribute('data-s-motion'))")
+        "return Array.from(document.querySelectorAll('#grid .card')).map(c => c.getAttribute('data-s-motion'))"
+    )
     values = [float(v) for v in motion if v]
     assert values == sorted(values, reverse=True) and len(values) == 8
     chromium.execute_script("window.reelforgeSort('order', 'desc')")

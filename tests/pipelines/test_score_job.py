@@ -30,28 +30,52 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     clip_dir.mkdir()
     (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
     torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in open_clip.CLIP(**TINY_CLIP).state_dict().items()},
-              str(clip_dir / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in open_clip.CLIP(**TINY_CLIP).state_dict().items()},
+        str(clip_dir / "open_clip_model.safetensors"),
+    )
     shots = sample_shots(sample_footage, "cuts.mp4")
     clips = {f"v:{name}": encode_mp4(frames) for name, frames in shots.items()}
     clips["v:static_copy"] = encode_mp4(decode_all(clips["v:static_coffee"]), crf=32)
     clips["v:broken"] = b"definitely not an mp4"
     store_with(tmp_store, clips)
-    cfg = parse_config({
-        "store": {"root": str(tmp_store.root)},
-        "score": {"clip": {"model": f"local-dir:{clip_dir}", "allow_random_weights": True}, "ocr": {"enabled": False},
-                  "dedup": {"signature": "frame_signature", "threshold": 0.9}, "commit_every": 2},
-        "filter": {"expression": "motion > 0.0005 and duplicate_of is null"},
-    })
-    strict = cfg.model_copy(update={"score": cfg.score.model_copy(
-        update={"clip": cfg.score.clip.model_copy(update={"allow_random_weights": False})})})
+    cfg = parse_config(
+        {
+            "store": {"root": str(tmp_store.root)},
+            "score": {
+                "clip": {"model": f"local-dir:{clip_dir}", "allow_random_weights": True},
+                "ocr": {"enabled": False},
+                "dedup": {"signature": "frame_signature", "threshold": 0.9},
+                "commit_every": 2,
+            },
+            "filter": {"expression": "motion > 0.0005 and duplicate_of is null"},
+        }
+    )
+    strict = cfg.model_copy(
+        update={
+            "score": cfg.score.model_copy(
+                update={"clip": cfg.score.clip.model_copy(update={"allow_random_weights": False})}
+            )
+        }
+    )
     with pytest.raises(MissingWeightsError, match="head_checkpoint"):
         run_score(strict, progress=False)  # refused on the driver: no aesthetic head, randoms not allowed
     first = run_score(cfg, progress=False)
     assert first.scored == len(clips) and first.errors == 1 and first.duplicates == 1
-    assert "aesthetic" in first.placeholders and "clip" not in first.placeholders  # trained tower, random head
-    table = tmp_store.read_clips(columns=["clip_id", "score_error", "motion", "clip_embedding", "aesthetic_mean",
-                                          "duplicate_of", "too_dark"]).to_pylist()
+    assert (
+        "aesthetic" in first.placeholders and "clip" not in first.placeholders
+    )  # trained tower, random head
+    table = tmp_store.read_clips(
+        columns=[
+            "clip_id",
+            "score_error",
+            "motion",
+            "clip_embedding",
+            "aesthetic_mean",
+            "duplicate_of",
+            "too_dark",
+        ]
+    ).to_pylist()
     rows = {r["clip_id"]: r for r in table}
     assert rows["v:broken"]["score_error"] and rows["v:broken"]["motion"] is None
     assert rows["v:static_copy"]["duplicate_of"] == "v:static_coffee"
@@ -63,9 +87,18 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     assert len(ColumnStaging(tmp_store, "score").done_ids()) == len(clips)
 
     summary = run_filter(cfg)
-    selected = {r["clip_id"] for r in tmp_store.read_clips(columns=["clip_id", "selected"]).to_pylist() if r["selected"]}
-    assert "v:broken" not in selected and "v:static_copy" not in selected and "v:static_coffee" not in selected
+    selected = {
+        r["clip_id"]
+        for r in tmp_store.read_clips(columns=["clip_id", "selected"]).to_pylist()
+        if r["selected"]
+    }
+    assert (
+        "v:broken" not in selected and "v:static_copy" not in selected and "v:static_coffee" not in selected
+    )
     assert "v:fast_pan_chelsea" in selected and summary.selected == len(selected)
-    assert tmp_store.stage_records()["filter"]["config"]["expression"] == "motion > 0.0005 and duplicate_of is null"
+    assert (
+        tmp_store.stage_records()["filter"]["config"]["expression"]
+        == "motion > 0.0005 and duplicate_of is null"
+    )
     report = render(tmp_store)
     assert "motion > 0.0005" in report and "PLACEHOLDER" in report and "aesthetic_mean" in report

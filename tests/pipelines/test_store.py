@@ -63,7 +63,9 @@ def test_add_columns_replaces_a_stage_without_rewriting_blobs(tmp_store):
     blob_files_before = _blob_files(tmp_store)
     first = tmp_store.add_columns(
         pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "sharpness": [1.5, 2.5]}),
-        stage="score", config={"threshold": 1}, models={"sharpness": "laplacian-v1"},
+        stage="score",
+        config={"threshold": 1},
+        models={"sharpness": "laplacian-v1"},
     )
     tmp_store.add_columns(
         pa.table({"clip_id": [cid("a", 3)], "sharpness": [9.0]}), stage="score", config={"threshold": 2}
@@ -131,8 +133,9 @@ def test_tables_read_without_reelforge(tmp_store):
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, env=env,
-                         cwd=tmp_store.root)
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_store.root
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
 
@@ -141,7 +144,9 @@ def _blob_files(store: Store) -> dict[str, int]:
     data = os.path.join(store.clips_uri, "data")
     return {
         os.path.relpath(os.path.join(d, f), data): os.path.getsize(os.path.join(d, f))
-        for d, _, files in os.walk(data) for f in files if f.endswith(".blob") or _is_blob_bearing(os.path.join(d, f))
+        for d, _, files in os.walk(data)
+        for f in files
+        if f.endswith(".blob") or _is_blob_bearing(os.path.join(d, f))
     }
 
 

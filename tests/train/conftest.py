@@ -41,8 +41,11 @@ def footage_specs(request) -> list[ClipSpec]:
                 if shot["end_frame"] - shot["start_frame"] >= 60:
                     words = shot["label"].replace("_", " ")
                     shots.append((video, f"{words} ({shot['look']} look)", shot["start_frame"]))
-        return [ClipSpec(path, start + offset, CLIP_FRAMES, caption)
-                for path, caption, start in shots for offset in (0, 20, 40)]
+        return [
+            ClipSpec(path, start + offset, CLIP_FRAMES, caption)
+            for path, caption, start in shots
+            for offset in (0, 20, 40)
+        ]
     return [ClipSpec(path, offset, CLIP_FRAMES, caption) for path, caption in shots for offset in (0, 20, 40)]
 
 

@@ -11,17 +11,33 @@ from train.dit import PRESETS, DiT, DiTBlock, apply_rope, rope_3d
 TEXT_DIM = 384
 
 
-def expected_parameters(hidden: int, depth: int, patch_dim: int, text_dim: int, mlp_ratio: float = 4.0) -> int:
+def expected_parameters(
+    hidden: int, depth: int, patch_dim: int, text_dim: int, mlp_ratio: float = 4.0
+) -> int:
     """Counted by hand from the architecture description (weights + biases of every linear)."""
+
     def linear(i: int, o: int) -> int:
         return i * o + o
 
     mlp = int(hidden * mlp_ratio)
-    block = (linear(hidden, 9 * hidden) + linear(hidden, 3 * hidden) + linear(hidden, hidden)  # adaLN, qkv, out
-             + linear(hidden, hidden) + linear(hidden, 2 * hidden) + linear(hidden, hidden)  # cross q, kv, out
-             + linear(hidden, mlp) + linear(mlp, hidden))
-    stem = (linear(patch_dim, hidden) + linear(256, hidden) + linear(hidden, hidden)  # patch, timestep MLP
-            + linear(text_dim, hidden) + linear(hidden, hidden) + linear(hidden, hidden))  # text MLP, pool
+    block = (
+        linear(hidden, 9 * hidden)
+        + linear(hidden, 3 * hidden)
+        + linear(hidden, hidden)  # adaLN, qkv, out
+        + linear(hidden, hidden)
+        + linear(hidden, 2 * hidden)
+        + linear(hidden, hidden)  # cross q, kv, out
+        + linear(hidden, mlp)
+        + linear(mlp, hidden)
+    )
+    stem = (
+        linear(patch_dim, hidden)
+        + linear(256, hidden)
+        + linear(hidden, hidden)  # patch, timestep MLP
+        + linear(text_dim, hidden)
+        + linear(hidden, hidden)
+        + linear(hidden, hidden)
+    )  # text MLP, pool
     final = linear(hidden, 2 * hidden) + linear(hidden, patch_dim)
     return stem + depth * block + final
 
@@ -33,7 +49,10 @@ def test_preset_shapes_and_parameter_counts(preset):
     count = sum(p.numel() for p in model.parameters())
     assert count == expected_parameters(size.hidden, size.depth, 8 * 4, TEXT_DIM)
     x = torch.randn(2, 8, 3, 8, 8)
-    text, mask = torch.randn(2, 5, TEXT_DIM), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    text, mask = (
+        torch.randn(2, 5, TEXT_DIM),
+        torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool),
+    )
     with torch.no_grad():
         out = model(x, torch.rand(2), text, mask)
     assert out.shape == x.shape
@@ -41,8 +60,10 @@ def test_preset_shapes_and_parameter_counts(preset):
 
 
 def test_preset_sizes_are_ordered():
-    counts = [sum(p.numel() for p in DiT(DiTConfig(preset=p), 8, TEXT_DIM).parameters()) for p in ("tiny", "small",
-                                                                                                      "base")]
+    counts = [
+        sum(p.numel() for p in DiT(DiTConfig(preset=p), 8, TEXT_DIM).parameters())
+        for p in ("tiny", "small", "base")
+    ]
     assert counts[0] < counts[1] < counts[2]
     assert 25e6 < counts[1] < 40e6  # small: hidden 384, 8 blocks
 
@@ -98,4 +119,6 @@ def test_text_mask_hides_padding_tokens():
     altered[:, 3:] = torch.randn(1, 3, TEXT_DIM)
     with torch.no_grad():
         assert torch.allclose(model(x, t, text, mask), model(x, t, altered, mask), atol=1e-6)
-        assert not torch.allclose(model(x, t, text, mask), model(x, t, altered, torch.ones_like(mask)), atol=1e-4)
+        assert not torch.allclose(
+            model(x, t, text, mask), model(x, t, altered, torch.ones_like(mask)), atol=1e-4
+        )

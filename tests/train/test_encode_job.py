@@ -20,15 +20,21 @@ from train.vae import VideoVAE, load_vae, save_vae
 def test_encode_job_adds_latent_columns_and_resumes(ray_session, real_clips, tmp_path):
     store = Store(tmp_path / "store")
     shutil.copytree(real_clips[0].root, store.root)
-    vae_config = VAEConfig(base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4)
+    vae_config = VAEConfig(
+        base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4
+    )
     torch.manual_seed(0)
     folder = save_vae(VideoVAE(vae_config), tmp_path / "vae")
-    config = parse_config({
-        "store": {"root": str(store.root)},
-        "encode": {"batch_size": 4, "concurrency": 1, "num_cpus": 1},
-        "train": {"vae": {**vae_config.model_dump(mode="json"), "weights_path": str(folder)},
-                  "data": {"buckets": [{"height": 32, "width": 32, "frames": 9}]}},
-    })
+    config = parse_config(
+        {
+            "store": {"root": str(store.root)},
+            "encode": {"batch_size": 4, "concurrency": 1, "num_cpus": 1},
+            "train": {
+                "vae": {**vae_config.model_dump(mode="json"), "weights_path": str(folder)},
+                "data": {"buckets": [{"height": 32, "width": 32, "frames": 9}]},
+            },
+        }
+    )
     summary = run_encode(config, progress=False)
     clips = store.read_clips(columns=["clip_id", "latent_shape", "latent_bucket", "text_len", "encode_error"])
     assert summary.encoded == clips.num_rows == summary.selected and summary.errors == 0

@@ -36,8 +36,16 @@ def test_euler_with_the_true_velocity_recovers_the_data_exactly():
     def straight(x_t, t, text_, mask_):  # the flow of a straight path has constant velocity
         return (noise - x0).repeat(x_t.shape[0] // 2, 1, 1, 1, 1)
 
-    out = euler_sample(straight, noise, text, mask, torch.zeros(1, 1), torch.ones(1, dtype=torch.bool), steps=3,
-                       cfg_scale=4.0)
+    out = euler_sample(
+        straight,
+        noise,
+        text,
+        mask,
+        torch.zeros(1, 1),
+        torch.ones(1, dtype=torch.bool),
+        steps=3,
+        cfg_scale=4.0,
+    )
     assert torch.allclose(out, x0, atol=1e-5)
 
 

@@ -19,7 +19,9 @@ def test_minilm_loads_offline_from_the_pip_package(monkeypatch):
     assert tokens.shape == (2, 16, 384) and encoder.dim == 384
     assert mask[0].sum() > mask[1].sum() >= 3  # [CLS] a red car [SEP]...
     # Real pretrained weights: related captions are closer than unrelated ones.
-    pooled = [encoder.encode([c])[0][0, :6].mean(0) for c in ("a dog on a beach", "a puppy at the sea", "tax law")]
+    pooled = [
+        encoder.encode([c])[0][0, :6].mean(0) for c in ("a dog on a beach", "a puppy at the sea", "tax law")
+    ]
     cos = torch.nn.functional.cosine_similarity
     assert cos(pooled[0], pooled[1], dim=0) > cos(pooled[0], pooled[2], dim=0)
     null_tokens, null_mask = encoder.null()
@@ -32,9 +34,13 @@ def _tiny_t5_folder(folder):
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(["a cat sits on a mat", "a dog runs"], trainers.WordLevelTrainer(
-        special_tokens=["<pad>", "</s>", "<unk>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.train_from_iterator(
+        ["a cat sits on a mat", "a dog runs"],
+        trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
     fast.save_pretrained(folder)
     torch.manual_seed(0)
     config = T5Config(vocab_size=fast.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
@@ -61,15 +67,19 @@ def test_open_clip_text_tower_from_a_local_checkpoint(tmp_path):
     import open_clip
 
     name = "reelforge-test-tiny-clip"
-    spec = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    spec = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / f"{name}.json").write_text(json.dumps(spec))
     open_clip.add_model_config(tmp_path / f"{name}.json")
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny_clip.pt"
     torch.save(open_clip.create_model(name).state_dict(), checkpoint)
-    encoder = build_text_encoder(TextEncoderConfig(kind="open_clip", open_clip_model=name, path=str(checkpoint),
-                                                   max_length=12))
+    encoder = build_text_encoder(
+        TextEncoderConfig(kind="open_clip", open_clip_model=name, path=str(checkpoint), max_length=12)
+    )
     tokens, mask = encoder.encode(["a photo of a cat", "dog"])
     assert tokens.shape == (2, 12, 32)
     assert mask.sum(1).tolist() == [7, 3]  # <start> a photo of a cat <end> / <start> dog <end>

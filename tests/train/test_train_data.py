@@ -15,8 +15,11 @@ from train.data import (
     make_loader,
 )
 
-SQUARE, WIDE, LONG_WIDE = Bucket(height=32, width=32, frames=9), Bucket(height=32, width=48, frames=9), \
-    Bucket(height=32, width=48, frames=17)
+SQUARE, WIDE, LONG_WIDE = (
+    Bucket(height=32, width=32, frames=9),
+    Bucket(height=32, width=48, frames=9),
+    Bucket(height=32, width=48, frames=17),
+)
 
 
 def test_bucket_assignment_prefers_aspect_then_length():

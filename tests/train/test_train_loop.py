@@ -31,16 +31,33 @@ BUCKET = Bucket(height=32, width=32, frames=9)
 @pytest.fixture(scope="module")
 def small_vae(tmp_path_factory) -> VAEConfig:
     """An untrained (random) VAE: the loop's bookkeeping does not depend on latent quality."""
-    config = VAEConfig(base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4)
+    config = VAEConfig(
+        base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4
+    )
     torch.manual_seed(0)
     folder = save_vae(VideoVAE(config), tmp_path_factory.mktemp("vae"))
     return config.model_copy(update={"weights_path": str(folder)})
 
 
 def loop_config(out_dir: Path, vae: VAEConfig, **changes) -> TrainConfig:
-    base = dict(steps=8, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, ckpt_every=2, val_every=4,
-                val_fraction=0.2, caption_dropout=0.3, ema_decay=0.9, out_dir=str(out_dir), progress=False,
-                tensorboard=False, vae=vae, dit=DiTConfig(preset="tiny"), data=DataConfig(buckets=(BUCKET,)))
+    base = dict(
+        steps=8,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=2,
+        log_every=1,
+        ckpt_every=2,
+        val_every=4,
+        val_fraction=0.2,
+        caption_dropout=0.3,
+        ema_decay=0.9,
+        out_dir=str(out_dir),
+        progress=False,
+        tensorboard=False,
+        vae=vae,
+        dit=DiTConfig(preset="tiny"),
+        data=DataConfig(buckets=(BUCKET,)),
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -63,10 +80,15 @@ def test_killed_and_resumed_run_matches_uninterrupted(real_clips, small_vae, tmp
     killed = loop_config(tmp_path / "killed", small_vae)
     config_file = tmp_path / "killed.json"
     config_file.write_text(killed.model_dump_json())
-    code = ("import sys; from train.config import TrainConfig; from train.loop import train; "
-            "train(TrainConfig.model_validate_json(open(sys.argv[1]).read()), sys.argv[2])")
-    child = subprocess.Popen([sys.executable, "-c", code, str(config_file), store.clips_uri], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys; from train.config import TrainConfig; from train.loop import train; "
+        "train(TrainConfig.model_validate_json(open(sys.argv[1]).read()), sys.argv[2])"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(config_file), store.clips_uri],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     latest = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.monotonic() + 240
     while not latest.exists() and child.poll() is None and time.monotonic() < deadline:
@@ -87,7 +109,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(real_clips, small_vae, tmp
 def test_precomputed_latents_train_exactly_like_decoding(real_clips, small_vae, tmp_path):
     store = Store(tmp_path / "store")  # a copy: the session's table stays without latent columns
     shutil.copytree(real_clips[0].root, store.root)
-    decoded = loop_config(tmp_path / "decoded", small_vae, steps=4, data=DataConfig(buckets=(BUCKET,), latents="decode"))
+    decoded = loop_config(
+        tmp_path / "decoded", small_vae, steps=4, data=DataConfig(buckets=(BUCKET,), latents="decode")
+    )
     train(decoded, store.clips_uri)
 
     encoder = LatentEncoder(decoded)
@@ -97,16 +121,21 @@ def test_precomputed_latents_train_exactly_like_decoding(real_clips, small_vae, 
     assert table.column("encode_error").null_count == table.num_rows
     store.add_columns(table, stage="encode", config={"signature": encode_signature(decoded)})
 
-    precomputed = loop_config(tmp_path / "pre", small_vae, steps=4,
-                              data=DataConfig(buckets=(BUCKET,), latents="precomputed"))
+    precomputed = loop_config(
+        tmp_path / "pre", small_vae, steps=4, data=DataConfig(buckets=(BUCKET,), latents="precomputed")
+    )
     train(precomputed, store.clips_uri)
     assert losses(tmp_path / "pre") == losses(tmp_path / "decoded")
 
     # Latents from another VAE config are refused rather than silently used.
     other = small_vae.model_copy(update={"kl_weight": 0.5})
     with pytest.raises(ValueError, match="run `reelforge encode` again"):
-        train(loop_config(tmp_path / "other", other, steps=1, data=DataConfig(buckets=(BUCKET,), latents="precomputed")),
-              store.clips_uri)
+        train(
+            loop_config(
+                tmp_path / "other", other, steps=1, data=DataConfig(buckets=(BUCKET,), latents="precomputed")
+            ),
+            store.clips_uri,
+        )
 
 
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -139,7 +168,9 @@ def _ddp_problem():
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process_gradients(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
     ddp_grads = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
     model, batch = _ddp_problem()
     training_loss(model, *batch).backward()

@@ -29,7 +29,9 @@ from train.text import build_text_encoder
 from train.vae import load_vae, psnr
 from train.vae_train import reconstruction_psnr, train_vae
 
-VAE_TEST = VAEConfig(base_channels=16, channel_multipliers=(1, 2, 4), spatial_compression=4, latent_channels=8)
+VAE_TEST = VAEConfig(
+    base_channels=16, channel_multipliers=(1, 2, 4), spatial_compression=4, latent_channels=8
+)
 BUCKET = Bucket(height=32, width=32, frames=9)
 VAE_MARGIN_DB = 2.0
 VAE_MIN_TRAIN_PSNR = 22.0
@@ -49,9 +51,22 @@ def trained_vae(real_clips, tmp_path_factory):
     store, specs = real_clips
     train_filter, _ = held_out_filter(specs)
     out = tmp_path_factory.mktemp("vae_trained")
-    metrics = train_vae(VAE_TEST, VAETrainConfig(steps=200, batch_size=4, lr=2e-3, height=32, width=32, frames=9,
-                                                 val_fraction=0.0, out_dir=str(out), filter=train_filter),
-                        store.clips_uri, progress=False)
+    metrics = train_vae(
+        VAE_TEST,
+        VAETrainConfig(
+            steps=200,
+            batch_size=4,
+            lr=2e-3,
+            height=32,
+            width=32,
+            frames=9,
+            val_fraction=0.0,
+            out_dir=str(out),
+            filter=train_filter,
+        ),
+        store.clips_uri,
+        progress=False,
+    )
     return VAE_TEST.model_copy(update={"weights_path": str(out)}), metrics
 
 
@@ -68,14 +83,19 @@ def test_vae_reconstructs_held_out_real_clips(real_clips, trained_vae):
     store, specs = real_clips
     config, metrics = trained_vae
     _, held_filter = held_out_filter(specs)
-    held = build_index(store.clips_uri, DataConfig(buckets=(BUCKET,), filter=held_filter, latents="decode"),
-                       require_captions=False)
+    held = build_index(
+        store.clips_uri,
+        DataConfig(buckets=(BUCKET,), filter=held_filter, latents="decode"),
+        require_captions=False,
+    )
     assert len(held) >= 4
     vae = load_vae(config)
     held_psnr = reconstruction_psnr(vae, held)
     baseline = _mean_colour_psnr(held)
-    print(f"VAE held-out PSNR {held_psnr:.2f} dB, train {metrics['train_psnr']:.2f} dB, "
-          f"mean-colour baseline {baseline:.2f} dB")
+    print(
+        f"VAE held-out PSNR {held_psnr:.2f} dB, train {metrics['train_psnr']:.2f} dB, "
+        f"mean-colour baseline {baseline:.2f} dB"
+    )
     assert held_psnr >= baseline + VAE_MARGIN_DB
     assert metrics["train_psnr"] >= VAE_MIN_TRAIN_PSNR
     assert vae.latent_std.min() > 0 and not torch.equal(vae.latent_std, torch.ones_like(vae.latent_std))
@@ -88,14 +108,30 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
     chosen = list({s.caption: s for s in specs}.values())[:4]  # four different shots
     store = Store(tmp_path / "store")
     write_clipset(store, chosen, width=96)
-    config = TrainConfig(steps=600, batch_size=4, lr=1e-3, warmup_steps=20, caption_dropout=0.1, val_fraction=0.0,
-                         ema_decay=0.95, log_every=50, ckpt_every=600, out_dir=str(tmp_path / "run"), progress=False,
-                         tensorboard=False, vae=vae_config, dit=DiTConfig(preset="tiny"),
-                         data=DataConfig(buckets=(BUCKET,), latents="precomputed"))
+    config = TrainConfig(
+        steps=600,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=20,
+        caption_dropout=0.1,
+        val_fraction=0.0,
+        ema_decay=0.95,
+        log_every=50,
+        ckpt_every=600,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+        tensorboard=False,
+        vae=vae_config,
+        dit=DiTConfig(preset="tiny"),
+        data=DataConfig(buckets=(BUCKET,), latents="precomputed"),
+    )
     rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
     blobs = store.read_clip_bytes(rows["clip_id"])
-    store.add_columns(LatentEncoder(config)({**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
-                      stage="encode", config={"signature": encode_signature(config)})
+    store.add_columns(
+        LatentEncoder(config)({**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
+        stage="encode",
+        config={"signature": encode_signature(config)},
+    )
     summary = train(config, store.clips_uri)
     assert summary.train_clips == 4
 
@@ -103,14 +139,26 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
     vae = load_vae(vae_config)
     index = build_index(store.clips_uri, DataConfig(buckets=(BUCKET,), latents="decode"))
     clips = ClipBatches(index)[list(range(len(index)))]["video"]  # (4, 3, 9, 32, 32) real frames
-    samples = generate(model, vae, build_text_encoder(config.text), index.captions, BUCKET.frames, BUCKET.height,
-                       BUCKET.width, steps=20, cfg_scale=1.0, seed=0)
+    samples = generate(
+        model,
+        vae,
+        build_text_encoder(config.text),
+        index.captions,
+        BUCKET.frames,
+        BUCKET.height,
+        BUCKET.width,
+        steps=20,
+        cfg_scale=1.0,
+        seed=0,
+    )
     with torch.no_grad():
         ceiling = [psnr(vae.decode(vae.encode(c[None]).mean)[0], c) for c in clips]
     own = [psnr(samples[i], clips[i]) for i in range(4)]
     others = [max(psnr(samples[i], clips[j]) for j in range(4) if j != i) for i in range(4)]
     for i in range(4):
-        print(f"{index.captions[i]!r}: sample {own[i]:.2f} dB, VAE ceiling {ceiling[i]:.2f} dB, "
-              f"best other clip {others[i]:.2f} dB")
+        print(
+            f"{index.captions[i]!r}: sample {own[i]:.2f} dB, VAE ceiling {ceiling[i]:.2f} dB, "
+            f"best other clip {others[i]:.2f} dB"
+        )
     assert all(own[i] >= ceiling[i] - OVERFIT_GAP_DB for i in range(4))
     assert all(own[i] >= others[i] + OVERFIT_MARGIN_DB for i in range(4))

@@ -15,7 +15,9 @@ SMALL = dict(base_channels=8, channel_multipliers=(1, 2, 2, 2))
 
 @pytest.mark.parametrize(("spatial", "temporal"), [(8, 4), (4, 4), (16, 2), (8, 1)])
 def test_compression_shapes(spatial, temporal):
-    vae = VideoVAE(VAEConfig(spatial_compression=spatial, temporal_compression=temporal, latent_channels=4, **SMALL))
+    vae = VideoVAE(
+        VAEConfig(spatial_compression=spatial, temporal_compression=temporal, latent_channels=4, **SMALL)
+    )
     frames = 1 + 2 * temporal
     video = torch.randn(1, 3, frames, 32, 32)
     latent = vae.encode(video).mean
@@ -34,7 +36,9 @@ def test_encoder_and_decoder_are_causal_and_images_share_the_first_frame():
     assert torch.allclose(a[:, :, :2], b[:, :, :2], atol=1e-5)  # latent frames 0-1 see video frames 0-4 only
     assert not torch.allclose(a[:, :, 2], b[:, :, 2], atol=1e-3)
     image = vae.encode(video[:, :, :1]).mean
-    assert torch.allclose(image[:, :, 0], a[:, :, 0], atol=1e-5)  # an image encodes like a video's first frame
+    assert torch.allclose(
+        image[:, :, 0], a[:, :, 0], atol=1e-5
+    )  # an image encodes like a video's first frame
     decoded = vae.decode(a)
     altered = a.clone()
     altered[:, :, 1:] += 1.0
@@ -53,7 +57,10 @@ def test_weights_folder_roundtrip_and_mismatch_errors(tmp_path):
     vae.set_latent_statistics(torch.randn(2, 4, 3, 2, 2) * 3 + 1)
     folder = save_vae(vae, tmp_path / "vae")
     loaded = load_vae(config.model_copy(update={"weights_path": str(folder)}))
-    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(vae.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
     with pytest.raises(ValueError, match="latent_channels: folder has 4, config asks 8"):
         load_vae(VAEConfig(latent_channels=8, weights_path=str(folder), **SMALL))
     with pytest.raises(ValueError, match="weights_path is not set"):
