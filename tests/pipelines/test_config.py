@@ -22,7 +22,7 @@ def test_typo_in_a_key_names_the_key_and_the_allowed_keys():
 
 
 def test_unknown_section_is_an_error():
-    with pytest.raises(ConfigError, match="unknown key 'scoring'; allowed keys in the top level: .*score"):
+    with pytest.raises(ConfigError, match=r"unknown key 'scoring'; allowed keys in the top level: .*score"):
         parse_config({"scoring": {}})
 
 
@@ -43,9 +43,9 @@ def test_overrides_are_typed_and_nested(tmp_path):
 
 
 def test_bad_override_syntax():
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section.key=value"):
         load_config("demo", ["store.root"])
-    with pytest.raises(ConfigError, match="unknown key 'store.nope'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'store.nope'"):
         load_config("demo", ["store.nope=1"])
 
 
@@ -58,5 +58,5 @@ def test_config_is_frozen_and_resolves_to_json():
 
 
 def test_unknown_config_name_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown config 'nope'.*demo"):
+    with pytest.raises(ConfigError, match=r"unknown config 'nope'.*demo"):
         load_config("nope")
