@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import cv2
@@ -40,7 +41,7 @@ class Shot:
 class Movie:
     name: str
     shots: tuple[Shot, ...]
-    codec: str = "libx264"
+    codec: Literal["libx264", "libvpx-vp9"] = "libx264"  # the video encoders the demo footage uses
     # frames of cross-dissolve between shot i and i+1, by i (0 = hard cut)
     dissolves: dict[int, int] = field(default_factory=dict)
     # per-frame durations in 1/FPS units, cycled over the shot index (a variable-frame-rate file)

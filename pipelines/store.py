@@ -21,11 +21,12 @@ import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import lance
 import pyarrow as pa
 import pyarrow.compute as pc
+from lance.dataset import Version
 from lance.fragment import FragmentMetadata, write_fragments
 
 # Bumped when a column of VIDEOS_SCHEMA or CLIPS_SCHEMA changes meaning; a dataset written with another
@@ -33,7 +34,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 SCHEMA_VERSION = "1"
 _SCHEMA_VERSION_KEY = "reelforge.schema_version"
 _STAGE_KEY_PREFIX = "reelforge.stage."
-DATA_STORAGE_VERSION = "2.2"  # Lance file format 2.2: blob columns are stored as blob v2
+DATA_STORAGE_VERSION: Final = "2.2"  # Lance file format 2.2: blob columns are stored as blob v2
 
 # On file format 2.2 a large_binary field with this marker becomes a blob v2 column: scans return
 # descriptors, bytes come from `read_blobs`, and adding columns never rewrites it.
@@ -225,7 +226,8 @@ class Store:
             return {}
         rows = ds.to_table(columns=["clip_id"], filter=_in_list("clip_id", clip_ids), with_row_address=True)
         addresses = rows.column("_rowaddr").to_pylist()
-        blobs = dict(ds.read_blobs(column, addresses=addresses, preserve_order=True))
+        # read_blobs types every blob as optional; split writes the bytes of every clip it adds
+        blobs = cast(dict[int, bytes], dict(ds.read_blobs(column, addresses=addresses, preserve_order=True)))
         return {cid: blobs[a] for cid, a in zip(rows.column("clip_id").to_pylist(), addresses, strict=True)}
 
     # ---- data evolution -------------------------------------------------------------------------
@@ -286,7 +288,7 @@ class Store:
             if k.startswith(_STAGE_KEY_PREFIX)
         }
 
-    def versions(self, table: str = CLIPS) -> list[dict[str, Any]]:
+    def versions(self, table: str = CLIPS) -> list[Version]:
         ds = self.dataset(table)
         return [] if ds is None else list(ds.versions())
 

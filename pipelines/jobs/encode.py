@@ -73,10 +73,11 @@ def build_dataset(store: Store, config: PipelineConfig, clip_ids: list[str]):
     import ray
 
     cfg = config.encode
-    ds = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
+    # from_arrow gives a MaterializedDataset; the chain below turns it into a lazy Dataset
+    ds: ray.data.Dataset = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
     ds = ds.repartition(max(1, len(clip_ids) // cfg.batch_size))
     ds = ds.map_batches(
-        read_clip_inputs,
+        read_clip_inputs,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
         batch_format="numpy",
         batch_size=cfg.batch_size,
         num_cpus=0.25,

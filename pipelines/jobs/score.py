@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +198,7 @@ def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
     failed = np.array([e is not None for e in errors])
     arrays = []
     for field_ in schema:
-        values = batch[field_.name] if field_.name != "score_error" else errors
+        values: Sequence[Any] | np.ndarray = batch[field_.name] if field_.name != "score_error" else errors
         if pa.types.is_fixed_size_list(field_.type):
             matrix = np.asarray(
                 np.stack(list(values)) if len(values) else np.zeros((0, field_.type.list_size)),
@@ -282,13 +283,14 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
     from curate.embed import ClipStage
     from curate.ocr import TextAreaStage
 
-    ds = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
+    # from_arrow gives a MaterializedDataset; the chain below turns it into a lazy Dataset
+    ds: ray.data.Dataset = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
     ds = ds.repartition(max(1, len(clip_ids) // cfg.decode_batch_size))
     decode_kwargs: dict[str, Any] = {}
     if cfg.decode_concurrency:
         decode_kwargs["concurrency"] = cfg.decode_concurrency
     ds = ds.map_batches(
-        decode_and_measure,
+        decode_and_measure,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
         batch_format="numpy",
         batch_size=cfg.decode_batch_size,
         num_cpus=cfg.decode_num_cpus,
