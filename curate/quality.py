@@ -104,17 +104,14 @@ def colorfulness(rgb: np.ndarray) -> float:
 def blockiness(luma: np.ndarray, block: int = 8) -> float:
     """Ratio of the mean absolute luma step at block borders to the step inside blocks."""
     ratios = []
-    # Horizontal steps averaged down each column, vertical steps averaged along each row: every
-    # column (row) has as many steps, so averaging those means equals averaging the steps.
-    for axis in (1, 0):
-        n = luma.shape[axis] - 1
+    # Horizontal steps averaged down each column (dim 0), vertical steps along each row (dim 1):
+    # every line has as many steps, so averaging the per-line means equals averaging the steps.
+    for later, earlier, dim in ((luma[:, 1:], luma[:, :-1], 0), (luma[1:], luma[:-1], 1)):
+        n = later.shape[1 - dim]
         if n < 2 * block:
             continue
-        if axis == 1:
-            steps = cv2.absdiff(luma[:, 1:], luma[:, :-1])
-        else:
-            steps = cv2.absdiff(luma[1:], luma[:-1])
-        per_line = cv2.reduce(steps, 1 - axis, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel().astype(np.float64)
+        steps = cv2.absdiff(later, earlier)
+        per_line = cv2.reduce(steps, dim, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel().astype(np.float64)
         at_border = per_line[block - 1 :: block]
         inside = (per_line.sum() - at_border.sum()) / (n - at_border.size)
         ratios.append((float(at_border.mean()) + 1e-3) / (inside + 1e-3))
