@@ -94,8 +94,16 @@ def decode_clip(
             if codec_motion_vectors:
                 stream.codec_context.options = {"flags2": "+export_mvs"}
             duration = _stream_duration(container, stream)
-            return _decode(container, stream, duration, cfg, motion_width, motion_run_length,
-                           motion_points, codec_motion_vectors)
+            return _decode(
+                container,
+                stream,
+                duration,
+                cfg,
+                motion_width,
+                motion_run_length,
+                motion_points,
+                codec_motion_vectors,
+            )
     except av.FFmpegError as err:
         raise FrameDecodeError(f"clip does not decode: {err}") from err
 
@@ -106,13 +114,16 @@ def _stream_duration(container: av.container.InputContainer, stream: av.video.st
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
     # No duration in the headers: the packets' timestamps tell it without decoding anything.
-    ends = [float((p.pts + (p.duration or 0)) * p.time_base) for p in container.demux(stream) if p.pts is not None]
-    starts = ends and min(ends)
+    ends = [
+        float((p.pts + (p.duration or 0)) * p.time_base) for p in container.demux(stream) if p.pts is not None
+    ]
     container.seek(0, stream=stream)
-    return (max(ends) - starts) if ends else 0.0
+    return (max(ends) - min(ends)) if ends else 0.0
 
 
-def _decode(container, stream, duration, cfg, motion_width, run_length, motion_points, want_mvs) -> ClipFrames:
+def _decode(
+    container, stream, duration, cfg, motion_width, run_length, motion_points, want_mvs
+) -> ClipFrames:
     targets = sample_times(duration, cfg)
     run_targets = set(spread_indices(len(targets), motion_points or len(targets)).tolist())
     picked: list[np.ndarray] = []
@@ -196,7 +207,9 @@ def _rgb(converter: VideoReformatter, frame: av.VideoFrame) -> np.ndarray:
     return converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-def _grey_small(converter: VideoReformatter, frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+def _grey_small(
+    converter: VideoReformatter, frame: av.VideoFrame, size: tuple[int, int] | None
+) -> np.ndarray:
     assert size is not None
     return converter.reformat(frame, width=size[0], height=size[1], format="gray", threads=1).to_ndarray()
 

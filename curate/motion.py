@@ -58,22 +58,22 @@ class MotionScorer:
 
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
-        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[cfg.dis_preset]) if cfg.method == "dis" else None
+        self._dis = cv2.DISOpticalFlow.create(_DIS_PRESETS[cfg.dis_preset]) if cfg.method == "dis" else None
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
         if self.cfg.method == "codec_mvs":
             if clip.codec_motion is None:
                 raise ValueError("motion.method is codec_mvs but the clip was decoded without motion vectors")
             diag = float(np.hypot(clip.width, clip.height))
-            return self._summarise(clip.codec_motion.magnitude_px / diag,
-                                   [clip.codec_motion.global_px / diag])
+            return self._summarise(
+                clip.codec_motion.magnitude_px / diag, [clip.codec_motion.global_px / diag]
+            )
         magnitudes: list[float] = []
         global_runs: list[np.ndarray] = []
         # A clip decoded with a run at every sampled frame is scored on `points` of them, as if the
         # decode had been asked for only those (decode_clip's motion_points).
-        runs = clip.motion_runs
-        runs = [runs[i] for i in spread_indices(len(runs), self.cfg.points)]
-        for run in runs:
+        every_run = clip.motion_runs
+        for run in (every_run[i] for i in spread_indices(len(every_run), self.cfg.points)):
             diag = float(np.hypot(run.shape[2], run.shape[1]))
             run_globals = []
             for prev, nxt in itertools.pairwise(run):
@@ -84,9 +84,12 @@ class MotionScorer:
         return self._summarise(np.asarray(magnitudes), global_runs)
 
     def _flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        # Only receives the result: DIS reads no initial flow (useInitialFlow is off), nor does
+        # Farneback with flags=0.
+        flow = np.zeros((*prev.shape, 2), dtype=np.float32)
         if self._dis is not None:
-            return self._dis.calc(prev, nxt, None)
-        return cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+            return self._dis.calc(prev, nxt, flow)
+        return cv2.calcOpticalFlowFarneback(prev, nxt, flow, 0.5, 3, 15, 3, 5, 1.2, 0)
 
     def _summarise(self, magnitudes: np.ndarray, global_runs: list[np.ndarray]) -> MotionScores:
         if magnitudes.size == 0:

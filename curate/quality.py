@@ -44,7 +44,9 @@ def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     scale = max_side / max(h, w)
     if scale >= 1.0:
         return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
 def _pixel_grid(image: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -118,7 +120,9 @@ def blockiness(luma: np.ndarray, block: int = 8) -> float:
     return float(np.mean(ratios)) if ratios else 1.0
 
 
-def technical_quality(sharp: float, blocky: float, luma_mean: float, clipped: float, cfg: QualityConfig) -> float:
+def technical_quality(
+    sharp: float, blocky: float, luma_mean: float, clipped: float, cfg: QualityConfig
+) -> float:
     sharp_term = 1.0 - np.exp(-sharp / cfg.sharpness_scale)
     # Blocking ratios of ~1 are clean; 2 (border steps twice the interior ones) is badly blocked.
     block_term = float(np.clip(2.0 - blocky, 0.0, 1.0))
