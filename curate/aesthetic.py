@@ -10,6 +10,7 @@ too. Outputs are reported raw (not clamped): a head trained on 1-10 ratings stay
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ class AestheticHead(nn.Module):
         head = cls(input_size)
         torch.random.set_rng_state(generator_state)
         with torch.no_grad():
-            head.layers[-1].bias.fill_(_RANDOM_HEAD_BIAS)
+            cast(nn.Linear, head.layers[-1]).bias.fill_(_RANDOM_HEAD_BIAS)
         return head
 
 

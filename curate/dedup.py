@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def find_duplicates(
     if vectors is None or n == 0:
         return duplicate_of
     x = np.asarray(vectors, dtype=np.float32)
-    valid = ~np.isnan(x).any(axis=1)
+    valid = cast(np.ndarray, ~np.isnan(x).any(axis=1))  # x is 2-D: one flag per row, not a scalar
     norms = np.linalg.norm(np.where(valid[:, None], x, 0.0), axis=1, keepdims=True)
     x = np.where(valid[:, None], x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
     candidates = [i for i in order if valid[i] and duplicate_of[i] is None]

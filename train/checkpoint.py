@@ -13,7 +13,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,8 @@ def save_checkpoint(
         {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()},
         str(tmp / "rng.safetensors"),
     )
-    numpy_state = np.random.get_state()
+    # the default (legacy) form is this tuple; numpy's stub types the default call as the dict form
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "step": step,
         "optimizer": opt_meta,

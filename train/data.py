@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
@@ -203,7 +203,7 @@ def decode_clip(data: bytes, bucket: Bucket) -> np.ndarray:
     """MP4 bytes -> (frames, H, W, 3) uint8: the middle `bucket.frames` frames, resized to cover the
     bucket and centre-cropped. Raises ValueError naming the problem when the clip cannot fill it."""
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except av.error.FFmpegError as err:
         raise ValueError(f"clip bytes do not decode: {err}") from err
@@ -265,7 +265,10 @@ class ClipBatches(Dataset):
         ids = [self.index.clip_ids[p] for p in positions]
         if self.index.has_latents:
             return {"clip_id": ids, "caption": captions, **read_latents(self._dataset(), offsets)}
-        blobs = self._dataset().read_blobs("video", indices=offsets, preserve_order=True)
+        # read_blobs types every blob as optional; split writes the bytes of every clip it adds
+        blobs = cast(
+            list[tuple[int, bytes]], self._dataset().read_blobs("video", indices=offsets, preserve_order=True)
+        )
         videos = []
         for (_, data), clip_id in zip(blobs, ids, strict=True):
             try:

@@ -14,7 +14,9 @@ D hidden width, L text tokens, E text embedding width, Hd heads, d = D / Hd head
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def _linear(module: nn.Module) -> nn.Linear:
+    """A layer known to be an nn.Linear, typed so: Sequential indexing gives a plain Module."""
+    return cast(nn.Linear, module)
+
+
 class TimestepEmbedder(nn.Module):
     """Scalar t in [0, 1] -> sinusoidal features -> MLP -> (B, D)."""
 
@@ -58,7 +65,7 @@ class TimestepEmbedder(nn.Module):
         )
         args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half); t scaled to DiT's 0..1000 range
         features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, frequency_dim)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
+        return self.mlp(features.to(_linear(self.mlp[0]).weight.dtype))  # (B, D)
 
 
 def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
@@ -208,13 +215,13 @@ class DiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final.adaLN_modulation[-1].bias)
+        nn.init.normal_(_linear(self.t_embedder.mlp[0]).weight, std=0.02)
+        nn.init.normal_(_linear(self.t_embedder.mlp[2]).weight, std=0.02)
+        for block in cast(Iterable[DiTBlock], self.blocks):
+            nn.init.zeros_(_linear(block.adaLN_modulation[-1]).weight)
+            nn.init.zeros_(_linear(block.adaLN_modulation[-1]).bias)
+        nn.init.zeros_(_linear(self.final.adaLN_modulation[-1]).weight)
+        nn.init.zeros_(_linear(self.final.adaLN_modulation[-1]).bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
 

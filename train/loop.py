@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -229,7 +229,8 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     if world > 1:
         network = DistributedDataParallel(model)
     if config.compile:
-        network = torch.compile(network)
+        # compiling a Module gives an OptimizedModule (a Module); the stub only says "a callable"
+        network = cast(torch.nn.Module, torch.compile(network))
 
     sampler = BucketBatchSampler(train_index, config.batch_size, config.seed, rank, world)
     loader = make_loader(

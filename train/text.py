@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -114,14 +115,11 @@ def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
         return HuggingFaceEncoder(source, config.max_length, t5=False, local_only=True)
     if config.kind == "t5":
         local = config.path is not None
-        if local and not Path(config.path).is_dir():  # type: ignore[arg-type]
+        if config.path is not None and not Path(config.path).is_dir():
             raise FileNotFoundError(f"text.path {config.path} is not a folder with a T5 model")
-        return HuggingFaceEncoder(
-            config.path or config.hub_id,
-            config.max_length,
-            t5=True,  # type: ignore[arg-type]
-            local_only=local,
-        )
+        # TextEncoderConfig's validator requires path or hub_id for t5
+        source = cast(str, config.path or config.hub_id)
+        return HuggingFaceEncoder(source, config.max_length, t5=True, local_only=local)
     if config.kind == "open_clip":
         if config.path is not None and not Path(config.path).is_file():
             raise FileNotFoundError(f"text.path {config.path} is not an open_clip checkpoint file")

@@ -116,6 +116,10 @@ class Posterior:
 
 
 class VideoVAE(nn.Module):
+    # per-channel latent statistics, registered as buffers (saved with the weights, not trained)
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
