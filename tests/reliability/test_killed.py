@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -107,7 +108,19 @@ def assert_same_scores(store: Store, reference: Store) -> None:
     ours, theirs = sorted_table(store, "clips", columns), sorted_table(reference, "clips", columns)
     assert ours.num_rows == theirs.num_rows
     for name in columns:
-        assert ours[name].equals(theirs[name]), name
+        a, b = ours[name], theirs[name]
+        if pa.types.is_floating(a.type):
+            # OpenCV's threaded kernels sum in a varying order: equal up to float rounding, not bit for bit.
+            assert a.is_null().equals(b.is_null()), name
+            np.testing.assert_allclose(
+                a.to_numpy(zero_copy_only=False),
+                b.to_numpy(zero_copy_only=False),
+                rtol=1e-6,
+                atol=1e-12,
+                err_msg=name,
+            )
+        else:
+            assert a.equals(b), name
 
 
 def assert_every_version_opens(store: Store) -> None:
@@ -243,6 +256,7 @@ def test_caption_job_killed_then_rerun_equals_clean_run(reference, tmp_path, ray
     with ChatServer(delay_s=0.3) as server:
         sets = [
             "caption.engine=openai",
+            "caption.openai.launch_server=false",
             "caption.model=tiny-test-vlm",
             f"caption.openai.base_url=http://127.0.0.1:{server.port}/v1",
             "caption.openai.retries=0",

@@ -158,6 +158,7 @@ def run_caption_job(store: Store, port: int, ray_tmp: Path) -> subprocess.Comple
         f"store.root={store.root}",
         f"ray.temp_dir={ray_tmp}",
         "caption.engine=openai",
+        "caption.openai.launch_server=false",
         "caption.model=tiny-test-vlm",
         f"caption.openai.base_url=http://127.0.0.1:{port}/v1",
         f"caption.openai.api_key_env={KEY_ENV}",
