@@ -20,6 +20,7 @@ STEPS: tuple[tuple[str, dict[str, object]], ...] = (
     ("split", {"scenes_only": False, "json": None}),
     ("score", {"recompute": False}),
     ("filter", {"expression": None}),
+    ("report", {"scores": True, "out": None}),  # score percentiles and what each filter rule removes
     ("caption", {"recaption": False}),
     ("train-vae", {"fresh": False}),
     ("encode", {"overwrite": False}),
@@ -35,11 +36,12 @@ def run_demo(cfg: PipelineConfig, inputs: list[str], handlers: Mapping[str, Hand
         inputs = [str(_sample_footage(cfg))]
     timings: list[tuple[str, str, float]] = []
     for stage, options in STEPS:
-        print(f"\n=== {stage} ===", flush=True)
+        stage_name = "score report" if options.get("scores") else stage
+        print(f"\n=== {stage_name} ===", flush=True)
         t0 = time.monotonic()
         args = argparse.Namespace(inputs=inputs, **options)
         code = handlers[stage](cfg, args)
-        timings.append((stage, "ok" if code == 0 else f"exit {code}", time.monotonic() - t0))
+        timings.append((stage_name, "ok" if code == 0 else f"exit {code}", time.monotonic() - t0))
         if code != 0:
             break
     _print_timings(timings, time.monotonic() - started)
