@@ -328,6 +328,16 @@ class ColumnStaging:
         ds = self._dataset()
         return None if ds is None else ds.to_table()
 
+    def errors(self, column: str, examples: int = 3) -> tuple[int, list[str]]:
+        """How many staged rows carry an error in `column`, and the first few as `clip_id: error`."""
+        staged = self.table()
+        if staged is None:
+            return 0, []
+        failed = staged.filter(pc.is_valid(staged[column]))
+        head = failed.slice(0, examples)
+        ids, reasons = head["clip_id"].to_pylist(), head[column].to_pylist()
+        return failed.num_rows, [f"{c}: {e}" for c, e in zip(ids, reasons, strict=True)]
+
     def merge_into_clips(
         self, config: Mapping[str, Any], models: Mapping[str, Any] | None = None
     ) -> int | None:

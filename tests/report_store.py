@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate import filtering
-from curate.clips import VideoSplit, clip_id
+from curate.clips import VideoSplit
 from curate.config import (
     DedupConfig,
     FrameSamplingConfig,
@@ -35,6 +35,7 @@ from curate.embed import ClipStage, clip_input
 from curate.frames import FrameDecodeError, decode_clip
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
+from pipelines.jobs.split import clip_row
 from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 
 SOURCES = ("cuts.mp4", "looks.mp4")
@@ -102,27 +103,7 @@ def split_into(store: Store, inputs: list[Path]) -> Store:
     split_cfg = SplitConfig()
     for path in inputs:
         split = VideoSplit(path, split_cfg)
-        rows = [
-            {
-                "clip_id": clip_id(split.video_id, clip.plan.start_s),
-                "video_id": split.video_id,
-                "uri": str(path),
-                "clip_index": clip.plan.index,
-                "start_s": clip.plan.start_s,
-                "end_s": clip.plan.end_s,
-                "start_frame": clip.plan.start_frame,
-                "end_frame": clip.plan.end_frame,
-                "num_frames": clip.num_frames,
-                "fps": clip.fps,
-                "width": clip.width,
-                "height": clip.height,
-                "codec": clip.codec,
-                "size_bytes": len(clip.data),
-                "video": clip.data,
-                "thumbnail": clip.thumbnail,
-            }
-            for clip in split.clips()
-        ]
+        rows = [clip_row(split.video_id, str(path), clip) for clip in split.clips()]
         if rows:
             store.append(CLIPS, pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
         probe = split.probe.as_row() if split.probe is not None else {}

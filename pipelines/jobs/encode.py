@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
 from pipelines.store import ColumnStaging, Store
@@ -124,16 +123,7 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
             summary.encoded += table.num_rows
             bar.update(table.num_rows)
         bar.close()
-    staged = staging.table()
-    if staged is not None:
-        errors = staged.filter(pc.is_valid(staged["encode_error"]))
-        summary.errors = errors.num_rows
-        summary.error_examples = [
-            f"{c}: {e}"
-            for c, e in zip(
-                errors["clip_id"].to_pylist()[:3], errors["encode_error"].to_pylist()[:3], strict=True
-            )
-        ]
+    summary.errors, summary.error_examples = staging.errors("encode_error")
     staging.merge_into_clips(
         config=_signature_record(config.train),
         models={"vae": config.train.vae.weights_path, "text": config.train.text.kind},

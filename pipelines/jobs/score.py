@@ -350,16 +350,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
             summary.scored += table.num_rows
             bar.update(table.num_rows)
         bar.close()
-    staged = staging.table()
-    if staged is not None:
-        errors = staged.filter(pc.is_valid(staged["score_error"]))
-        summary.errors = errors.num_rows
-        summary.error_examples = [
-            f"{c}: {e}"
-            for c, e in zip(
-                errors["clip_id"].to_pylist()[:3], errors["score_error"].to_pylist()[:3], strict=True
-            )
-        ]
+    summary.errors, summary.error_examples = staging.errors("score_error")
     models = model_records(cfg)
     staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
     summary.placeholders = sorted(

@@ -115,7 +115,7 @@ def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str])
     held = 0
     clips_kept: list[str] = []
     for clip in split.clips():
-        row = _clip_row(split.video_id, path, clip)
+        row = clip_row(split.video_id, path, clip)
         rows.append(row)
         clips_kept.append(row["clip_id"])
         held += len(clip.data)
@@ -143,7 +143,7 @@ def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str])
     }
 
 
-def _clip_row(video_id: str, uri: str, clip: Clip) -> dict[str, Any]:
+def clip_row(video_id: str, uri: str, clip: Clip) -> dict[str, Any]:
     plan = clip.plan
     return {
         "clip_id": clip_id(video_id, plan.start_s),
