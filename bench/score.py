@@ -50,8 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from curate.config import ClipModelConfig, FrameSamplingConfig, OcrConfig, ScoreConfig  # noqa: E402
-from curate.embed import ClipStage, clip_input, tower_input_size  # noqa: E402
-from curate.frames import ClipFrames, decode_clip  # noqa: E402
+from curate.embed import ClipStage, tower_input_size  # noqa: E402
+from curate.frames import ClipFrames, clip_input, decode_clip  # noqa: E402
 from curate.motion import MotionScorer  # noqa: E402
 from curate.ocr import TextAreaStage, ocr_input  # noqa: E402
 from curate.quality import QualityScorer  # noqa: E402

@@ -3,7 +3,7 @@
 The image tower is built by open_clip from a built-in architecture name plus a checkpoint file or
 pretrained tag, from "local-dir:FOLDER" (open_clip_config.json + weights, the hub layout), or from
 "hf-hub:org/repo". Only the image tower is kept. Pixels arrive already resized and centre-cropped
-to the tower's input size (clip_input(), run in the CPU decode tasks), so the model stage only
+to the tower's input size (curate.frames.clip_input(), run in the CPU decode tasks), so the model stage only
 normalises and runs the network.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import open_clip
 import torch
@@ -21,20 +20,6 @@ from curate.aesthetic import MissingWeightsError, load_head, score_frames
 from curate.config import ClipModelConfig, ScoreConfig
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-
-
-def clip_input(frames: np.ndarray, size: int) -> np.ndarray:
-    """(n, H, W, 3) uint8 RGB -> (n, size, size, 3) uint8: shortest side to `size`, centre crop."""
-    out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
-    for i, rgb in enumerate(frames):
-        h, w = rgb.shape[:2]
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        out[i] = resized[top : top + size, left : left + size]
-    return out
 
 
 def _has_weights(cfg: ClipModelConfig, name: str) -> bool:

@@ -3,7 +3,8 @@
 A clip's encoded MP4 bytes are decoded once with PyAV. Frames are picked by timestamp (count
 spread evenly, or a fixed rate), so variable frame rate clips sample the right moments. Around each
 sampled point a short run of consecutive frames is kept as small grey images for optical flow, and,
-when asked, the codec's motion vectors are read from the same decode.
+when asked, the codec's motion vectors are read from the same decode. `clip_input` turns sampled
+frames into the CLIP tower's square input here, in the CPU tasks, so they never import torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -194,6 +196,20 @@ def spread_indices(n: int, k: int) -> np.ndarray:
         return np.arange(n)
     j = np.arange(k)
     return (2 * j * n + n - k) // (2 * k)
+
+
+def clip_input(frames: np.ndarray, size: int) -> np.ndarray:
+    """(n, H, W, 3) uint8 RGB -> (n, size, size, 3) uint8: shortest side to `size`, centre crop."""
+    out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
+    for i, rgb in enumerate(frames):
+        h, w = rgb.shape[:2]
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        out[i] = resized[top : top + size, left : left + size]
+    return out
 
 
 def _motion_size(width: int, height: int, target_width: int) -> tuple[int, int]:

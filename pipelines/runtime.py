@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
 
 from pipelines.config import RayConfig
 
 
 def init_ray(cfg: RayConfig) -> None:
-    """Join `ray.address` or $RAY_ADDRESS when set, else start a local Ray; reuse one already running."""
+    """Join `ray.address` or $RAY_ADDRESS when set, else start a local Ray; reuse one already running.
+
+    Ray Data's settings for this driver are applied every time (also to a Ray started elsewhere).
+    """
     import ray
 
     if ray.is_initialized():
+        _configure_data_context(cfg)
         return
     # Lance warns when a process forks after importing it; Ray's start-up forks before any Lance work,
     # which is harmless (checked on these machines), so the warning is only noise here.
@@ -27,12 +35,27 @@ def init_ray(cfg: RayConfig) -> None:
             _temp_dir=cfg.temp_dir or None,
             log_to_driver=True,
         )
-    _quiet_data_context()
+    _configure_data_context(cfg)
 
 
-def _quiet_data_context() -> None:
+def _configure_data_context(cfg: RayConfig) -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     # One line of progress per job instead of one per operator: our jobs print their own summary.
     ctx.enable_operator_progress_bars = False
+    ctx.op_resource_reservation_enabled = cfg.reserve_operator_resources
+
+
+def clip_id_dataset(clip_ids: Sequence[str], block_rows: int) -> Any:
+    """A Ray dataset of `clip_id` rows, one block per `block_rows` ids.
+
+    The blocks are made here so the first map spreads over the workers at once: a `repartition` of
+    one block is an all-to-all step whose split tasks each want a CPU, and they never get one while
+    model actors hold the cores. (from_arrow gives a MaterializedDataset; a map makes it lazy.)
+    """
+    import ray
+
+    ids = pa.table({"clip_id": pa.array(list(clip_ids), pa.string())})
+    blocks = [ids.slice(start, block_rows) for start in range(0, max(1, len(ids)), block_rows)]
+    return ray.data.from_arrow(blocks)

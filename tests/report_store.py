@@ -31,8 +31,8 @@ from curate.config import (
     SplitConfig,
 )
 from curate.dedup import find_duplicates, frame_signature
-from curate.embed import ClipStage, clip_input
-from curate.frames import FrameDecodeError, decode_clip
+from curate.embed import ClipStage
+from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 from pipelines.jobs.split import clip_row

@@ -34,7 +34,7 @@ from caption.engines import EngineOutput, vllm_output, vllm_request_row
 from caption.stage import OpenAICaptioner, caption_columns, optional_str, prepare_frames, to_table
 from caption.vllm_runtime import is_placeholder_model, launched_server, vllm_env_vars, vllm_python
 from pipelines.config import PipelineConfig
-from pipelines.runtime import init_ray
+from pipelines.runtime import clip_id_dataset, init_ray
 from pipelines.store import ColumnStaging, Store
 
 CAPTION_STAGE = "caption"
@@ -218,11 +218,7 @@ def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
-    ids = pa.table({"clip_id": pa.array(clip_ids, pa.string())})
-    # One input block per batch, made here: a `repartition` would run split tasks that each want a
-    # whole CPU, which never get one while the engine and its helper actors hold the cores.
-    blocks = [ids.slice(start, cfg.batch_size) for start in range(0, len(clip_ids), cfg.batch_size)]
-    ds: Any = ray.data.from_arrow(blocks)
+    ds: Any = clip_id_dataset(clip_ids, cfg.batch_size)
     ds = ds.map_batches(
         read_and_prepare,
         fn_kwargs={"store_root": str(store.root), "cfg": cfg},

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from pipelines.config import PipelineConfig
+from pipelines.runtime import clip_id_dataset, init_ray
 from pipelines.store import ColumnStaging, Store
 from train.config import TrainConfig
 from train.data import build_index
@@ -72,9 +72,7 @@ def build_dataset(store: Store, config: PipelineConfig, clip_ids: list[str]):
     import ray
 
     cfg = config.encode
-    # from_arrow gives a MaterializedDataset; the chain below turns it into a lazy Dataset
-    ds: ray.data.Dataset = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-    ds = ds.repartition(max(1, len(clip_ids) // cfg.batch_size))
+    ds: ray.data.Dataset = clip_id_dataset(clip_ids, cfg.batch_size)
     ds = ds.map_batches(
         read_clip_inputs,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
         batch_format="numpy",
@@ -115,6 +113,7 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
     todo = [c for c in index.clip_ids if c not in done]
     summary.selected, summary.skipped_done = len(index), len(index) - len(todo)
     if todo:
+        init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
         ds = build_dataset(store, config, todo)
         bar = tqdm(total=len(todo), desc="encode", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=config.encode.batch_size, batch_format="pyarrow"):

@@ -25,16 +25,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# curate.embed (torch + open_clip, ~5 s to import) is imported inside the functions that need it:
+# this module is what every CPU decode worker unpickles, and those must start in well under a second.
 from curate import filtering
 from curate.config import DedupConfig, ScoreConfig
 from curate.dedup import find_duplicates, frame_signature
-from curate.embed import clip_input, has_weights, tower_input_size
-from curate.frames import FrameDecodeError, decode_clip
+from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer
 from curate.ocr import ocr_input
 from curate.quality import QualityScorer
 from pipelines.config import PipelineConfig
-from pipelines.runtime import init_ray
+from pipelines.runtime import clip_id_dataset, init_ray
 from pipelines.store import ColumnStaging, Store
 
 SCORE_STAGE, DEDUP_STAGE, FILTER_STAGE = "score", "dedup", "filter"
@@ -226,6 +227,8 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
     if cfg.quality.enabled:
         records["quality"] = {"measures": sorted(_QUALITY_COLUMNS), "placeholder": False}
     if _runs_clip(cfg):
+        from curate.embed import has_weights
+
         clip_placeholder = not has_weights(cfg.clip)
         records["clip"] = {
             "library": "open_clip",
@@ -280,12 +283,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
-    from curate.embed import ClipStage
-    from curate.ocr import TextAreaStage
-
-    # from_arrow gives a MaterializedDataset; the chain below turns it into a lazy Dataset
-    ds: ray.data.Dataset = ray.data.from_arrow(pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-    ds = ds.repartition(max(1, len(clip_ids) // cfg.decode_batch_size))
+    ds: ray.data.Dataset = clip_id_dataset(clip_ids, cfg.decode_batch_size)
     decode_kwargs: dict[str, Any] = {}
     if cfg.decode_concurrency:
         decode_kwargs["concurrency"] = cfg.decode_concurrency
@@ -298,6 +296,8 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
         **decode_kwargs,
     )
     if _runs_clip(cfg):
+        from curate.embed import ClipStage
+
         ds = ds.map_batches(
             ClipStage,
             fn_constructor_args=(cfg,),
@@ -308,6 +308,8 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
             num_gpus=cfg.clip.num_gpus,
         )
     if cfg.ocr.enabled:
+        from curate.ocr import TextAreaStage
+
         ds = ds.map_batches(
             TextAreaStage,
             fn_constructor_args=(cfg.ocr,),
@@ -336,7 +338,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     todo = sorted(set(all_ids) - done)
     summary.total_clips, summary.skipped_done = len(all_ids), len(set(all_ids) & done)
     _refuse_missing_weights(cfg)
-    clip_size = tower_input_size(cfg.clip) if _runs_clip(cfg) else 0
+    clip_size = _tower_input_size(cfg) if _runs_clip(cfg) else 0
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
     if todo:
@@ -366,14 +368,20 @@ def _refuse_missing_weights(cfg: ScoreConfig) -> None:
     """Fail on the driver, with the scorers' own messages, before any Ray work starts."""
     if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
         return
-    if not has_weights(cfg.clip):
-        from curate.embed import ClipImageTower
+    from curate.embed import ClipImageTower, has_weights
 
+    if not has_weights(cfg.clip):
         ClipImageTower(cfg.clip)
     if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
         from curate.aesthetic import load_head
 
         load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
+
+
+def _tower_input_size(cfg: ScoreConfig) -> int:
+    from curate.embed import tower_input_size
+
+    return tower_input_size(cfg.clip)
 
 
 def _embed_dim(cfg: ScoreConfig) -> int:

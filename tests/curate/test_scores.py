@@ -23,8 +23,8 @@ from curate.config import (
     QualityConfig,
 )
 from curate.dedup import find_duplicates, frame_signature
-from curate.embed import ClipImageTower, clip_input
-from curate.frames import FrameDecodeError, decode_clip, spread_indices
+from curate.embed import ClipImageTower
+from curate.frames import FrameDecodeError, clip_input, decode_clip, spread_indices
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 
