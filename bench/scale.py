@@ -3,12 +3,19 @@
 Each worker count runs in a fresh subprocess with a local Ray of that many CPUs. Every task is sized to
 one CPU and one decoder thread, so the worker count is the parallelism and the speed-up is honest on a
 2-core machine. Score runs its CPU-bound part (decode, motion, technical quality); the model actors
-are benchmarked by bench/score.py. Ray start-up is excluded (Ray is started before the clock starts).
+are benchmarked by bench/score.py. Ray start-up is excluded (Ray is started before the clock starts);
+everything else a job does (planning, worker start, commits) is inside the times.
 
-Input: the built-in sample footage re-encoded at several quality settings, so every file has its own
-content hash (the split job would otherwise skip identical bytes) while the work per file stays the same.
+Input: a folder of videos (default: the built-in sample footage), each remuxed `--copies` times with
+its own metadata tag, so every copy has its own content hash (the split job skips identical bytes)
+while the decode and encode work per copy stays exactly the same. Each copy plays its source
+`--loops` times back to back: the sample files last 3-10 s, and a task that short measures Ray's
+per-task cost more than the stage (real inputs run minutes per file).
 
-    python -m bench.scale [--copies 3] [--workers 1 2]
+`--compare-reservation` adds runs with Ray Data's per-operator resource reservation switched on
+(`ray.reserve_operator_resources=true`, Ray's own default), which is what held 2 workers to ~1.2x.
+
+    python -m bench.scale [--footage DIR] [--copies 4] [--loops 4] [--workers 1 2] [--compare-reservation]
 Writes bench/results/scale.json and prints a table.
 """
 
@@ -37,9 +44,9 @@ OVERRIDES = [
     "score.ocr.enabled=false",
     "score.dedup.enabled=false",
     "score.decode_num_cpus=1",
-    "score.decode_batch_size=2",
     "score.frames.decode_threads=1",
 ]
+RESERVATION_ON = "ray.reserve_operator_resources=true"
 
 # Runs in the subprocess: Ray first, then the two jobs timed on their own.
 WORKER = """
@@ -53,46 +60,58 @@ cfg = load_config("demo", [f"store.root={root}", f"ray.num_cpus={cpus}", *overri
 init_ray(cfg.ray)
 t0 = time.perf_counter(); split = run_split(cfg, [footage], progress=False); t1 = time.perf_counter()
 score = run_score(cfg, progress=False); t2 = time.perf_counter()
-print(json.dumps({"files": split.ok, "clips": split.clips, "scored": score.scored,
-                  "split_s": t1 - t0, "score_s": t2 - t1}))
+print(json.dumps({"files": split.ok, "failed": split.failed, "clips": split.clips, "scored": score.scored,
+                  "footage_s": split.footage_s, "split_s": t1 - t0, "score_s": t2 - t1}))
 """
 
 
-def make_input(out: Path, copies: int) -> Path:
-    """The sample footage re-encoded `copies` times (crf varies), as distinct H.264 MP4 files."""
-    from pipelines.sample_footage import write_sample_footage
+def make_input(out: Path, footage: Path | None, copies: int, loops: int) -> Path:
+    """`copies` remuxed copies of every video in `footage` (default: fresh sample footage)."""
+    if footage is None:
+        from pipelines.sample_footage import write_sample_footage
 
-    source = out / "source"
-    videos = write_sample_footage(source)
-    footage = out / "footage"
-    footage.mkdir(parents=True)
+        videos = write_sample_footage(out / "source")
+    else:
+        videos = sorted(p for p in footage.iterdir() if p.suffix.lower() in (".mp4", ".webm", ".mkv", ".mov"))
+    folder = out / "footage"
+    folder.mkdir(parents=True)
     for copy in range(copies):
         for video in videos:
-            _reencode(video, footage / f"{video.stem}-{copy}.mp4", crf=18 + copy)
-    return footage
+            dst = folder / f"{video.stem}-{copy}{video.suffix}"
+            _remux(video, dst, tag=f"reelforge bench copy {copy}", loops=loops)
+    return folder
 
 
-def _reencode(src: Path, dst: Path, crf: int) -> None:
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        in_stream = inp.streams.video[0]
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = in_stream.width, in_stream.height, "yuv420p"
-        stream.time_base = in_stream.time_base
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in inp.decode(in_stream):
-            frame.pict_type = av.video.frame.PictureType.NONE
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+def _remux(src: Path, dst: Path, tag: str, loops: int) -> None:
+    """The video stream's packets, unchanged and played `loops` times back to back (timestamps
+    shifted), into a new file whose metadata carries `tag`."""
+    with av.open(str(dst), "w") as out:
+        out.metadata["comment"] = tag
+        stream = None
+        offset = 0
+        for _ in range(loops):
+            end = offset
+            with av.open(str(src)) as inp:
+                in_stream = inp.streams.video[0]
+                if stream is None:
+                    stream = out.add_stream_from_template(in_stream)
+                for packet in inp.demux(in_stream):
+                    if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.pts += offset
+                    packet.dts += offset
+                    end = max(end, packet.pts + (packet.duration or 1))
+                    packet.stream = stream
+                    out.mux(packet)
+            offset = end
 
 
-def run_workers(footage: Path, workers: int, scratch: Path) -> dict:
-    root = scratch / f"store-{workers}"
+def run_workers(footage: Path, workers: int, scratch: Path, extra: list[str]) -> dict:
+    root = scratch / f"store-{workers}-{len(extra)}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(root), str(footage), str(workers), *OVERRIDES],
+        [sys.executable, "-c", WORKER, str(root), str(footage), str(workers), *OVERRIDES, *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -103,6 +122,7 @@ def run_workers(footage: Path, workers: int, scratch: Path) -> dict:
         raise SystemExit(f"{workers} worker run failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["workers"] = workers
+    result["reservation"] = bool(extra)
     result["process_s"] = time.perf_counter() - started
     result["split_files_per_s"] = result["files"] / result["split_s"]
     result["score_clips_per_s"] = result["scored"] / result["score_s"]
@@ -114,19 +134,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--copies", type=int, default=3, help="re-encoded copies of the sample footage")
+    parser.add_argument(
+        "--footage", type=Path, default=None, help="folder of videos (default: sample footage)"
+    )
+    parser.add_argument("--copies", type=int, default=4, help="remuxed copies of every input video")
+    parser.add_argument(
+        "--loops", type=int, default=4, help="each copy plays its source this many times (longer files)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--compare-reservation", action="store_true", help="also run with Ray Data's reservation on"
+    )
     args = parser.parse_args()
+    settings = [[]] + ([[RESERVATION_ON]] if args.compare_reservation else [])
     with tempfile.TemporaryDirectory(prefix="rf-scale-") as tmp:
         scratch = Path(tmp)
-        footage = make_input(scratch, args.copies)
-        runs = [run_workers(footage, n, scratch) for n in args.workers]
-    base = runs[0]
+        footage = make_input(scratch, args.footage, args.copies, args.loops)
+        runs = [run_workers(footage, n, scratch, extra) for extra in settings for n in args.workers]
     for run in runs:
+        base = next(
+            r for r in runs if r["workers"] == args.workers[0] and r["reservation"] == run["reservation"]
+        )
         run["split_speedup"] = base["split_s"] / run["split_s"]
         run["score_speedup"] = base["score_s"] / run["score_s"]
         run["total_speedup"] = base["total_s"] / run["total_s"]
     report = {
+        "input": str(args.footage or "built-in sample footage"),
+        "copies": args.copies,
+        "loops": args.loops,
         "load_average": os.getloadavg(),
         "cpu_count": os.cpu_count(),
         "overrides": OVERRIDES,
@@ -134,15 +169,23 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print("| workers | files | clips | split s | files/s | score s | clips/s | split x | score x | total x |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"input: {report['input']}, {args.copies} copies x {args.loops} loops: {runs[0]['files']} files, "
+        f"{runs[0]['footage_s']:.0f} s of footage"
+    )
+    print(
+        "| workers | reservation | files | clips | split s | files/s | score s | clips/s "
+        "| split x | score x | total x |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         print(
-            f"| {r['workers']} | {r['files']} | {r['clips']} | {r['split_s']:.1f} | {r['split_files_per_s']:.2f} | "
-            f"{r['score_s']:.1f} | {r['score_clips_per_s']:.2f} | {r['split_speedup']:.2f} | "
-            f"{r['score_speedup']:.2f} | {r['total_speedup']:.2f} |"
+            f"| {r['workers']} | {'on' if r['reservation'] else 'off'} | {r['files']} | {r['clips']} "
+            f"| {r['split_s']:.1f} | {r['split_files_per_s']:.2f} | {r['score_s']:.1f} "
+            f"| {r['score_clips_per_s']:.2f} | {r['split_speedup']:.2f} | {r['score_speedup']:.2f} "
+            f"| {r['total_speedup']:.2f} |"
         )
-    print(f"load average during the run: {report['load_average']}; results: {RESULTS.relative_to(REPO)}")
+    print(f"load average after the run: {report['load_average']}; results: {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
