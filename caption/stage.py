@@ -1,5 +1,6 @@
 """The caption stage as batch functions: frame preparation (CPU), the OpenAI captioner (a model
-stage class) and the conversion of engine outputs into the caption columns.
+stage class, driven over a stream of batches by `caption_batches`) and the conversion of engine
+outputs into the caption columns.
 
 Batches are dicts of column -> numpy array (Ray Data's "numpy" format), so every piece runs without
 Ray; pipelines/jobs/caption.py chains them in a Ray Data job and attaches resources.
@@ -7,8 +8,11 @@ Ray; pipelines/jobs/caption.py chains them in a Ray Data job and attaches resour
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Literal
 
 import numpy as np
@@ -155,8 +159,8 @@ def optional_str(value: Any) -> str | None:
 class OpenAICaptioner:
     """Model stage for the `openai` engine: frames in, caption columns out.
 
-    `__call__` is async so Ray Data keeps several batches in flight on one actor; the engine's
-    semaphore bounds the requests in flight across them.
+    `__call__` is async so several batches can be in flight at once; the engine's semaphore bounds
+    the requests in flight across them. `caption_batches` drives it over a stream of batches.
     """
 
     def __init__(self, cfg: CaptionConfig):
@@ -177,14 +181,50 @@ class OpenAICaptioner:
         columns["frame_prep_s"] = np.asarray(batch["frame_prep_s"], dtype=np.float64)
         return columns
 
+    async def aclose(self) -> None:
+        await self._engine.aclose()
+
     def caption_sync(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch without Ray (tests, small scripts)."""
-        import asyncio
+        """Run one batch on its own (tests, small scripts)."""
+        (columns,) = caption_batches([batch], self._cfg, captioner=self)
+        return columns
 
-        async def run() -> dict[str, np.ndarray]:
-            try:
-                return await self(batch)
-            finally:
-                await self._engine.aclose()
 
-        return asyncio.run(run())
+def batches_in_flight(cfg: CaptionConfig) -> int:
+    """Batches the OpenAI client works on at once: enough to keep `openai.concurrency` requests in
+    flight, plus one, so a finished batch is replaced at once (with one batch at a time, the server
+    saw at most `batch_size` requests and idled at the tail of every batch)."""
+    return -(-cfg.openai.concurrency // cfg.batch_size) + 1
+
+
+def caption_batches(
+    prepared: Iterable[dict[str, np.ndarray]], cfg: CaptionConfig, captioner: OpenAICaptioner | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Caption a stream of prepared batches with the OpenAI client, in this process.
+
+    The client runs on an event loop in a background thread with up to `batches_in_flight(cfg)`
+    batches at once, while this thread pulls the next prepared batch; caption columns are yielded
+    as batches finish (not in input order). The client only waits on the network, so running it
+    here costs no worker process: a Ray actor for it took 2-4 s to start, time the engine idled.
+    """
+    captioner = captioner or OpenAICaptioner(cfg)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="openai-captioner", daemon=True)
+    thread.start()
+    pending: set[Future[dict[str, np.ndarray]]] = set()
+    try:
+        for batch in prepared:
+            pending.add(asyncio.run_coroutine_threadsafe(captioner(batch), loop))
+            while len(pending) >= batches_in_flight(cfg):
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    finally:
+        for future in pending:
+            future.cancel()
+        asyncio.run_coroutine_threadsafe(captioner.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

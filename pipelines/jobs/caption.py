@@ -1,7 +1,7 @@
 """The caption stage job: selected clips -> frames (CPU tasks) -> VLM engine -> caption columns.
 
     clip ids ─► read blobs + sample frames + JPEG (CPU tasks, `decode_concurrency` ahead)
-             ─► engine: `openai`  OpenAICaptioner actor (async, bounded requests in flight)
+             ─► engine: `openai`  OpenAICaptioner on the driver (async, bounded requests in flight)
                         `vllm`    Ray Data LLM processor (vLLM in-process, continuous batching)
              ─► caption columns ─► driver: staging (exactly-once resume) ─► merged into `clips`
 
@@ -31,16 +31,26 @@ import pyarrow.compute as pc
 
 from caption.config import DEFAULT_GPU_MODEL, CaptionConfig
 from caption.engines import EngineOutput, vllm_output, vllm_request_row
-from caption.stage import OpenAICaptioner, caption_columns, optional_str, prepare_frames, to_table
-from caption.vllm_runtime import is_placeholder_model, launched_server, vllm_env_vars, vllm_python
+from caption.stage import (
+    OpenAICaptioner,
+    caption_batches,
+    caption_columns,
+    optional_str,
+    prepare_frames,
+    to_table,
+)
+from caption.vllm_runtime import (
+    cpu_scheduler_kwargs,
+    is_placeholder_model,
+    launched_server,
+    vllm_env_vars,
+    vllm_python,
+)
 from pipelines.config import PipelineConfig
 from pipelines.runtime import clip_id_dataset, init_ray
 from pipelines.store import ColumnStaging, Store
 
 CAPTION_STAGE = "caption"
-# The OpenAI client actor mostly waits on the network; a small reservation leaves the cores to
-# frame decoding (and to a vLLM server on the same machine).
-CLIENT_NUM_CPUS = 0.1
 
 
 class CaptionJobError(RuntimeError):
@@ -183,6 +193,7 @@ def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
     }
     if v.device == "GPU":
         engine_kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+    engine_kwargs.update(cpu_scheduler_kwargs(v))
     helper = {"num_cpus": v.helper_num_cpus}
     processor_config = vLLMEngineProcessorConfig(
         model_source=cfg.model,
@@ -228,14 +239,7 @@ def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
         compute=ray.data.TaskPoolStrategy(size=cfg.decode_concurrency),
     )
     if cfg.engine == "openai":
-        return ds.map_batches(
-            OpenAICaptioner,
-            fn_constructor_args=(cfg,),
-            batch_format="numpy",
-            batch_size=cfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=CLIENT_NUM_CPUS,
-        )
+        return ds  # the client runs on the driver (caption_batches): it only waits on the network
     return _vllm_engine(ds, cfg)
 
 
@@ -299,13 +303,15 @@ def _run(
     started = time.perf_counter()
     if todo:
         init_ray(config.ray)
-        if cfg.engine == "openai":
-            OpenAICaptioner(cfg)  # fail here, on the driver, if e.g. the API key variable is unset
         ds = build_dataset(store, cfg, todo)
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+        if cfg.engine == "openai":
+            # Built before any Ray work: a missing API key variable fails here, at once.
+            batches = caption_batches(batches, cfg, captioner=OpenAICaptioner(cfg))
         bar = tqdm(total=len(todo), desc="caption", unit="clip", disable=not progress)
         pending: list[pa.Table] = []
         pending_rows = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in batches:
             table = to_table(batch)
             summary.frame_prep_s += float(np.nansum(batch["frame_prep_s"]))
             _count(summary, table)
