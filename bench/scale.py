@@ -12,6 +12,9 @@ while the decode and encode work per copy stays exactly the same. Each copy play
 `--loops` times back to back: the sample files last 3-10 s, and a task that short measures Ray's
 per-task cost more than the stage (real inputs run minutes per file).
 
+The same split work also runs without Ray, as 1 and 2 plain processes over halves of the files
+("plain x"): the speed-up this machine gives two copies of that work at all, the ceiling for Ray's.
+
 `--compare-reservation` adds runs with Ray Data's per-operator resource reservation switched on
 (`ray.reserve_operator_resources=true`, Ray's own default), which is what held 2 workers to ~1.2x.
 
@@ -62,6 +65,24 @@ t0 = time.perf_counter(); split = run_split(cfg, [footage], progress=False); t1 
 score = run_score(cfg, progress=False); t2 = time.perf_counter()
 print(json.dumps({"files": split.ok, "failed": split.failed, "clips": split.clips, "scored": score.scored,
                   "footage_s": split.footage_s, "split_s": t1 - t0, "score_s": t2 - t1}))
+"""
+
+# The same split work without Ray, in one plain process per worker over its share of the files: the
+# machine's own ceiling for running that work twice at once (two vCPUs can share more than a core).
+PLAIN = """
+import sys
+from pipelines.config import load_config
+from pipelines.jobs.split import split_one
+from pipelines.store import CLIPS, VIDEOS, Store
+root, count, *rest = sys.argv[1:]
+overrides, paths = rest[: int(count)], rest[int(count):]
+cfg = load_config("demo", [f"store.root={root}", *overrides])
+store = Store(root)
+store.root.mkdir(parents=True, exist_ok=True)
+store.create(VIDEOS)
+store.create(CLIPS)
+for path in paths:
+    split_one(path, cfg.split, store.clips_uri, frozenset())
 """
 
 
@@ -130,6 +151,37 @@ def run_workers(footage: Path, workers: int, scratch: Path, extra: list[str]) ->
     return result
 
 
+def plain_processes(footage: Path, workers: int, scratch: Path) -> float:
+    """Seconds for `workers` plain processes to split every file (largest first, dealt round-robin)."""
+    files = sorted(footage.iterdir(), key=lambda p: p.stat().st_size, reverse=True)
+    split_overrides = [o for o in OVERRIDES if o.startswith("split.")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PLAIN,
+                str(scratch / f"plain-{workers}-{i}"),
+                str(len(split_overrides)),
+                *split_overrides,
+                *map(str, files[i::workers]),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"plain split with {workers} processes failed:\n{err.decode()[-3000:]}")
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,6 +203,7 @@ def main() -> None:
         scratch = Path(tmp)
         footage = make_input(scratch, args.footage, args.copies, args.loops)
         runs = [run_workers(footage, n, scratch, extra) for extra in settings for n in args.workers]
+        plain = {n: plain_processes(footage, n, scratch) for n in args.workers}
     for run in runs:
         base = next(
             r for r in runs if r["workers"] == args.workers[0] and r["reservation"] == run["reservation"]
@@ -158,6 +211,8 @@ def main() -> None:
         run["split_speedup"] = base["split_s"] / run["split_s"]
         run["score_speedup"] = base["score_s"] / run["score_s"]
         run["total_speedup"] = base["total_s"] / run["total_s"]
+        run["plain_split_s"] = plain[run["workers"]]
+        run["plain_split_speedup"] = plain[args.workers[0]] / plain[run["workers"]]
     report = {
         "input": str(args.footage or "built-in sample footage"),
         "copies": args.copies,
@@ -175,15 +230,15 @@ def main() -> None:
     )
     print(
         "| workers | reservation | files | clips | split s | files/s | score s | clips/s "
-        "| split x | score x | total x |"
+        "| split x | score x | total x | plain split s | plain x |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         print(
             f"| {r['workers']} | {'on' if r['reservation'] else 'off'} | {r['files']} | {r['clips']} "
             f"| {r['split_s']:.1f} | {r['split_files_per_s']:.2f} | {r['score_s']:.1f} "
             f"| {r['score_clips_per_s']:.2f} | {r['split_speedup']:.2f} | {r['score_speedup']:.2f} "
-            f"| {r['total_speedup']:.2f} |"
+            f"| {r['total_speedup']:.2f} | {r['plain_split_s']:.1f} | {r['plain_split_speedup']:.2f} |"
         )
     print(f"load average after the run: {report['load_average']}; results: {RESULTS.relative_to(REPO)}")
 
