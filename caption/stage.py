@@ -211,11 +211,12 @@ def caption_batches(
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="openai-captioner", daemon=True)
     thread.start()
+    limit = batches_in_flight(cfg)
     pending: set[Future[dict[str, np.ndarray]]] = set()
     try:
         for batch in prepared:
             pending.add(asyncio.run_coroutine_threadsafe(captioner(batch), loop))
-            while len(pending) >= batches_in_flight(cfg):
+            while len(pending) >= limit:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (future.result() for future in done)
         while pending:

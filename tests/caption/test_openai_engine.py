@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from caption.config import CaptionConfig
 from caption.engines import CaptionRequest, EngineConfigError, OpenAICaptionEngine
-from caption.stage import OpenAICaptioner, to_table
+from caption.stage import OpenAICaptioner, caption_batches, to_table
 
 GOOD_TEXT = "The video shows a red kite flying over a green hill on a windy afternoon."
 
@@ -135,6 +136,64 @@ def test_concurrency_is_bounded():
     outputs = asyncio.run(_serve_and_run(server, _cfg(concurrency=3), clips))
     assert all(o.error is None for o in outputs)
     assert server.max_in_flight == 3
+
+
+class CountingServer:
+    """Answers every request after 50 ms and records the most requests it held at once."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.json()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return web.json_response(_completion())
+        finally:
+            self.in_flight -= 1
+
+
+def test_caption_batches_keeps_concurrency_requests_in_flight_across_batches():
+    # Batches of 2, 6 requests allowed: a client that works on one batch at a time never has more
+    # than 2 requests at the server (the engine idles at every batch's tail).
+    cfg = _cfg(concurrency=6).model_copy(update={"batch_size": 2})
+    server = CountingServer()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server.handle)
+    runner = web.AppRunner(app)
+    port = int(cfg.openai.base_url.rsplit(":", 1)[1].split("/")[0])
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result()
+    batches = [
+        {
+            "clip_id": np.array([f"b{b}c0", f"b{b}c1"], dtype=object),
+            "frames": np.array([[b"\xff\xd8x"], [b"\xff\xd8x"]], dtype=object),
+            "frame_error": np.array([None, None], dtype=object),
+            "frame_prep_s": np.array([0.0, 0.0]),
+        }
+        for b in range(6)
+    ]
+    try:
+        tables = [to_table(columns) for columns in caption_batches(batches, cfg)]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert sorted(r["clip_id"] for r in rows) == sorted(f"b{b}c{c}" for b in range(6) for c in range(2))
+    assert all(r["caption_error"] is None for r in rows)
+    assert server.max_in_flight == 6
 
 
 def test_api_key_comes_from_the_named_variable_and_is_never_shown(monkeypatch, caplog):

