@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 
@@ -99,6 +100,7 @@ def sample_frames(
         frames: list[np.ndarray] = []
         stamps: list[float] = []
         next_wanted = 0
+        to_rgb = VideoReformatter()  # one single-threaded swscale context per clip, not one per frame
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -108,7 +110,11 @@ def sample_frames(
                     # Several targets can fall in one frame gap (short clips, high num_frames).
                     while next_wanted < len(wanted) and t >= wanted[next_wanted] - 1e-6:
                         next_wanted += 1
-                    frames.append(frame.to_ndarray(width=out_w, height=out_h, format="rgb24"))
+                    frames.append(
+                        to_rgb.reformat(
+                            frame, width=out_w, height=out_h, format="rgb24", threads=1
+                        ).to_ndarray()
+                    )
                     stamps.append(t - first)
                 if next_wanted >= len(wanted):
                     break

@@ -27,6 +27,7 @@ import av.error
 import av.logging
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from curate.config import ClipRules, ExtractConfig, SplitConfig
 from curate.decode import (
@@ -211,6 +212,10 @@ class _ClipWriter:
         self.frames_out = 0
         self.pts_mismatch = ""
         self.thumbnail: bytes = b""
+        # One single-threaded converter for the whole clip: frame.to_ndarray(width=..., format=...)
+        # built a swscale context with a thread per core on every frame (two thread starts per frame
+        # here), which borrowed the idle core of a 1-worker run and fought the other worker's.
+        self._to_rgb = VideoReformatter()
         self._buffer = io.BytesIO()
         self._out = av.open(self._buffer, mode="w", format="mp4")
         self._src_time_base = time_base
@@ -258,9 +263,9 @@ class _ClipWriter:
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         g = self.geometry
-        image = frame.to_ndarray(
-            width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA"
-        )
+        image = self._to_rgb.reformat(
+            frame, width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA", threads=1
+        ).to_ndarray()
         return rotate(image, g.rotation)
 
     def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
@@ -366,7 +371,9 @@ class _CopyWriter:
     def add(self, item: DecodedFrame, next_seconds: float) -> None:
         if self.frames_in == self.plan.num_frames // 2:
             g = self.geometry
-            image = item.frame.to_ndarray(width=g.scale_width, height=g.scale_height, format="rgb24")
+            image = item.frame.reformat(
+                width=g.scale_width, height=g.scale_height, format="rgb24", threads=1
+            ).to_ndarray()
             self.thumbnail = _jpeg(image, self.cfg)
         self.frames_in += 1
 

@@ -21,6 +21,7 @@ import av
 import av.error
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 class FileTimeout(Exception):
@@ -165,22 +166,25 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     return max(2, width // 2 * 2), max(2, height // 2 * 2)
 
 
-def to_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+def to_bgr(frame: av.VideoFrame, width: int, height: int, converter: VideoReformatter) -> np.ndarray:
     """BGR24 pixels at (width, height), both even.
 
     Scaling happens in YUV (swscale) and the colour conversion in OpenCV: swscale's own scaled
     RGB output is dithered, and the dither noise in dark frames looks like large hue changes to
-    the HSV-based detectors (a fade to black then scores as a hard cut).
+    the HSV-based detectors (a fade to black then scores as a hard cut). The caller's `converter`
+    keeps one single-threaded swscale context for a whole file instead of one per frame.
     """
     if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
-        frame = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+        frame = converter.reformat(
+            frame, width=width, height=height, format="yuv420p", interpolation="AREA", threads=1
+        )
     return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
 
 
 _PLANAR_420 = ("yuv420p", "yuvj420p")
 
 
-def detection_bgr(frame: av.VideoFrame, target_width: int) -> np.ndarray:
+def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoReformatter) -> np.ndarray:
     """A small BGR image for the detectors, as cheap as possible.
 
     8-bit 4:2:0 frames (nearly all H.264/HEVC/VP9/AV1) are subsampled by an integer step straight
@@ -190,13 +194,13 @@ def detection_bgr(frame: av.VideoFrame, target_width: int) -> np.ndarray:
     step = max(1, frame.width // target_width) if target_width > 0 else 1
     if frame.format.name not in _PLANAR_420:
         width, height = scaled_size(frame.width, frame.height, frame.width // step)
-        return to_bgr(frame, width, height)
+        return to_bgr(frame, width, height, converter)
     y, u, v = (_plane(frame, i)[::step, ::step] for i in range(3))
     h = min(u.shape[0], v.shape[0], y.shape[0] // 2)
     w = min(u.shape[1], v.shape[1], y.shape[1] // 2)
     if h < 1 or w < 1:
         width, height = scaled_size(frame.width, frame.height, frame.width // step)
-        return to_bgr(frame, width, height)
+        return to_bgr(frame, width, height, converter)
     i420 = np.empty((h * 3, w * 2), np.uint8)
     i420[: 2 * h] = y[: 2 * h, : 2 * w]
     chroma = i420[2 * h :].reshape(-1)

@@ -16,6 +16,7 @@ from typing import Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scenedetect.common import FrameTimecode
 from scenedetect.detector import SceneDetector
 from scenedetect.detectors import (
@@ -197,6 +198,7 @@ def scan_file(
         info = stream_info(stream)
         rate = nominal_rate(stream) or Fraction(25)
         detector = BoundaryDetector(cfg, rate) if detect else None
+        converter = VideoReformatter()  # frames that are not 8-bit 4:2:0 are scaled by it
         scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
         for item in iter_frames(
             container, scan.stats, deadline, threads=cfg.decode_threads, where="scene detection"
@@ -204,7 +206,7 @@ def scan_file(
             assert isinstance(item, DecodedFrame)
             scan.frame_pts.append(item.pts)
             if detector is not None:
-                detector.add(item.index, detection_bgr(item.frame, cfg.downscale_width))
+                detector.add(item.index, detection_bgr(item.frame, cfg.downscale_width, converter))
         scan.end_pts = _stream_end_pts(stream, info.start_pts)
         if detector is not None:
             scan.boundaries = [

@@ -14,6 +14,7 @@ import av
 import av.error
 import matplotlib
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 matplotlib.use("Agg")  # headless: the report is rendered in jobs and tests without a display
@@ -46,8 +47,11 @@ def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: in
             height = max(
                 2, round(stream.codec_context.height * width / max(1, stream.codec_context.width)) // 2 * 2
             )
+            to_rgb = VideoReformatter()  # one single-threaded swscale context per clip, not one per frame
             for frame in container.decode(stream):
-                small.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                small.append(
+                    to_rgb.reformat(frame, format="rgb24", width=width, height=height, threads=1).to_ndarray()
+                )
     except av.error.FFmpegError as err:
         raise PreviewError(f"clip bytes do not decode: {type(err).__name__}: {err}") from err
     if not small:

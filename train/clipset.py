@@ -17,6 +17,7 @@ import av
 import cv2
 import numpy as np
 import pyarrow as pa
+from av.video.reformatter import VideoReformatter
 
 from pipelines.store import CLIPS, Store
 
@@ -32,6 +33,7 @@ class ClipSpec:
 def read_frames(path: Path, start_frame: int, num_frames: int) -> tuple[list[np.ndarray], float]:
     """RGB frames [start_frame, start_frame + num_frames) in decoding order, and the stream's fps."""
     frames: list[np.ndarray] = []
+    to_rgb = VideoReformatter()  # one single-threaded swscale context per file, not one per frame
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25)
@@ -39,7 +41,7 @@ def read_frames(path: Path, start_frame: int, num_frames: int) -> tuple[list[np.
             if i >= start_frame + num_frames:
                 break
             if i >= start_frame:
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
     if len(frames) < num_frames:
         raise ValueError(
             f"{path} has only {start_frame + len(frames)} frames, asked for {start_frame}+{num_frames}"

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from av.video.reformatter import VideoReformatter
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from train.config import Bucket, DataConfig
@@ -203,8 +204,11 @@ def decode_clip(data: bytes, bucket: Bucket) -> np.ndarray:
     """MP4 bytes -> (frames, H, W, 3) uint8: the middle `bucket.frames` frames, resized to cover the
     bucket and centre-cropped. Raises ValueError naming the problem when the clip cannot fill it."""
     try:
+        to_rgb = VideoReformatter()  # one single-threaded swscale context per clip, not one per frame
         with av.open(io.BytesIO(data), mode="r") as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            frames = [
+                to_rgb.reformat(f, format="rgb24", threads=1).to_ndarray() for f in container.decode(video=0)
+            ]
     except av.error.FFmpegError as err:
         raise ValueError(f"clip bytes do not decode: {err}") from err
     if len(frames) < bucket.frames:
