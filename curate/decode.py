@@ -68,6 +68,16 @@ class DecodedFrame:
     frame: av.VideoFrame
 
 
+def use_cpus(cpus: float) -> None:
+    """Size OpenCV's thread pool to the CPUs a task was given (at least one).
+
+    OpenCV's pthreads pool runs a thread per core of the machine whatever OMP_NUM_THREADS says (Ray
+    sets that one): a 1-CPU score task used 1.25 cores here, borrowing the idle core when it ran
+    alone and taking it from the other worker's task when two ran side by side.
+    """
+    cv2.setNumThreads(max(1, int(cpus)))
+
+
 def open_container(path: str | Path) -> av.container.InputContainer:
     # A bounded probe keeps a malformed header from stalling the open; errors surface as av errors.
     return av.open(os.fspath(path), mode="r", options={"probesize": str(32 << 20)})

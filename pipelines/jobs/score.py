@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 # this module is what every CPU decode worker unpickles, and those must start in well under a second.
 from curate import filtering
 from curate.config import DedupConfig, ScoreConfig
+from curate.decode import use_cpus
 from curate.dedup import find_duplicates, frame_signature
 from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer
@@ -95,6 +96,7 @@ def decode_and_measure(
     batch: dict[str, np.ndarray], store_root: str, cfg: ScoreConfig, clip_size: int
 ) -> dict[str, Any]:
     """Decode each clip once; compute the CPU scores and the model inputs. A bad clip gets score_error."""
+    use_cpus(cfg.decode_num_cpus)
     ids = [str(c) for c in batch["clip_id"]]
     blobs = Store(store_root).read_clip_bytes(ids)
     motion = MotionScorer(cfg.motion) if cfg.motion.enabled else None

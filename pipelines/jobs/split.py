@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from curate.clips import Clip, VideoSplit, clip_id
 from curate.config import SplitConfig
+from curate.decode import use_cpus
 from curate.probe import content_id, path_id, reason_of
 from pipelines.config import InputConfig, PipelineConfig
 from pipelines.runtime import init_ray
@@ -98,6 +99,7 @@ def _is_video_name(path: Path, cfg: InputConfig) -> bool:
 def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str]) -> dict[str, Any]:
     """Worker side: one file -> {video row, clip fragment JSON}. Never raises for a bad file."""
     started = time.monotonic()
+    use_cpus(cfg.num_cpus)
     # Only regular files are hashed: opening a named pipe (or a device) would block the task forever.
     # Anything not hashed gets a path-based id, and the probe names the reason.
     identity: tuple[str, int] | None = None
@@ -194,6 +196,7 @@ def _video_row(split: VideoSplit, uri: str, num_clips: int) -> dict[str, Any]:
 
 def scan_one(path: str, cfg: SplitConfig) -> dict[str, Any]:
     """Worker side of --scenes-only: boundaries of one file, no clips."""
+    use_cpus(cfg.num_cpus)
     split = VideoSplit(path, cfg, scenes_only=True)
     for _ in split.clips():
         pass

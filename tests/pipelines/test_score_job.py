@@ -102,3 +102,36 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     )
     report = render(tmp_store)
     assert "motion > 0.0005" in report and "PLACEHOLDER" in report and "aesthetic_mean" in report
+
+
+@pytest.mark.parametrize("decode_num_cpus", [0.5, 2])
+def test_score_decode_task_gives_opencv_its_cpus(sample_footage, tmp_store, decode_num_cpus):
+    """The CPU scorers run OpenCV, whose own pool ignores OMP_NUM_THREADS: the task sizes it."""
+    import cv2
+    import numpy as np
+
+    from pipelines.jobs.score import decode_and_measure
+
+    shots = sample_shots(sample_footage, "cuts.mp4")
+    store_with(tmp_store, {f"v:{name}": encode_mp4(frames) for name, frames in list(shots.items())[:2]})
+    cfg = parse_config(
+        {
+            "store": {"root": str(tmp_store.root)},
+            "score": {
+                "decode_num_cpus": decode_num_cpus,
+                "aesthetic": {"enabled": False},
+                "embedding": {"enabled": False},
+                "ocr": {"enabled": False},
+            },
+        }
+    ).score
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(8)
+    try:
+        out = decode_and_measure(
+            {"clip_id": np.array(["v:" + n for n in list(shots)[:2]])}, str(tmp_store.root), cfg, 0
+        )
+        assert len(out["clip_id"]) == 2 and all(e is None for e in out["score_error"])
+        assert cv2.getNumThreads() == max(1, int(decode_num_cpus))
+    finally:
+        cv2.setNumThreads(before)

@@ -104,3 +104,24 @@ def test_inputs_from_glob_and_list_file(tmp_path, sample_footage):
         resolve_inputs([str(tmp_path / "nothing-here")], cfg.input)
     with pytest.raises(InputError, match="no video files"):
         resolve_inputs([str(tmp_path)], cfg.input)
+
+
+@pytest.mark.parametrize("num_cpus", [0.5, 1, 2])
+def test_split_task_gives_opencv_its_cpus(tmp_path, sample_footage, num_cpus):
+    """OpenCV ignores OMP_NUM_THREADS; a 1-CPU task left at a thread per core takes another task's core."""
+    import cv2
+
+    from pipelines.jobs.split import split_one
+
+    store = Store(tmp_path / "store")
+    store.root.mkdir()
+    store.create(CLIPS)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(8)
+    try:
+        cfg = config(store.root, num_cpus=num_cpus).split
+        result = split_one(str(sample_footage / "cuts.mp4"), cfg, store.clips_uri, frozenset())
+        assert result["clips"] > 0
+        assert cv2.getNumThreads() == max(1, int(num_cpus))
+    finally:
+        cv2.setNumThreads(before)
