@@ -1,16 +1,20 @@
 """The video autoencoder on real footage, and a tiny DiT overfitting four real clips.
 
-Thresholds (measured on this project's machines, see the numbers in the assertions' comments):
+Thresholds come from the spread over seeds, not from one lucky run: training on CPU is
+deterministic per machine but not across machines (CI's CPU gave 1 dB less held-out PSNR than the
+development machine with the same seed), so a different seed stands in for a different CPU.
 - VAE: held-out clips come from source files the VAE never saw (a stricter test than other clips of
   the same shots). After 200 steps on ~15 clips it must beat the best constant colour per clip by
-  VAE_MARGIN_DB (>= 37% lower MSE: it encodes spatial structure, not just the average colour;
-  measured 17.5 vs 14.5 dB), and fit its training clips to VAE_MIN_TRAIN_PSNR (measured 24.8 dB),
-  which a model without spatial detail cannot reach.
-- Overfit: the sampler can at best reproduce the VAE's reconstruction of a clip, so a sample for a
-  clip's caption must come within OVERFIT_GAP_DB of that ceiling (its error at most ~2x the VAE's
-  own), and be closer to its own clip than to any other (by OVERFIT_MARGIN_DB on average): the caption,
-  not luck, chose what was generated. Measured after 600 steps: 0.3-1.2 dB under the ceiling
-  (16.7-19.7 dB), 3.6-7.2 dB above the closest other clip.
+  VAE_MARGIN_DB (>= 29% lower MSE: it encodes spatial structure, not just the average colour;
+  measured 16.4-17.5 dB over seeds 0-5 against 14.5 dB, CI 16.5 dB), and fit its training clips to
+  VAE_MIN_TRAIN_PSNR (measured 23.8-25.5 dB), which a model without spatial detail cannot reach.
+- Overfit: the DiT models latents, so whether it memorised a clip is judged against the VAE's
+  reconstruction of that clip (the best any sample can be): a sample must be closer to its own
+  clip's reconstruction than to any other by OVERFIT_MARGIN_DB (measured after 1000 steps over five
+  VAE/DiT seed pairs: >= 10 dB; 3.9 dB after 600 steps), and come within OVERFIT_GAP_DB of the
+  real clip's VAE ceiling (measured <= 1.8 dB; up to 5 dB after 600 steps, which failed CI). In
+  pixels, a street scene the VAE renders poorly (ceiling 13.8-17 dB) can sit as close to another
+  clip as to its own, so the pixel check is on the average margin.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ VAE_TEST = VAEConfig(
     base_channels=16, channel_multipliers=(1, 2, 4), spatial_compression=4, latent_channels=8
 )
 BUCKET = Bucket(height=32, width=32, frames=9)
-VAE_MARGIN_DB = 2.0
+VAE_MARGIN_DB = 1.5
 VAE_MIN_TRAIN_PSNR = 22.0
 OVERFIT_GAP_DB = 3.0
-OVERFIT_MARGIN_DB = 3.0
+OVERFIT_MARGIN_DB = 6.0
+OVERFIT_PIXEL_MARGIN_DB = 3.0
 
 
 def held_out_filter(specs) -> tuple[str, str]:
@@ -109,7 +114,7 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
     store = Store(tmp_path / "store")
     write_clipset(store, chosen, width=96)
     config = TrainConfig(
-        steps=600,
+        steps=1000,
         batch_size=4,
         lr=1e-3,
         warmup_steps=20,
@@ -117,7 +122,7 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
         val_fraction=0.0,
         ema_decay=0.95,
         log_every=50,
-        ckpt_every=600,
+        ckpt_every=1000,
         out_dir=str(tmp_path / "run"),
         progress=False,
         tensorboard=False,
@@ -152,17 +157,19 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
         seed=0,
     )
     with torch.no_grad():
-        ceiling = [psnr(vae.decode(vae.encode(c[None]).mean)[0], c) for c in clips]
+        reconstructions = [vae.decode(vae.encode(c[None]).mean)[0] for c in clips]
+    ceiling = [psnr(reconstructions[i], clips[i]) for i in range(4)]
     own = [psnr(samples[i], clips[i]) for i in range(4)]
     others = [max(psnr(samples[i], clips[j]) for j in range(4) if j != i) for i in range(4)]
+    own_latent = [psnr(samples[i], reconstructions[i]) for i in range(4)]
+    others_latent = [max(psnr(samples[i], reconstructions[j]) for j in range(4) if j != i) for i in range(4)]
     for i in range(4):
         print(
             f"{index.captions[i]!r}: sample {own[i]:.2f} dB, VAE ceiling {ceiling[i]:.2f} dB, "
-            f"best other clip {others[i]:.2f} dB"
+            f"best other clip {others[i]:.2f} dB; against reconstructions: own {own_latent[i]:.2f} dB, "
+            f"best other {others_latent[i]:.2f} dB"
         )
+    # The caption, not luck, chose what was generated: each sample reproduces its own clip's latent.
+    assert all(own_latent[i] >= others_latent[i] + OVERFIT_MARGIN_DB for i in range(4))
     assert all(own[i] >= ceiling[i] - OVERFIT_GAP_DB for i in range(4))
-    # Each sample is closer to its own clip than to any other, and by OVERFIT_MARGIN_DB on average:
-    # a per-clip margin is out of reach where the VAE's own ceiling sits near the other clips (seen
-    # once: a street scene with a 14.4 dB ceiling, 0.7 dB above its nearest other clip).
-    assert all(own[i] > others[i] for i in range(4))
-    assert sum(own[i] - others[i] for i in range(4)) / 4 >= OVERFIT_MARGIN_DB
+    assert sum(own[i] - others[i] for i in range(4)) / 4 >= OVERFIT_PIXEL_MARGIN_DB
