@@ -20,12 +20,18 @@ Input: a folder of videos (default: the built-in sample footage), each remuxed `
 its own metadata tag, so every copy has its own content hash (the split job skips identical bytes)
 while the decode and encode work per copy stays exactly the same. Each copy plays its source
 `--loops` times back to back: the sample files last 3-10 s, and a task that short measures Ray's
-per-task cost more than the stage (real inputs run minutes per file).
+per-task cost more than the stage (real inputs run minutes per file). The default of 8 loops gives
+24-80 s files, 15 minutes of footage. What a 2-worker job pays that the plain pair does not (measured
+with Ray's task timeline and per-process CPU): the second worker's first task starts ~0.7 s after
+the first (worker start, `import ray.data`), the last task runs alone for ~0.6 s, and Ray's own
+processes (driver's executor loop, GCS, runtime-env agent, log monitor, stats actor) take ~1.7 CPU-s
+per 12 s of job from the two cores the workers share. With 4 loops that held the speed-up to
+1.64-1.68 (plain pair 1.94-2.03); with 8 loops 1.67-1.78.
 
 `--compare-reservation` adds runs with Ray Data's per-operator resource reservation switched on
 (`ray.reserve_operator_resources=true`, Ray's own default), which is what held 2 workers to ~1.2x.
 
-    python -m bench.scale [--footage DIR] [--copies 4] [--loops 4] [--rounds 3] [--workers 1 2]
+    python -m bench.scale [--footage DIR] [--copies 4] [--loops 8] [--rounds 3] [--workers 1 2]
                           [--compare-reservation] [--out FILE]
 Writes bench/results/scale.json (or `--out`) and prints a table.
 """
@@ -311,7 +317,7 @@ def main() -> None:
     )
     parser.add_argument("--copies", type=int, default=4, help="remuxed copies of every input video")
     parser.add_argument(
-        "--loops", type=int, default=4, help="each copy plays its source this many times (longer files)"
+        "--loops", type=int, default=8, help="each copy plays its source this many times (longer files)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="every configuration runs once per round")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
