@@ -96,11 +96,13 @@ class BatchPreparer:
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
-        if missing:
-            tokens, mask = self.text.encode(missing)
-            for i, caption in enumerate(missing):
-                self._cache[caption] = (tokens[i], mask[i])
+        # One caption per call: the encoder's floats depend on how many captions share a batch (the
+        # CPU kernels are chosen by shape), and a resumed run meets a caption in another batch than
+        # an uninterrupted one, which made their weights differ from step 4 on.
+        for caption in dict.fromkeys(captions):
+            if caption not in self._cache:
+                tokens, mask = self.text.encode([caption])
+                self._cache[caption] = (tokens[0], mask[0])
         return (
             torch.stack([self._cache[c][0] for c in captions]),
             torch.stack([self._cache[c][1] for c in captions]),
