@@ -235,7 +235,7 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
                 True,
                 f"{len(videos)} files: {ok} ok ({len(partial)} partial), {len(failed)} failed; {n} clips; "
                 f"footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
-                at=_last_commit(store, VIDEOS),
+                at=str(video_records.get("split", {}).get("at", "")) or _last_commit(store, VIDEOS),
             )
         )
 
@@ -525,6 +525,7 @@ vertical-align:middle}.placeholder{background:#ffe08a;color:#5c4400;border:1px s
 .noimg{display:flex;align-items:center;justify-content:center;height:110px;background:#eee;color:#777}
 .captions td img{width:200px}.dupgroup{display:flex;gap:.4rem;flex-wrap:wrap;align-items:flex-start;margin:.5rem 0}
 .dupgroup figure{margin:0;width:150px;font-size:.7rem}.dupgroup img{width:150px;display:block}
+.dupgroup .id{font-family:ui-monospace,monospace;word-break:break-all;color:#5b6573}
 pre{background:#f1f3f6;padding:.5rem;overflow:auto;max-height:28rem;font-size:.78rem}
 .controls{margin:.5rem 0}.controls select,.controls button{font-size:.9rem}
 """

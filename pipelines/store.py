@@ -274,7 +274,8 @@ class Store:
     def record(self, table: str, stage: str, record: Mapping[str, Any]) -> None:
         """Record a stage's config on a table without changing its rows (e.g. split on `videos`)."""
         ds = self.require(table)
-        ds.update_metadata({_STAGE_KEY_PREFIX + stage: json.dumps(dict(record), sort_keys=True, default=str)})
+        stamped = {**record, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        ds.update_metadata({_STAGE_KEY_PREFIX + stage: json.dumps(stamped, sort_keys=True, default=str)})
 
     def stage_records(self, table: str = CLIPS) -> dict[str, dict[str, Any]]:
         """What produced each stage's columns: {stage: {columns, config, models, rows, at}}."""

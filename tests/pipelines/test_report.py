@@ -124,6 +124,9 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in data.cards)
     assert all(c.caption for c in data.captions)
     assert data.records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
+    # every stage says when it ran, in one format (the split record is stamped like the column stages)
+    split_at = data.records[VIDEOS]["split"]["at"]
+    assert by_stage["split"].at == split_at and split_at.endswith("+00:00")
 
 
 def test_page_is_self_contained_and_badges_placeholders(store):
@@ -239,6 +242,13 @@ def test_report_renders_in_headless_chromium(store, chromium, tmp_path):
     )
     values = [float(v) for v in motion if v]
     assert values == sorted(values, reverse=True) and len(values) == 8
+    # clip ids under duplicate thumbnails wrap inside their figure instead of running into the next one
+    overflowing = chromium.execute_script(
+        "return Array.from(document.querySelectorAll('.dupgroup figcaption'))"
+        ".filter(f => f.scrollWidth > f.clientWidth).length"
+    )
+    assert chromium.execute_script("return document.querySelectorAll('.dupgroup figcaption').length") > 0
+    assert overflowing == 0
     chromium.execute_script("window.reelforgeSort('order', 'desc')")
     height = chromium.execute_script("return document.documentElement.scrollHeight")
     chromium.set_window_size(1400, min(int(height) + 100, 8000))
