@@ -26,7 +26,8 @@ with Ray's task timeline and per-process CPU): the second worker's first task st
 the first (worker start, `import ray.data`), the last task runs alone for ~0.6 s, and Ray's own
 processes (driver's executor loop, GCS, runtime-env agent, log monitor, stats actor) take ~1.7 CPU-s
 per 12 s of job from the two cores the workers share. With 4 loops that held the speed-up to
-1.64-1.68 (plain pair 1.94-2.03); with 8 loops 1.67-1.78.
+1.64-1.68 (plain pair 1.94-2.03); with the defaults, 3 rounds: total 1.74-1.81 (median 1.74; split
+1.74, score 1.76), plain pair 1.90-2.03.
 
 `--compare-reservation` adds runs with Ray Data's per-operator resource reservation switched on
 (`ray.reserve_operator_resources=true`, Ray's own default), which is what held 2 workers to ~1.2x.
