@@ -12,7 +12,6 @@ not run says so; a column produced by a random-weight model (its stage record ma
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import math
@@ -27,7 +26,7 @@ import pyarrow.compute as pc
 
 from curate import filtering
 from pipelines.report_media import PreviewError, animated_preview, data_uri, histogram_svg
-from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, Store, StoreError
+from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, Store, StoreError, utc_now
 
 NOT_RUN = "not run yet"
 # Frames and width of the animated previews: small enough that 48 previews stay a few MB.
@@ -235,7 +234,7 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
                 True,
                 f"{len(videos)} files: {ok} ok ({len(partial)} partial), {len(failed)} failed; {n} clips; "
                 f"footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
-                at=str(video_records.get("split", {}).get("at", "")) or _last_commit(store, VIDEOS),
+                at=str(video_records.get("split", {}).get("at", "")),
             )
         )
 
@@ -429,7 +428,7 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     clip_versions = store.versions(CLIPS)
     return ReportData(
         root=str(store.root),
-        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        generated_at=utc_now(),
         version=_package_version(),
         clips_version=clips_ds.version if clips_ds is not None else None,
         videos_version=videos_ds.version if videos_ds is not None else None,
@@ -453,11 +452,6 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         records={VIDEOS: video_records, CLIPS: clip_records},
         versions=[(int(v["version"]), str(v["timestamp"])) for v in clip_versions],
     )
-
-
-def _last_commit(store: Store, table: str) -> str:
-    versions = store.versions(table)
-    return str(versions[-1]["timestamp"]) if versions else ""
 
 
 def _package_version() -> str:

@@ -100,6 +100,11 @@ VIDEOS, CLIPS = "videos", "clips"
 _SCHEMAS = {VIDEOS: VIDEOS_SCHEMA, CLIPS: CLIPS_SCHEMA}
 
 
+def utc_now() -> str:
+    """When a stage ran, as every stage record and the report write it (UTC, whole seconds)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 class StoreError(RuntimeError):
     """A store that cannot be used as asked (other schema version, missing dataset, ...)."""
 
@@ -266,7 +271,7 @@ class Store:
             "config": dict(config),
             "models": dict(models or {}),
             "rows": table.num_rows,
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "at": utc_now(),
         }
         ds.update_metadata({_STAGE_KEY_PREFIX + stage: json.dumps(record, sort_keys=True)})
         return self.require(CLIPS).version
@@ -274,7 +279,7 @@ class Store:
     def record(self, table: str, stage: str, record: Mapping[str, Any]) -> None:
         """Record a stage's config on a table without changing its rows (e.g. split on `videos`)."""
         ds = self.require(table)
-        stamped = {**record, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        stamped = {**record, "at": utc_now()}
         ds.update_metadata({_STAGE_KEY_PREFIX + stage: json.dumps(stamped, sort_keys=True, default=str)})
 
     def stage_records(self, table: str = CLIPS) -> dict[str, dict[str, Any]]:
