@@ -61,7 +61,7 @@ from caption.vllm_runtime import (  # noqa: E402
 )
 from pipelines.config import PipelineConfig, parse_config  # noqa: E402
 from pipelines.jobs.caption import run_caption  # noqa: E402
-from pipelines.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "caption.json"
 TARGET_RATIO = 0.85

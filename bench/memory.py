@@ -181,7 +181,7 @@ def measure(video: Path, work: Path, label: str) -> dict:
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     sys.path.insert(0, str(REPO))
-    from pipelines.store import Store
+    from store import Store
 
     clips = Store(root).read_clips(columns=["clip_id"]).num_rows
     with av.open(str(video)) as c:

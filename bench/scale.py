@@ -52,7 +52,7 @@ from pathlib import Path
 import av
 
 from pipelines.config import load_config
-from pipelines.store import Store
+from store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "scale.json"
@@ -75,7 +75,7 @@ RESERVATION_ON = "ray.reserve_operator_resources=true"
 RAY_RUN = """
 import json, sys, time
 from pipelines.config import load_config
-from pipelines.store import Store
+from store import Store
 from pipelines.jobs.score import run_score
 from pipelines.jobs.split import run_split
 from pipelines.runtime import init_ray
@@ -96,9 +96,9 @@ print(json.dumps({"files": split.ok, "failed": split.failed, "clips": split.clip
 PLAIN_SPLIT = """
 import sys, time
 from pipelines.config import load_config
-from pipelines.store import Store
+from store import Store
 from pipelines.jobs.split import split_one
-from pipelines.store import CLIPS, VIDEOS, Store
+from store import CLIPS, VIDEOS, Store
 root, count, *rest = sys.argv[1:]
 overrides, paths = rest[: int(count)], rest[int(count):]
 cfg = load_config("demo", [f"store.root={root}", *overrides])
@@ -117,7 +117,7 @@ PLAIN_SCORE = """
 import sys, time
 import numpy as np
 from pipelines.config import load_config
-from pipelines.store import Store
+from store import Store
 from pipelines.jobs.score import decode_and_measure
 root, ids_file, *overrides = sys.argv[1:]
 cfg = load_config("demo", [f"store.root={root}", *overrides])

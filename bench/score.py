@@ -59,7 +59,7 @@ from pipelines.config import PipelineConfig, parse_config  # noqa: E402
 from pipelines.jobs.score import run_score  # noqa: E402
 from pipelines.jobs.split import run_split  # noqa: E402
 from pipelines.sample_footage import write_sample_footage  # noqa: E402
-from pipelines.store import CLIPS, CLIPS_SCHEMA, Store  # noqa: E402
+from store import CLIPS, CLIPS_SCHEMA, Store  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "footage"
 # Real single-shot footage (720p and 540p, ~5 s): clips as long as real ones, unlike the 2 s sample shots.

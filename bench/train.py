@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from train.clipset import ClipSpec, write_clipset  # noqa: E402
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
 from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402

@@ -23,22 +23,11 @@ from caption.config import CaptionConfig
 from caption.engines import CaptionRequest, EngineOutput, OpenAICaptionEngine, caption_params_json
 from caption.frames import FrameSamplingError, encode_jpeg, sample_frames
 from caption.prompts import get_prompt
+from store import contract
 
-# Columns the stage reads from `clips` and writes back (keyed by clip_id).
-READS = ("clip_id", "video")
-CAPTION_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("caption", pa.string()),
-        pa.field("caption_model", pa.string()),
-        pa.field("caption_prompt_version", pa.string()),
-        pa.field("caption_params", pa.string()),
-        pa.field("caption_prompt_tokens", pa.int32()),
-        pa.field("caption_output_tokens", pa.int32()),
-        pa.field("caption_latency_s", pa.float32()),
-        pa.field("caption_error", pa.string()),
-    ]
-)
+# Columns the stage reads from `clips` and writes back (keyed by clip_id), from the data contract.
+READS = contract.STAGES["caption"].reads
+CAPTION_SCHEMA = contract.stage_schema("caption")
 WRITES = tuple(name for name in CAPTION_SCHEMA.names if name != "clip_id")
 
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from curate import filtering
 from pipelines.jobs.score import DEDUP_STAGE, FILTER_STAGE, SCORE_STAGE
-from pipelines.store import CLIPS_SCHEMA, Store
+from store import CLIPS_SCHEMA, Store
 
 PERCENTILES = (5, 25, 50, 75, 95)
 _NOT_SCORES = {

@@ -47,7 +47,7 @@ def photo_clips(copies: int = 1) -> dict[str, bytes]:
 
 def clips_rows(clips: dict[str, bytes]) -> pa.Table:
     """Rows for the store's clips table (the split stage's columns) holding the given clips."""
-    from pipelines.store import CLIPS_SCHEMA
+    from store import CLIPS_SCHEMA
 
     n = len(clips)
     columns = {

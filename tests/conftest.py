@@ -45,7 +45,7 @@ def shared_footage() -> Path:
 
 @pytest.fixture
 def tmp_store(tmp_path):
-    from pipelines.store import Store
+    from store import Store
 
     return Store(tmp_path / "store")
 

@@ -5,7 +5,7 @@ built-in sample footage, a remuxed copy of one of them (same frames, other bytes
 for the dedup section) and a file that is not a video (a failed row with its reason). Scores come
 from curate's real motion and quality scorers and a random-weight CLIP + aesthetic head (recorded as
 placeholders, as the demo does); captions are the footage's ground-truth shot descriptions; the
-filter is evaluated with curate's filter language. Rows and stage records go through pipelines.store
+filter is evaluated with curate's filter language. Rows and stage records go through store
 the same way the jobs write them.
 """
 
@@ -36,7 +36,7 @@ from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 from pipelines.jobs.split import clip_row
-from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
+from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 
 SOURCES = ("cuts.mp4", "looks.mp4")
 FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean >= 5 and duplicate_of is null"

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.sample_footage import load_ground_truth
-from pipelines.store import CLIPS, CLIPS_SCHEMA, Store
+from store import CLIPS, CLIPS_SCHEMA, Store
 
 
 def encode_mp4(frames: list[np.ndarray], fps: int = 25, crf: int = 20) -> bytes:

@@ -15,23 +15,14 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from store import ROW_ID, contract
 from train.config import TrainConfig
 from train.data import assign_bucket, bucket_name, decode_clip, frames_to_tensor
 from train.text import build_text_encoder
 from train.vae import load_vae
 
-ENCODE_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string()),
-        pa.field("latent", pa.large_binary()),  # float32, C-order, shape in latent_shape
-        pa.field("latent_shape", pa.list_(pa.int32())),  # (C, T, H, W)
-        pa.field("latent_bucket", pa.string()),  # "HxWxF" the clip was cut to
-        pa.field("text_emb", pa.large_binary()),  # float32 (L, E) token states of the caption
-        pa.field("text_shape", pa.list_(pa.int32())),
-        pa.field("text_len", pa.int32()),  # real tokens; the rest is padding
-        pa.field("encode_error", pa.string()),
-    ]
-)
+# The columns the stage writes (clip_id is the key), as the data contract declares them.
+ENCODE_SCHEMA = contract.stage_schema("encode")
 
 
 def encode_signature(config: TrainConfig) -> dict[str, Any]:
@@ -90,4 +81,7 @@ class LatentEncoder:
                 out["text_emb"][i] = text.tobytes()
                 out["text_shape"][i] = list(text.shape)
                 out["text_len"][i] = int(mask[i].sum())
-        return pa.Table.from_pydict(out, schema=ENCODE_SCHEMA)
+        table = pa.Table.from_pydict(out, schema=ENCODE_SCHEMA)
+        if ROW_ID in batch:  # the job's work list: the row id goes back with the columns
+            table = table.append_column(ROW_ID, pa.array(batch[ROW_ID], pa.uint64()))
+        return table

@@ -47,8 +47,8 @@ from caption.vllm_runtime import (
     vllm_python,
 )
 from pipelines.config import PipelineConfig
-from pipelines.runtime import clip_id_dataset, init_ray
-from pipelines.store import ColumnStaging, Store
+from pipelines.runtime import init_ray, work_dataset
+from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 
 CAPTION_STAGE = "caption"
 
@@ -117,14 +117,13 @@ def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None
 
 
 def read_and_prepare(
-    batch: dict[str, np.ndarray], store_root: str, cfg: CaptionConfig
+    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: CaptionConfig
 ) -> dict[str, np.ndarray]:
-    """clip ids -> sampled frames (JPEG for HTTP, raw RGB for in-process vLLM); clips whose bytes
-    are missing get a frame_error."""
+    """clip ids + row ids -> sampled frames (JPEG for HTTP, raw RGB for in-process vLLM); clips whose
+    bytes are missing get a frame_error. Blobs are read by row id: O(batch)."""
     clip_ids = [str(c) for c in batch["clip_id"]]
-    blobs = Store(store_root).read_clip_bytes(clip_ids)
     videos = np.empty(len(clip_ids), dtype=object)
-    videos[:] = [blobs.get(cid, b"") for cid in clip_ids]
+    videos[:] = ClipReader.at(store_root, version).blobs(batch[ROW_ID])
     encoding: Literal["jpeg", "rgb"] = "rgb" if cfg.engine == "vllm" else "jpeg"
     return prepare_frames({"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}, cfg, encoding)
 
@@ -225,14 +224,14 @@ def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
     )
 
 
-def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
+def build_dataset(store: Store, cfg: CaptionConfig, work: WorkList) -> Any:
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
-    ds: Any = clip_id_dataset(clip_ids, cfg.batch_size)
+    ds: Any = work_dataset(work.rows, cfg.batch_size)
     ds = ds.map_batches(
         read_and_prepare,
-        fn_kwargs={"store_root": str(store.root), "cfg": cfg},
+        fn_kwargs={"store_root": str(store.root), "version": work.version, "cfg": cfg},
         batch_format="numpy",
         batch_size=cfg.batch_size,
         num_cpus=cfg.decode_num_cpus,
@@ -243,24 +242,33 @@ def build_dataset(store: Store, cfg: CaptionConfig, clip_ids: list[str]) -> Any:
     return _vllm_engine(ds, cfg)
 
 
-def todo_clip_ids(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> tuple[list[str], int, str]:
-    """(clip ids to caption now, how many selected clips already have a caption, selection description)."""
+def todo_clips(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> tuple[WorkList, int, str]:
+    """(the clips to caption now, how many selected clips already have a caption, selection description).
+
+    Done means a caption in `clips` or in the staging of a run not merged yet; failed clips are retried."""
     clips = store.require("clips")
-    where, description = selection_filter(cfg, clips.schema.names)
+    names = clips.schema.names
+    where, description = selection_filter(cfg, names)
     try:
-        selected = store.read_clips(columns=["clip_id"], filter=where).column("clip_id").to_pylist()
+        selected = clips.count_rows(filter=where)
+        lacking = f"({where}) AND caption IS NULL" if where else "caption IS NULL"
+        todo = store.work_list(
+            filter=lacking if "caption" in names else where,
+            exclude=staging,
+            exclude_where="caption IS NOT NULL",
+        )
     except (OSError, ValueError, RuntimeError) as err:
         raise CaptionJobError(
             f"caption.filter {where!r} cannot be evaluated on the clips table "
-            f"(columns: {', '.join(clips.schema.names)}): {err}"
+            f"(columns: {', '.join(names)}): {err}"
         ) from err
-    staged = staging.table()
-    done: set[str] = set()
-    if staged is not None:
-        ok = staged.filter(pc.is_valid(staged["caption"]))
-        done = set(ok.column("clip_id").to_pylist())
-    todo = [c for c in selected if c not in done]
-    return todo, len(selected) - len(todo), description
+    return todo, selected - len(todo), description
+
+
+def with_row_ids(table: pa.Table, row_of: dict[str, int]) -> pa.Table:
+    """Attach each caption's clip row id (the engines pass clip_id through; the driver knows the rest)."""
+    ids = [row_of[c] for c in table.column("clip_id").to_pylist()]
+    return table.append_column(ROW_ID, pa.array(ids, pa.uint64()))
 
 
 def run_caption(
@@ -273,8 +281,8 @@ def run_caption(
     if recaption is None:
         recaption = config.caption.recaption
     store = Store(config.store.root)
-    todo, _, _ = todo_clip_ids(store, config.caption, ColumnStaging(store, CAPTION_STAGE))
-    if not todo and not recaption:  # everything is captioned: no server to start (it takes ~1 min)
+    todo, _, _ = todo_clips(store, config.caption, ColumnStaging(store, CAPTION_STAGE))
+    if not len(todo) and not recaption:  # everything is captioned: no server to start (it takes ~1 min)
         return _run(config, config.caption, recaption=False, progress=progress, limit=limit)
     with launched_server(config.caption) as cfg:
         return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
@@ -289,9 +297,10 @@ def _run(
     staging = ColumnStaging(store, CAPTION_STAGE)
     if recaption:
         staging.reset()
-    todo, skipped, description = todo_clip_ids(store, cfg, staging)
+        store.drop_columns(CAPTION_STAGE)
+    todo, skipped, description = todo_clips(store, cfg, staging)
     if limit is not None:
-        todo = todo[:limit]
+        todo = WorkList(todo.version, todo.rows.slice(0, limit))
     summary = CaptionSummary(
         engine=cfg.engine,
         model=cfg.model,
@@ -301,9 +310,10 @@ def _run(
         placeholder=is_placeholder_model(cfg.model),
     )
     started = time.perf_counter()
-    if todo:
+    if len(todo):
         init_ray(config.ray)
         ds = build_dataset(store, cfg, todo)
+        row_of = dict(zip(todo.rows["clip_id"].to_pylist(), todo.rows[ROW_ID].to_pylist(), strict=True))
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
         if cfg.engine == "openai":
             # Built before any Ray work: a missing API key variable fails here, at once.
@@ -312,7 +322,7 @@ def _run(
         pending: list[pa.Table] = []
         pending_rows = 0
         for batch in batches:
-            table = to_table(batch)
+            table = with_row_ids(to_table(batch), row_of)
             summary.frame_prep_s += float(np.nansum(batch["frame_prep_s"]))
             _count(summary, table)
             pending.append(table)
@@ -335,7 +345,8 @@ def _run(
             "placeholder": summary.placeholder,
         }
     }
-    staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
+    if staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models) is not None:
+        staging.reset()  # merged: the clips table now says what is done
     return summary
 
 

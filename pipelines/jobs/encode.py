@@ -2,8 +2,9 @@
 
 One flat Ray Data chain:
 
-    clip ids the trainer would select (train.data.filter, captioned, fitting a bucket), not yet encoded
-      -> read_clip_inputs   CPU tasks: blob bytes + size + caption                    (store)
+    work list: row ids, size and caption of the clips the trainer would select (train.data.filter,
+    captioned, fitting a bucket), not yet encoded
+      -> read_clip_inputs   CPU tasks: blob bytes by row id                            (store)
       -> LatentEncoder      actors: VAE encoder + text encoder                         (train.encode)
       -> driver             stages finished rows (resumable), merges them into `clips` once
 
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
-from pipelines.runtime import clip_id_dataset, init_ray
-from pipelines.store import ColumnStaging, Store
+from pipelines.runtime import init_ray, work_dataset
+from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 from train.config import TrainConfig
 from train.data import build_index
 from train.encode import ENCODE_SCHEMA, LatentEncoder, encode_signature
@@ -47,38 +50,26 @@ class EncodeSummary:
         return out
 
 
-def read_clip_inputs(batch: dict[str, np.ndarray], store_root: str, caption_column: str) -> dict[str, Any]:
-    """The encoder's inputs for a batch of clip ids: MP4 bytes, size, frame count, caption."""
-    ids = [str(c) for c in batch["clip_id"]]
-    store = Store(store_root)
-    rows = store.read_clips(
-        columns=["clip_id", "width", "height", "num_frames", caption_column],
-        filter="clip_id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")",
-    )
-    by_id = {r["clip_id"]: r for r in rows.to_pylist()}
-    blobs = store.read_clip_bytes(ids)
-    return {
-        "clip_id": np.array(ids, dtype=object),
-        "video": np.array([blobs[i] for i in ids], dtype=object),
-        "width": np.array([by_id[i]["width"] for i in ids], dtype=np.int64),
-        "height": np.array([by_id[i]["height"] for i in ids], dtype=np.int64),
-        "num_frames": np.array([by_id[i]["num_frames"] for i in ids], dtype=np.int64),
-        caption_column: np.array([by_id[i][caption_column] for i in ids], dtype=object),
-    }
+def read_clip_inputs(batch: dict[str, np.ndarray], store_root: str, version: int) -> dict[str, Any]:
+    """The encoder's inputs: the work list's size, frame count and caption, plus the MP4 bytes read
+    by row id (O(batch))."""
+    out = dict(batch)
+    videos = np.empty(len(batch[ROW_ID]), dtype=object)
+    videos[:] = ClipReader.at(store_root, version).blobs(batch[ROW_ID])
+    out["video"] = videos
+    return out
 
 
-def build_dataset(store: Store, config: PipelineConfig, clip_ids: list[str]):
+def build_dataset(store: Store, config: PipelineConfig, work: WorkList):
     """The Ray Data chain of the module docstring (resources from the config)."""
-    import ray
-
     cfg = config.encode
-    ds: ray.data.Dataset = clip_id_dataset(clip_ids, cfg.batch_size)
+    ds = work_dataset(work.rows, cfg.batch_size)
     ds = ds.map_batches(
         read_clip_inputs,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
         batch_format="numpy",
         batch_size=cfg.batch_size,
         num_cpus=0.25,
-        fn_kwargs={"store_root": str(store.root), "caption_column": config.train.data.caption_column},
+        fn_kwargs={"store_root": str(store.root), "version": work.version},
     )
     return ds.map_batches(
         LatentEncoder,
@@ -108,24 +99,32 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
         or (recorded is not None and recorded != encode_signature(config.train))
     ):
         staging.reset()
+        store.drop_columns(ENCODE_STAGE)
     index = build_index(store.clips_uri, config.train.data.model_copy(update={"latents": "decode"}))
-    done = staging.done_ids()
-    todo = [c for c in index.clip_ids if c not in done]
+    names = store.require("clips").schema.names
+    # Done: encoded (or failed) in `clips`, or staged by a run killed before its merge.
+    lacking = "latent_bucket IS NULL AND encode_error IS NULL" if "encode_error" in names else None
+    columns = ("clip_id", "width", "height", "num_frames", config.train.data.caption_column)
+    work = store.work_list(columns, filter=lacking, exclude=staging)
+    chosen = pc.is_in(work.rows[ROW_ID], value_set=pa.array(index.row_ids, pa.uint64()))
+    todo = WorkList(work.version, work.rows.filter(chosen))
     summary.selected, summary.skipped_done = len(index), len(index) - len(todo)
-    if todo:
+    if len(todo):
         init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
         ds = build_dataset(store, config, todo)
         bar = tqdm(total=len(todo), desc="encode", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=config.encode.batch_size, batch_format="pyarrow"):
             table = batch.select(ENCODE_SCHEMA.names).cast(ENCODE_SCHEMA)
-            staging.append(table)
+            staging.append(table.append_column(ROW_ID, batch[ROW_ID].cast(pa.uint64())))
             summary.encoded += table.num_rows
             bar.update(table.num_rows)
         bar.close()
     summary.errors, summary.error_examples = staging.errors("encode_error")
-    staging.merge_into_clips(
+    merged = staging.merge_into_clips(
         config=_signature_record(config.train),
         models={"vae": config.train.vae.weights_path, "text": config.train.text.kind},
     )
+    if merged is not None:
+        staging.reset()  # merged: the clips table now says what is done
     summary.seconds = time.perf_counter() - started
     return summary

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines.config import PipelineConfig
 from pipelines.report import build_report
-from pipelines.store import Store
+from store import Store
 
 
 def report_path(cfg: PipelineConfig, out: Path | None = None) -> Path:

@@ -2,14 +2,15 @@
 
 The score job is one flat Ray Data chain:
 
-    clip ids lacking scores
-      -> decode_and_measure   CPU tasks: read blobs, decode once, motion + quality + hashes,
+    work list: row ids of the clips lacking scores, at one clips version
+      -> decode_and_measure   CPU tasks: read blobs by row id, decode once, motion + quality + hashes,
                               resize frames for the models                    (score.decode_*)
       -> ClipStage            actors: CLIP embedding + aesthetic head            (score.clip.*)
       -> TextAreaStage        actors: EasyOCR detector text area                 (score.ocr.*)
       -> driver               stages finished rows (resumable), then merges them into `clips`
+                              fragment by fragment
 
-Then dedup runs on the driver over all embeddings (it needs every clip at once) and adds
+Then dedup (pipelines/jobs/dedup.py) streams the signatures through a vector index and adds
 `duplicate_of`; filtering is a separate step that adds `selected` and records its expression.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,63 +29,39 @@ import pyarrow.compute as pc
 # curate.embed (torch + open_clip, ~5 s to import) is imported inside the functions that need it:
 # this module is what every CPU decode worker unpickles, and those must start in well under a second.
 from curate import filtering
-from curate.config import DedupConfig, ScoreConfig
+from curate.config import ScoreConfig
 from curate.decode import use_cpus
-from curate.dedup import find_duplicates, frame_signature
+from curate.dedup import frame_signature
 from curate.frames import FrameDecodeError, clip_input, decode_clip
-from curate.motion import MotionScorer
+from curate.motion import MotionScorer, MotionScores
 from curate.ocr import ocr_input
-from curate.quality import QualityScorer
+from curate.quality import QualityScorer, QualityScores
 from pipelines.config import PipelineConfig
-from pipelines.runtime import clip_id_dataset, init_ray
-from pipelines.store import ColumnStaging, Store
+from pipelines.jobs.dedup import DEDUP_STAGE, run_dedup
+from pipelines.runtime import init_ray, work_dataset
+from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 
-SCORE_STAGE, DEDUP_STAGE, FILTER_STAGE = "score", "dedup", "filter"
+SCORE_STAGE, FILTER_STAGE = "score", "filter"
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 
-_MOTION_COLUMNS = {
-    "motion": pa.float64(),
-    "motion_max": pa.float64(),
-    "is_still": pa.bool_(),
-    "camera_shake": pa.float64(),
-}
-_QUALITY_COLUMNS = {
-    "sharpness": pa.float64(),
-    "luma_mean": pa.float64(),
-    "clipped_black": pa.float64(),
-    "clipped_white": pa.float64(),
-    "contrast": pa.float64(),
-    "colorfulness": pa.float64(),
-    "blockiness": pa.float64(),
-    "too_dark": pa.bool_(),
-    "too_bright": pa.bool_(),
-    "technical_quality": pa.float64(),
-}
-
-
 def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
-    """Columns the score stage writes (clip_id is the join key)."""
-    fields = [
-        pa.field("clip_id", pa.string()),
-        pa.field("score_error", pa.string()),
-        pa.field("frames_sampled", pa.int32()),
-        pa.field("content_hash", pa.string()),
-    ]
+    """Columns the score stage writes for this config (clip_id is the join key), typed by the contract."""
+    names = ["score_error", "frames_sampled", "content_hash"]
     if cfg.motion.enabled:
-        fields += [pa.field(k, t) for k, t in _MOTION_COLUMNS.items()]
+        names += list(MotionScores.__dataclass_fields__)
     if cfg.quality.enabled:
-        fields += [pa.field(k, t) for k, t in _QUALITY_COLUMNS.items()]
-    if cfg.dedup.enabled and cfg.dedup.signature == "frame_signature":
-        fields.append(pa.field("frame_signature", pa.list_(pa.float32(), SIGNATURE_SIZE)))
+        names += list(QualityScores.__dataclass_fields__)
+    if _signature_wanted(cfg):
+        names.append("frame_signature")
     if _runs_clip(cfg):
         if cfg.embedding.enabled:
-            assert embed_dim is not None
-            fields.append(pa.field("clip_embedding", pa.list_(pa.float32(), embed_dim)))
+            names.append("clip_embedding")
         if cfg.aesthetic.enabled:
-            fields += [pa.field("aesthetic_mean", pa.float64()), pa.field("aesthetic_min", pa.float64())]
+            names += ["aesthetic_mean", "aesthetic_min"]
     if cfg.ocr.enabled:
-        fields += [pa.field("text_area", pa.float64()), pa.field("text_area_max", pa.float64())]
-    return pa.schema(fields)
+        names += ["text_area", "text_area_max"]
+    widths = {"clip_embedding": embed_dim} if embed_dim else {}
+    return contract.stage_schema(SCORE_STAGE, names, widths=widths)
 
 
 def _runs_clip(cfg: ScoreConfig) -> bool:
@@ -93,12 +70,14 @@ def _runs_clip(cfg: ScoreConfig) -> bool:
 
 # ---- CPU stage -----------------------------------------------------------------------------------
 def decode_and_measure(
-    batch: dict[str, np.ndarray], store_root: str, cfg: ScoreConfig, clip_size: int
+    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: ScoreConfig, clip_size: int
 ) -> dict[str, Any]:
-    """Decode each clip once; compute the CPU scores and the model inputs. A bad clip gets score_error."""
+    """Decode each clip once; compute the CPU scores and the model inputs. A bad clip gets score_error.
+
+    The batch's blobs are read by row id at the listed version: O(batch), whatever the table's size."""
     use_cpus(cfg.decode_num_cpus)
     ids = [str(c) for c in batch["clip_id"]]
-    blobs = Store(store_root).read_clip_bytes(ids)
+    blobs = dict(zip(ids, ClipReader.at(store_root, version).blobs(batch[ROW_ID]), strict=True))
     motion = MotionScorer(cfg.motion) if cfg.motion.enabled else None
     quality = QualityScorer(cfg.quality) if cfg.quality.enabled else None
     rows: list[dict[str, Any]] = []
@@ -111,7 +90,7 @@ def decode_and_measure(
         }
         try:
             data = blobs.get(clip_id)
-            if data is None:
+            if not data:
                 raise FrameDecodeError("clip bytes missing from the store")
             frames = decode_clip(
                 data,
@@ -139,6 +118,7 @@ def decode_and_measure(
             row["score_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)
     columns = _columns(rows, cfg, clip_size)
+    columns[ROW_ID] = np.asarray(batch[ROW_ID], dtype=np.uint64)
     # Where the batch ran: the summary counts clips per node (how well a cluster was used).
     columns["node_id"] = np.array([_node_id()] * len(ids), dtype=object)
     return columns
@@ -165,9 +145,9 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
     }
     numeric = {}
     if cfg.motion.enabled:
-        numeric.update(_MOTION_COLUMNS)
+        numeric.update(_types(MotionScores))
     if cfg.quality.enabled:
-        numeric.update(_QUALITY_COLUMNS)
+        numeric.update(_types(QualityScores))
     for name, typ in numeric.items():
         if typ == pa.bool_():
             out[name] = np.array([bool(r.get(name, False)) for r in rows])
@@ -195,6 +175,11 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
 
 
 # ---- driver side -----------------------------------------------------------------------------------
+def _types(scores: type) -> dict[str, pa.DataType]:
+    """The contract's type of each field of a scorer's result dataclass."""
+    return {name: contract.COLUMNS[contract.CLIPS][name].type for name in scores.__dataclass_fields__}
+
+
 def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
     """A finished Ray batch as a typed Arrow table: NaN scores of failed clips become nulls."""
     errors = [e if isinstance(e, str) and e else None for e in batch["score_error"]]
@@ -218,7 +203,8 @@ def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
             arrays.append(pa.array(np.asarray(values, dtype=bool), field_.type, mask=failed))
         else:
             arrays.append(pa.array([None if v is None else v for v in list(values)], field_.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    return table.append_column(ROW_ID, pa.array(np.asarray(batch[ROW_ID], dtype=np.uint64)))
 
 
 def model_records(cfg: ScoreConfig) -> dict[str, Any]:
@@ -227,7 +213,7 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
     if cfg.motion.enabled:
         records["motion"] = {"method": cfg.motion.method, "placeholder": False}
     if cfg.quality.enabled:
-        records["quality"] = {"measures": sorted(_QUALITY_COLUMNS), "placeholder": False}
+        records["quality"] = {"measures": sorted(QualityScores.__dataclass_fields__), "placeholder": False}
     if _runs_clip(cfg):
         from curate.embed import has_weights
 
@@ -281,11 +267,11 @@ class ScoreSummary:
         return out
 
 
-def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size: int):
+def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int):
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
-    ds: ray.data.Dataset = clip_id_dataset(clip_ids, cfg.decode_batch_size)
+    ds: ray.data.Dataset = work_dataset(work.rows, cfg.decode_batch_size)
     decode_kwargs: dict[str, Any] = {}
     if cfg.decode_concurrency:
         decode_kwargs["concurrency"] = cfg.decode_concurrency
@@ -294,7 +280,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, clip_ids: list[str], clip_size
         batch_format="numpy",
         batch_size=cfg.decode_batch_size,
         num_cpus=cfg.decode_num_cpus,
-        fn_kwargs={"store_root": str(store.root), "cfg": cfg, "clip_size": clip_size},
+        fn_kwargs={"store_root": str(store.root), "version": work.version, "cfg": cfg, "clip_size": clip_size},
         **decode_kwargs,
     )
     if _runs_clip(cfg):
@@ -335,15 +321,19 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     staging = ColumnStaging(store, SCORE_STAGE)
     if recompute:
         staging.reset()
-    all_ids = store.read_clips(columns=["clip_id"]).column("clip_id").to_pylist()
-    done = staging.done_ids()
-    todo = sorted(set(all_ids) - done)
-    summary.total_clips, summary.skipped_done = len(all_ids), len(set(all_ids) & done)
+        store.drop_columns(SCORE_STAGE)
+    clips = store.require("clips")
+    # Done: scored in `clips` (frames_sampled is set for every scored clip, failed ones included) or
+    # staged by a run that was killed before its merge.
+    lacking = "frames_sampled IS NULL" if "frames_sampled" in clips.schema.names else None
+    todo = store.work_list(filter=lacking, exclude=staging)
+    summary.total_clips = clips.count_rows()
+    summary.skipped_done = summary.total_clips - len(todo)
     _refuse_missing_weights(cfg)
     clip_size = _tower_input_size(cfg) if _runs_clip(cfg) else 0
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
-    if todo:
+    if len(todo):
         init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
         ds = build_dataset(store, cfg, todo, clip_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
@@ -356,7 +346,8 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
         bar.close()
     summary.errors, summary.error_examples = staging.errors("score_error")
     models = model_records(cfg)
-    staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models)
+    if staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models) is not None:
+        staging.reset()  # merged: the clips table now says what is done
     summary.placeholders = sorted(
         k for k, v in models.items() if isinstance(v, dict) and v.get("placeholder")
     )
@@ -392,25 +383,6 @@ def _embed_dim(cfg: ScoreConfig) -> int:
     return int(open_clip.get_model_config(cfg.clip.resolved_model())["embed_dim"])
 
 
-def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
-    """Add `duplicate_of` over the whole clips table; returns how many clips are duplicates."""
-    column = "clip_embedding" if cfg.signature == "clip_embedding" else "frame_signature"
-    table = store.read_clips(columns=["clip_id", "content_hash", column])
-    vectors = None
-    if table.num_rows:
-        values = table[column].combine_chunks()
-        dim = values.type.list_size
-        filled = pc.fill_null(values, pa.scalar([np.nan] * dim, values.type))
-        vectors = np.asarray(filled.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
-    duplicate_of = find_duplicates(
-        table["clip_id"].to_pylist(), table["content_hash"].to_pylist(), vectors, cfg
-    )
-    out = pa.table({"clip_id": table["clip_id"], "duplicate_of": pa.array(duplicate_of, pa.string())})
-    models = {"signature": column, "placeholder": column == "clip_embedding" and clip_placeholder}
-    store.add_columns(out, DEDUP_STAGE, cfg.model_dump(mode="json"), models)
-    return sum(d is not None for d in duplicate_of)
-
-
 @dataclass
 class FilterSummary:
     expression: str
@@ -427,13 +399,15 @@ def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterS
     """Evaluate the filter expression and store it as the `selected` column + the recorded expression.
 
     Clips whose scoring failed are never selected. The canonical expression and the dataset version
-    it was evaluated on are recorded, so training reads exactly this selection.
+    it was evaluated on are recorded, so training reads exactly this selection. The table is read in
+    batches of the columns the expression names (bounded memory at any size).
     """
     store = Store(config.store.root)
     text = config.filter.expression if expression is None else expression
     node = filtering.parse(text)
     needed = sorted(filtering.columns(node) | {"clip_id", "score_error"})
-    available = set(store.require("clips").schema.names)
+    clips = store.require("clips")
+    available = set(clips.schema.names)
     if "score_error" not in available:
         raise filtering.FilterExpressionError(
             "no score columns in the clips table: run `reelforge score` first"
@@ -443,20 +417,26 @@ def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterS
         raise filtering.FilterExpressionError(
             f"filter names unknown column(s) {missing}; available: {', '.join(sorted(available))}"
         )
-    table = store.read_clips(columns=needed)
-    mask = pc.and_(filtering.selection(text, table), pc.is_null(table["score_error"]).combine_chunks())
-    version = store.require("clips").version
+    counts = {"total": 0, "selected": 0}
+
+    def selections() -> Iterator[pa.Table]:
+        for batch in store.scan("clips", needed):
+            table = pa.Table.from_batches([batch])
+            mask = pc.and_(filtering.selection(text, table), pc.is_null(table["score_error"]).combine_chunks())
+            counts["total"] += table.num_rows
+            counts["selected"] += int(pc.sum(mask).as_py() or 0)
+            yield pa.table({ROW_ID: table[ROW_ID], "clip_id": table["clip_id"], "selected": mask})
+
     store.add_columns(
-        pa.table({"clip_id": table["clip_id"], "selected": mask}),
+        selections(),
         FILTER_STAGE,
         {
             "expression": "" if node is None else str(node),
             "source_expression": text,
-            "evaluated_on_version": version,
+            "evaluated_on_version": clips.version,
         },
+        schema=pa.schema([(ROW_ID, pa.uint64()), ("clip_id", pa.string()), ("selected", pa.bool_())]),
     )
     return FilterSummary(
-        expression="" if node is None else str(node),
-        total=table.num_rows,
-        selected=int(pc.sum(mask).as_py() or 0),
+        expression="" if node is None else str(node), total=counts["total"], selected=counts["selected"]
     )

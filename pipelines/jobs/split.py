@@ -31,7 +31,7 @@ from curate.decode import use_cpus
 from curate.probe import content_id, path_id, reason_of
 from pipelines.config import InputConfig, PipelineConfig
 from pipelines.runtime import init_ray
-from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
+from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
 
 # Clip bytes a worker holds before writing them out as a fragment: with the Arrow copy made when
 # writing, this bounds the worker's memory beyond one decode pass whatever the video's length.
@@ -335,14 +335,13 @@ def run_split(
 
 
 def _commit(store: Store, batch: list[dict[str, Any]], summary: SplitSummary) -> None:
-    """Clips first, then the video rows: a video row means all of its clips are in."""
+    """Clips first, then the video rows (journalled in between): a video row means all its clips are in."""
     if not batch:
         return
-    store.commit_fragments(CLIPS, [f for r in batch for f in r["fragments"]])
     rows = [json.loads(r["row"]) for r in batch]
     for row in rows:
         row["processed_at"] = dt.datetime.fromisoformat(row["processed_at"])
-    store.append(VIDEOS, pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
+    store.commit_split([f for r in batch for f in r["fragments"]], pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
     for row in rows:
         summary.clips += row["num_clips"]
         summary.footage_s += row["duration_s"] or 0.0

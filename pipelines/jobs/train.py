@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import PipelineConfig, load_config
-from pipelines.store import Store
+from store import Store
 from train.checkpoint import checkpoint_root
 from train.loop import TrainSummary, train
 from train.sample import SampleResult, sample

@@ -15,7 +15,7 @@ from caption_clips import clips_rows, photo_clips
 
 from pipelines.config import parse_config
 from pipelines.jobs.caption import CaptionJobError, run_caption
-from pipelines.store import Store
+from store import Store
 
 FAILURES = 3
 CAPTION = "A woman with short hair looks at the camera in front of a grey studio backdrop."

@@ -29,7 +29,7 @@ from caption.vllm_runtime import (
 )
 from pipelines.config import parse_config
 from pipelines.jobs.caption import run_caption
-from pipelines.store import Store
+from store import Store
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

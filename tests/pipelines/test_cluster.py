@@ -12,7 +12,7 @@ import pytest
 from pipelines.config import load_config
 from pipelines.jobs.score import run_score
 from pipelines.jobs.split import run_split
-from pipelines.store import Store
+from store import Store
 
 # The CPU scorers only: their decode tasks spread over the nodes. (With the CLIP actor, Ray Data fuses
 # the decode into the actor, and a second 1-CPU actor stayed pending on the second node here.)

@@ -17,7 +17,7 @@ from pipelines.config import parse_config
 from pipelines.jobs.report import report_path, run
 from pipelines.report import NOT_RUN, build_report, collect, placeholder_columns, thresholds
 from pipelines.report_media import PreviewError, animated_preview, histogram_svg
-from pipelines.store import VIDEOS, Store, StoreError
+from store import VIDEOS, Store, StoreError
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 

@@ -12,7 +12,7 @@ from curate.aesthetic import MissingWeightsError
 from pipelines.config import parse_config
 from pipelines.jobs.score import run_filter, run_score
 from pipelines.report_scores import render
-from pipelines.store import ColumnStaging
+from store import ColumnStaging
 
 TINY_CLIP = {
     "embed_dim": 32,

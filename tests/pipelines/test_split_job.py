@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.config import PipelineConfig
 from pipelines.jobs.split import InputError, resolve_inputs, run_scenes_only, run_split
-from pipelines.store import CLIPS, VIDEOS, Store
+from store import CLIPS, VIDEOS, Store
 
 
 def make_inputs(folder, sample_footage):

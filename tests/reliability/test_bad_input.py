@@ -18,7 +18,7 @@ import pytest
 from curate.probe import reason_of
 from pipelines.config import load_config
 from pipelines.jobs.split import run_split
-from pipelines.store import Store
+from store import Store
 
 from .corpus import Expect, build_corpus
 

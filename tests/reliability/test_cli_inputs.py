@@ -8,7 +8,7 @@ import lance
 import pytest
 
 from pipelines.cli import main
-from pipelines.store import CLIPS_SCHEMA, VIDEOS_SCHEMA, Store
+from store import CLIPS_SCHEMA, VIDEOS_SCHEMA, Store
 
 from .corpus import encode_h264, shot_frames
 

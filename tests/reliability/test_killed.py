@@ -22,7 +22,7 @@ import pytest
 from pipelines.config import load_config
 from pipelines.jobs.score import run_score
 from pipelines.jobs.split import run_split
-from pipelines.store import Store
+from store import Store
 
 from .chat_server import ChatServer
 from .faults import (
@@ -86,7 +86,7 @@ def sorted_table(store: Store, table: str, columns: list[str]) -> pa.Table:
 
 def score_columns(store: Store) -> list[str]:
     base = set(Store(store.root).require("clips").schema.names)
-    from pipelines.store import CLIPS_SCHEMA
+    from store import CLIPS_SCHEMA
 
     return ["clip_id", *sorted(base - set(CLIPS_SCHEMA.names))]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.store import CLIPS, CLIPS_SCHEMA, Store
+from store import CLIPS, CLIPS_SCHEMA, Store
 
 from .chat_server import ChatServer
 from .corpus import encode_h264, shot_frames

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.store import Store
+from store import Store
 from train.clipset import ClipSpec, write_clipset
 
 # (file under shared footage, caption); every file is one continuous shot.

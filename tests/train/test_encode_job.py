@@ -10,7 +10,7 @@ import torch
 
 from pipelines.config import parse_config
 from pipelines.jobs.encode import run_encode
-from pipelines.store import Store
+from store import Store
 from train.config import VAEConfig
 from train.data import build_index, decode_clip, frames_to_tensor
 from train.vae import VideoVAE, load_vae, save_vae

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.store import Store
+from store import Store
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig
 from train.dit import DiT
 from train.encode import LatentEncoder, encode_signature

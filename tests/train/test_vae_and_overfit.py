@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.store import Store
+from store import Store
 from train.clipset import write_clipset
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig, VAETrainConfig
 from train.data import BucketBatchSampler, ClipBatches, build_index

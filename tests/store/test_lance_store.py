@@ -9,7 +9,9 @@ import lance
 import pyarrow as pa
 import pytest
 
-from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, ColumnStaging, Store, StoreError
+import pyarrow.compute as pc
+
+from store import CLIPS, CLIPS_SCHEMA, ROW_ID, VIDEOS, VIDEOS_SCHEMA, ClipReader, ColumnStaging, Store, StoreError
 
 
 def cid(video_id: str, i: int) -> str:
@@ -28,6 +30,12 @@ def _clips(video_id: str, n: int, size: int = 70_000) -> pa.Table:
         thumbnail=[b"jpeg"] * n,
     )
     return pa.table(rows, schema=CLIPS_SCHEMA)
+
+
+def keyed(store: Store, table: pa.Table) -> pa.Table:
+    """`table` (keyed by clip_id) with each clip's stable row id, as a stage's work list carries it."""
+    ids = pa.Table.from_batches(list(store.scan(CLIPS, ["clip_id"])))
+    return table.join(ids, "clip_id", join_type="inner").sort_by(ROW_ID)
 
 
 def _video(video_id: str, status: str = "ok", error: str | None = None) -> pa.Table:
@@ -50,25 +58,49 @@ def test_blob_column_round_trip_and_projection(tmp_store):
 
 
 def test_orphan_clips_of_an_unfinished_video_are_removed(tmp_store):
-    tmp_store.append(CLIPS, _clips("done", 2))
-    tmp_store.append(VIDEOS, _video("done"))
+    tmp_store.create(CLIPS)
+    tmp_store.commit_split(tmp_store_fragments(tmp_store, _clips("done", 2)), _video("done"))
+    tmp_store.journal_pending(["killed"])
     tmp_store.append(CLIPS, _clips("killed", 3))  # the job died before committing this video's row
     assert tmp_store.remove_orphan_clips() == 1
+    assert tmp_store.remove_orphan_clips() == 0  # the journal is cleared
     assert set(tmp_store.read_clips(["video_id"]).column(0).to_pylist()) == {"done"}
     assert tmp_store.done_video_ids() == {"done"}
+
+
+def tmp_store_fragments(store: Store, table: pa.Table) -> list[str]:
+    from store import write_fragment_json
+
+    return write_fragment_json(store.clips_uri, table, CLIPS_SCHEMA)
+
+
+def test_reads_by_row_id_equal_reads_by_clip_id(tmp_store):
+    for v in "abc":
+        tmp_store.append(CLIPS, _clips(v, 4, size=100 + ord(v)))
+    work = tmp_store.work_list(columns=("clip_id", "start_s"))
+    reader = ClipReader.at(tmp_store.root, work.version)
+    rows = work.rows.take([7, 0, 11, 3])  # any order, across fragments
+    by_row = reader.blobs(rows[ROW_ID].to_pylist())
+    by_id = tmp_store.read_clip_bytes(rows["clip_id"].to_pylist())
+    assert by_row == [by_id[c] for c in rows["clip_id"].to_pylist()]
+    cols = reader.columns(rows[ROW_ID].to_pylist(), ["clip_id", "start_s"])
+    assert cols["clip_id"].to_pylist() == rows["clip_id"].to_pylist()
+    assert cols["start_s"].to_pylist() == rows["start_s"].to_pylist()
 
 
 def test_add_columns_replaces_a_stage_without_rewriting_blobs(tmp_store):
     tmp_store.append(CLIPS, _clips("a", 4))
     blob_files_before = _blob_files(tmp_store)
     first = tmp_store.add_columns(
-        pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "sharpness": [1.5, 2.5]}),
+        keyed(tmp_store, pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "sharpness": [1.5, 2.5]})),
         stage="score",
         config={"threshold": 1},
         models={"sharpness": "laplacian-v1"},
     )
     tmp_store.add_columns(
-        pa.table({"clip_id": [cid("a", 3)], "sharpness": [9.0]}), stage="score", config={"threshold": 2}
+        keyed(tmp_store, pa.table({"clip_id": [cid("a", 3)], "sharpness": [9.0]})),
+        stage="score",
+        config={"threshold": 2},
     )
     table = tmp_store.read_clips(["clip_id", "sharpness"]).to_pydict()
     assert table["sharpness"] == [None, None, None, 9.0]  # replaced, not merged with the old values
@@ -80,23 +112,41 @@ def test_add_columns_replaces_a_stage_without_rewriting_blobs(tmp_store):
         lance.dataset(tmp_store.clips_uri, version=v["version"]).count_rows()
     old = lance.dataset(tmp_store.clips_uri, version=first)
     assert old.to_table(columns=["sharpness"]).column(0).to_pylist()[:2] == [1.5, 2.5]
-    with pytest.raises(StoreError, match="base clip columns"):
-        tmp_store.add_columns(pa.table({"clip_id": ["x"], "video": [b""]}), stage="bad", config={})
+    with pytest.raises(StoreError, match="unknown stage 'bad'"):
+        tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "x": [1]})), "bad", {})
+    with pytest.raises(StoreError, match="does not declare"):
+        tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "video": [b""]})), "score", {})
 
 
 def test_staging_resumes_exactly_once(tmp_store):
     tmp_store.append(CLIPS, _clips("a", 3))
     staging = ColumnStaging(tmp_store, "caption")
-    staging.append(pa.table({"clip_id": [cid("a", 0)], "caption": ["first"]}))
+    first = keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "caption": ["first"]}))
+    staging.append(first)
     # a re-run after a kill sees what is done and a retried batch does not duplicate a clip
-    assert staging.done_ids() == {cid("a", 0)}
-    staging.append(pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["again", "b"]}))
+    assert staging.done_row_ids().to_pylist() == first[ROW_ID].to_pylist()
+    staging.append(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["again", "b"]})))
     staging.merge_into_clips({"model": "tiny"})
-    captions = tmp_store.read_clips(["clip_id", "caption"]).to_pydict()
+    captions = tmp_store.read_clips(["clip_id", "caption"]).sort_by("clip_id").to_pydict()
     assert captions["caption"] == ["again", "b", None]
     assert tmp_store.clips_dataset().count_rows() == 3
     staging.reset()
-    assert staging.done_ids() == set()
+    assert staging.done_row_ids() is None
+
+
+def test_merge_updates_only_the_staged_rows_of_existing_columns(tmp_store):
+    """A second run (clips added by a later split) leaves the earlier values as they are."""
+    tmp_store.append(CLIPS, _clips("a", 3))
+    staging = ColumnStaging(tmp_store, "caption")
+    staging.append(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["x", "y"]})))
+    staging.merge_into_clips({})
+    staging.reset()
+    tmp_store.append(CLIPS, _clips("b", 2))
+    staging.append(keyed(tmp_store, pa.table({"clip_id": [cid("b", 1), cid("a", 2)], "caption": ["z", "w"]})))
+    staging.merge_into_clips({})
+    got = dict(zip(*tmp_store.read_clips(["clip_id", "caption"]).to_pydict().values(), strict=True))
+    assert got == {cid("a", 0): "x", cid("a", 1): "y", cid("a", 2): "w", cid("b", 0): None, cid("b", 1): "z"}
+    assert pc.count_distinct(tmp_store.read_clips(["clip_id"])["clip_id"]).as_py() == 5
 
 
 def test_other_schema_version_is_refused(tmp_path):
@@ -112,7 +162,7 @@ def test_tables_read_without_reelforge(tmp_store):
     tmp_store.append(CLIPS, _clips("a", 3))
     tmp_store.append(VIDEOS, _video("a"))
     tmp_store.append(VIDEOS, _video("bad", status="error", error="zero-byte file"))
-    tmp_store.add_columns(pa.table({"clip_id": [cid("a", 1)], "motion": [0.25]}), "score", {})
+    tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 1)], "motion": [0.25]})), "score", {})
     script = textwrap.dedent(
         f"""
         import sys, lance, duckdb, polars as pl
