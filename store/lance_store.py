@@ -285,9 +285,12 @@ class Store:
     ) -> int:
         """Replace a stage's columns on `clips` with rows keyed by `_rowid`; blobs are never rewritten.
         Rows may stream in batches (they pass through the stage's staging dataset, so memory stays
-        bounded); clips not given get nulls. `schema` types the columns when no row comes."""
+        bounded); clips not given get nulls. `schema` types the columns when no row comes. A table
+        keyed by clip_id alone (tests, small helpers) gets its row ids from `with_row_ids`."""
         staging = ColumnStaging(self, stage)
         staging.reset()
+        if isinstance(source, pa.Table) and ROW_ID not in source.column_names:
+            source = self.with_row_ids(source)
         chunks = [source] if isinstance(source, pa.Table) else source
         wrote = False
         for chunk in chunks:
@@ -314,6 +317,20 @@ class Store:
         present = [c for c in contract.STAGES[stage].writes if c in ds.schema.names]
         if present:
             ds.drop_columns(present)  # metadata only; the old column files stay for older versions
+
+    def with_row_ids(self, table: pa.Table) -> pa.Table:
+        """`table` (keyed by clip_id) with each clip's `_rowid`, by a streamed join against the clip_id
+        column: bounded memory, one pass over the column. For small tables made outside a stage."""
+        found = [
+            pa.Table.from_batches([batch]).join(table, "clip_id", join_type="inner")
+            for batch in self.scan(CLIPS, ["clip_id"])
+        ]
+        if not found:
+            found = [table.slice(0, 0).append_column(ROW_ID, pa.array([], pa.uint64()))]
+        joined = pa.concat_tables(found)
+        if joined.num_rows != table.num_rows:
+            raise StoreError(f"{table.num_rows - joined.num_rows} of the rows name clip ids that are not in clips")
+        return joined
 
     def merge_staged(
         self,

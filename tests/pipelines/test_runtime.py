@@ -1,10 +1,12 @@
-"""Connecting to Ray: the Ray Data settings every job gets, the clip-id blocks, split's file order."""
+"""Connecting to Ray: the Ray Data settings every job gets, the work-list blocks, split's file order."""
 
 from __future__ import annotations
 
 from pipelines.config import RayConfig
 from pipelines.jobs.split import _file_dataset
-from pipelines.runtime import clip_id_dataset, init_ray
+import pyarrow as pa
+
+from pipelines.runtime import init_ray, work_dataset
 
 
 def test_init_ray_applies_the_reservation_setting_to_a_running_ray(ray_session):
@@ -18,13 +20,15 @@ def test_init_ray_applies_the_reservation_setting_to_a_running_ray(ray_session):
     assert DataContext.get_current().op_resource_reservation_enabled is False
 
 
-def test_clip_id_dataset_has_one_block_per_batch_and_every_id_once(ray_session):
+def test_work_dataset_has_one_block_per_batch_and_every_row_once(ray_session):
     ids = [f"clip-{i:02d}" for i in range(21)]
-    ds = clip_id_dataset(ids, 4)
+    rows = pa.table({"_rowid": pa.array(range(100, 121), pa.uint64()), "clip_id": ids})
+    ds = work_dataset(rows, 4)
     blocks = [len(b["clip_id"]) for b in ds.iter_batches(batch_size=None)]
     assert len(blocks) == 6 and max(blocks) <= 4
-    assert sorted(ds.to_pandas()["clip_id"]) == ids
-    assert clip_id_dataset([], 4).count() == 0
+    got = ds.to_pandas().sort_values("clip_id")
+    assert list(got["clip_id"]) == ids and list(got["_rowid"]) == list(range(100, 121))
+    assert work_dataset(rows.slice(0, 0), 4).count() == 0
 
 
 def test_split_hands_out_the_largest_files_first(ray_session, tmp_path):

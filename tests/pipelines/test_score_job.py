@@ -84,7 +84,7 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
 
     again = run_score(cfg, progress=False)  # resume: nothing left to score
     assert again.scored == 0 and again.skipped_done == len(clips)
-    assert len(ColumnStaging(tmp_store, "score").done_ids()) == len(clips)
+    assert ColumnStaging(tmp_store, "score").done_row_ids() is None  # merged, so the staging is gone
 
     summary = run_filter(cfg)
     selected = {
@@ -128,9 +128,9 @@ def test_score_decode_task_gives_opencv_its_cpus(sample_footage, tmp_store, deco
     before = cv2.getNumThreads()
     cv2.setNumThreads(8)
     try:
-        out = decode_and_measure(
-            {"clip_id": np.array(["v:" + n for n in list(shots)[:2]])}, str(tmp_store.root), cfg, 0
-        )
+        work = tmp_store.work_list()
+        batch = {"clip_id": work.rows["clip_id"].to_numpy(), "_rowid": work.rows["_rowid"].to_numpy()}
+        out = decode_and_measure(batch, str(tmp_store.root), work.version, cfg, 0)
         assert len(out["clip_id"]) == 2 and all(e is None for e in out["score_error"])
         assert cv2.getNumThreads() == max(1, int(decode_num_cpus))
     finally:

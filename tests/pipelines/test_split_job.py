@@ -70,8 +70,9 @@ def test_split_job_every_input_once_and_resume(tmp_path, sample_footage, ray_ses
     assert again.skipped == 8 and again.clips == 0
     assert store.read_clips(columns=["clip_id"]).num_rows == clips.num_rows
 
-    # A job killed between the clip commit and the video-row commit: clips without a video row.
+    # A job killed between the clip commit and the video-row commit: journalled clips without a video row.
     cuts_id = cuts["video_id"]
+    store.journal_pending([cuts_id])
     store.require(VIDEOS).delete(f"video_id = '{cuts_id}'")
     resumed = run_split(cfg, [str(inputs)], progress=False)
     assert resumed.orphans_removed == 1 and resumed.skipped == 7 and resumed.clips == 5
