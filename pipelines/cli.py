@@ -7,13 +7,15 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from pipelines.config import ConfigError, PipelineConfig, load_config
-from pipelines.store import Store, StoreError
+from store import CLIPS, VIDEOS, Store, StoreError
+from store.maintenance import compact, format_stats, job_lock, maybe_compact, stats, vacuum
 
 EPILOG = """\
 Every stage reads one pipeline config (configs/<name>.yaml, default: demo) and writes into the project
@@ -201,6 +203,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: report.out)")
 
+    p = sub.add_parser(
+        "store",
+        help="store maintenance: stats, compact, vacuum",
+        description="Inspect and maintain the project folder's Lance tables. compact and vacuum need the store "
+        "to themselves: they refuse while a job runs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, help, description in (
+        (
+            "stats",
+            "print rows, fragments, versions, bytes per column and indices of each table",
+            "Print each table's rows, fragments, versions and tags, its bytes (per column, in the latest "
+            "version, on disk with every version), its indices, and the staging datasets present.",
+        ),
+        (
+            "compact",
+            "merge small fragments and bring the indices up to date",
+            "Merge small fragments into ones of store.target_rows_per_fragment rows (row ids stay the same) "
+            "and create or extend the clip_id / video_id indices. Jobs do this on their own when a table "
+            "has more than store.compact_fragment_bound small fragments.",
+        ),
+        (
+            "vacuum",
+            "remove old versions, unreferenced files and merged staging datasets",
+            "Remove the versions older than the latest store.keep_versions (and than store.keep_days days), "
+            "except tagged ones, with the files only they reference; files of writes that never "
+            "committed; and staging datasets whose stage has been merged into clips.",
+        ),
+    ):
+        action = actions.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(action)
+        if name == "stats":
+            action.add_argument("--json", action="store_true", help="print the stats as JSON")
+
     p = add(
         "demo",
         "run every stage end to end on the built-in sample footage (or INPUT)",
@@ -276,10 +320,12 @@ def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         entries = run_scenes_only(cfg, args.json, paths=inputs)
         print(f"split: boundaries of {len(entries)} file(s) written to {args.json}")
         return 0
-    summary = run_split(cfg, paths=inputs)
-    print("\n".join(summary.lines()))
-    if args.json:
-        dump_json(run_scenes_json(cfg), args.json)
+    with _job(cfg, "split", creates=True):
+        summary = run_split(cfg, paths=inputs)
+        print("\n".join(summary.lines()))
+        if args.json:
+            dump_json(run_scenes_json(cfg), args.json)
+    _compact_after(cfg)
     return 0
 
 
@@ -295,8 +341,9 @@ def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
 def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.score import run_score
 
-    store_of(cfg).require("clips")
-    print("\n".join(run_score(cfg, recompute=args.recompute).lines()))
+    with _job(cfg, "score"):
+        print("\n".join(run_score(cfg, recompute=args.recompute).lines()))
+    _compact_after(cfg)
     return 0
 
 
@@ -305,21 +352,26 @@ def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.score import run_filter
 
     try:
-        print("\n".join(run_filter(cfg, args.expression).lines()))
+        with _job(cfg, "filter"):
+            print("\n".join(run_filter(cfg, args.expression).lines()))
     except FilterExpressionError as err:
         raise UsageError(str(err)) from None
+    _compact_after(cfg)
     return 0
 
 
 def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    # Only reads, but holds the job lock all the same: vacuum must not delete files it is reading.
     if args.scores:
         from pipelines.report_scores import render
 
-        print(render(store_of(cfg)))
+        with _job(cfg, "report") as store:
+            print(render(store))
         return 0
     from pipelines.jobs.report import run
 
-    print(f"report: {run(cfg, out=args.out)}")
+    with _job(cfg, "report"):
+        print(f"report: {run(cfg, out=args.out)}")
     return 0
 
 
@@ -332,14 +384,18 @@ def _caption(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         resolved = Path(tmp) / "resolved.yaml"
         resolved.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
         argv = ["caption", "--config", str(resolved), *(["--recaption"] if args.recaption else [])]
-        return caption_command(cfg, argv, recaption=args.recaption)
+        with _job(cfg, "caption"):
+            code = caption_command(cfg, argv, recaption=args.recaption)
+    _compact_after(cfg)
+    return code
 
 
 def _encode(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.encode import run_encode
 
-    store_of(cfg).require("clips")
-    print("\n".join(run_encode(cfg, overwrite=args.overwrite).lines()))
+    with _job(cfg, "encode"):
+        print("\n".join(run_encode(cfg, overwrite=args.overwrite).lines()))
+    _compact_after(cfg)
     return 0
 
 
@@ -351,7 +407,8 @@ def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     if weights and (Path(weights) / WEIGHTS_FILE).is_file() and not args.fresh:
         print(f"train-vae: weights already in {weights} (use --fresh to train again)")
         return 0
-    result = run_train_vae(cfg)
+    with _job(cfg, "train-vae"):
+        result = run_train_vae(cfg)
     print(f"train-vae: {json.dumps(result, default=str)}")
     return 0
 
@@ -363,9 +420,11 @@ def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         from pipelines.runtime import init_ray
 
         init_ray(cfg.ray)
-        print(f"train: Ray Train finished: {run_train_ray(cfg, args.ray_workers)}")
+        with _job(cfg, "train"):
+            print(f"train: Ray Train finished: {run_train_ray(cfg, args.ray_workers)}")
         return 0
-    summary = run_train(cfg, fresh=args.fresh)
+    with _job(cfg, "train"):
+        summary = run_train(cfg, fresh=args.fresh)
     val = "n/a" if summary.val_loss is None else f"{summary.val_loss:.4f}"
     print(
         f"train: {summary.steps} steps on {summary.train_clips} clips ({summary.val_clips} held out), "
@@ -379,6 +438,18 @@ def _sample(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
     for result in run_sample(cfg, args.prompt):
         print(f"sample: {result.prompt!r} -> {result.mp4} and {result.gif}")
+    return 0
+
+
+def _store(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    store = store_of(cfg)
+    if args.action == "stats":
+        with _job(cfg, "store stats"):
+            found = stats(store)
+        print(json.dumps(found, indent=2) if args.json else format_stats(found))
+        return 0
+    summary = compact(store, cfg.store) if args.action == "compact" else vacuum(store, cfg.store)
+    print("\n".join(summary.lines()))
     return 0
 
 
@@ -399,6 +470,7 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "train": _train,
     "sample": _sample,
     "report": _report,
+    "store": _store,
     "demo": _demo,
 }
 
@@ -422,6 +494,31 @@ def dump_json(data: object, path: Path) -> None:
 
 def store_of(cfg: PipelineConfig) -> Store:
     return Store(cfg.store.root)
+
+
+@contextmanager
+def _job(cfg: PipelineConfig, name: str, *, creates: bool = False) -> Iterator[Store]:
+    """Hold the store's job lock while a stage runs, so that maintenance never rewrites or deletes files
+    under it. The store is checked first (another schema version; no clips table unless the stage
+    creates the store), so a refused run leaves the folder as it was."""
+    store = store_of(cfg)
+    for table in (CLIPS, VIDEOS):
+        store.dataset(table)
+    if creates:
+        store.root.mkdir(parents=True, exist_ok=True)
+    else:
+        store.require(CLIPS)
+    with job_lock(store.root, name):
+        yield store
+
+
+def _compact_after(cfg: PipelineConfig) -> None:
+    """A stage that wrote the store compacts it once it has more small fragments than the configured
+    bound. Called after the job lock is released: compaction needs the store to itself, and is skipped
+    with a note while another job holds it."""
+    summary = maybe_compact(store_of(cfg), cfg.store)
+    if summary is not None:
+        print("\n".join(summary.lines()))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from caption.config import CaptionConfig
 from curate.config import FilterConfig, ScoreConfig, SplitConfig
+from store.config import StoreConfig
 from train.config import EncodeConfig, SampleConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -30,11 +31,6 @@ class ConfigError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StoreConfig(_Frozen):
-    # The project folder: it holds the `videos.lance` and `clips.lance` datasets.
-    root: Path = Path("data/demo")
 
 
 class InputConfig(_Frozen):

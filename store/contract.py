@@ -135,19 +135,35 @@ CLIP_COLUMNS: tuple[Column, ...] = (
     _c("motion", f64, _SCORE, "mean optical-flow magnitude per frame, fraction of the frame diagonal"),
     _c("motion_max", f64, _SCORE, "largest per-pair mean flow magnitude, same unit"),
     _c("is_still", b, _SCORE, "no frame pair moves above the configured still threshold"),
-    _c("camera_shake", f64, _SCORE, "mean change of the global (median) flow vector between pairs: ~0 for a steady pan"),
+    _c(
+        "camera_shake",
+        f64,
+        _SCORE,
+        "mean change of the global (median) flow vector between pairs: ~0 for a steady pan",
+    ),
     _c("sharpness", f64, _SCORE, "variance of the Laplacian of luma (0-255 scale)"),
     _c("luma_mean", f64, _SCORE, "mean luma, 0-1"),
     _c("clipped_black", f64, _SCORE, "fraction of pixels at or under the black level"),
     _c("clipped_white", f64, _SCORE, "fraction of pixels at or over the white level"),
     _c("contrast", f64, _SCORE, "RMS contrast: std of luma, 0-1"),
     _c("colorfulness", f64, _SCORE, "Hasler & Suesstrunk (2003) colourfulness M"),
-    _c("blockiness", f64, _SCORE, "luma step across 8-px block borders over the step elsewhere; 1 = no blocking"),
+    _c(
+        "blockiness",
+        f64,
+        _SCORE,
+        "luma step across 8-px block borders over the step elsewhere; 1 = no blocking",
+    ),
     _c("too_dark", b, _SCORE, "exposure below the configured floor"),
     _c("too_bright", b, _SCORE, "exposure above the configured ceiling"),
     _c("technical_quality", f64, _SCORE, "0-1 summary: sharpness, blocking and exposure terms multiplied"),
     _c("frame_signature", f32, _SCORE, "model-free near-duplicate signature (4 x 16x16 grey)", width=1024),
-    _c("clip_embedding", f32, _SCORE, "image-tower embedding: L2-normalised mean over the sampled frames", width=MODEL_WIDTH),
+    _c(
+        "clip_embedding",
+        f32,
+        _SCORE,
+        "image-tower embedding: L2-normalised mean over the sampled frames",
+        width=MODEL_WIDTH,
+    ),
     _c("aesthetic_mean", f64, _SCORE, "aesthetic head score, mean over frames"),
     _c("aesthetic_min", f64, _SCORE, "aesthetic head score, worst frame"),
     _c("text_area", f64, _SCORE, "OCR text box area, fraction of the frame (mean)"),
@@ -201,8 +217,11 @@ STAGES: dict[str, StageColumns] = {
     for st in (
         StageColumns("split", reads=(), writes=_written_by("split", CLIPS) + _written_by("split", VIDEOS)),
         StageColumns("score", reads=("clip_id", "video"), writes=_written_by("score")),
-        StageColumns("dedup", reads=("clip_id", "content_hash", "clip_embedding", "frame_signature"),
-                     writes=_written_by("dedup")),
+        StageColumns(
+            "dedup",
+            reads=("clip_id", "content_hash", "clip_embedding", "frame_signature"),
+            writes=_written_by("dedup"),
+        ),
         StageColumns("filter", reads=("clip_id", "score_error"), writes=_written_by("filter")),
         StageColumns("caption", reads=("clip_id", "video", "selected"), writes=_written_by("caption")),
         StageColumns(
@@ -212,8 +231,20 @@ STAGES: dict[str, StageColumns] = {
         ),
         StageColumns(
             "train",
-            reads=("clip_id", "video", "width", "height", "num_frames", "caption", "latent", "latent_shape",
-                   "latent_bucket", "text_emb", "text_shape", "text_len"),
+            reads=(
+                "clip_id",
+                "video",
+                "width",
+                "height",
+                "num_frames",
+                "caption",
+                "latent",
+                "latent_shape",
+                "latent_bucket",
+                "text_emb",
+                "text_shape",
+                "text_len",
+            ),
             writes=(),
         ),
     )
@@ -226,14 +257,21 @@ def schema(table: str) -> pa.Schema:
     return pa.schema(fields, metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION})
 
 
-def stage_schema(stage: str, names: Iterable[str] | None = None, *, key: str = "clip_id",
-                 widths: dict[str, int] | None = None) -> pa.Schema:
+def stage_schema(
+    stage: str,
+    names: Iterable[str] | None = None,
+    *,
+    key: str = "clip_id",
+    widths: dict[str, int] | None = None,
+) -> pa.Schema:
     """The key column plus `names` (default: everything the stage writes), typed by the contract."""
     declared = STAGES[stage].writes
     chosen = declared if names is None else tuple(names)
     undeclared = [n for n in chosen if n not in declared]
     if undeclared:
-        raise ContractError(f"stage {stage} does not declare column(s) {undeclared}; it writes {list(declared)}")
+        raise ContractError(
+            f"stage {stage} does not declare column(s) {undeclared}; it writes {list(declared)}"
+        )
     cols = COLUMNS[STAGES[stage].table]
     widths = widths or {}
     return pa.schema([cols[key].field()] + [cols[n].field(widths.get(n)) for n in chosen])

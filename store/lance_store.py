@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import lance
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lance.dataset import Version
@@ -49,7 +50,6 @@ DATA_STORAGE_VERSION: Final = "2.2"  # Lance file format 2.2: blob columns are s
 ROW_ID: Final = "_rowid"  # Lance's stable row id, as scans return it
 STAGED_ROW_ID: Final = "clip_rowid"  # the same id as a plain column of a staging dataset
 SCAN_BATCH_ROWS: Final = 65_536
-INDEXED: Final = {CLIPS: ("clip_id", "video_id"), VIDEOS: ("video_id",)}  # BTREE scalar indices
 
 VIDEOS_SCHEMA = contract.schema(VIDEOS)
 CLIPS_SCHEMA = contract.schema(CLIPS)
@@ -201,9 +201,10 @@ class Store:
             return 0
         clips = self.clips_dataset()
         pending = set(json.loads(path.read_text()))
-        orphaned = sorted(pending - self.done_video_ids())
+        orphaned = sorted(pending - self.done_video_ids()) if clips is not None else []
         removed = 0
-        for video_id in orphaned if clips is not None else []:
+        for video_id in orphaned:
+            assert clips is not None  # orphans are only looked for in an existing clips table
             where = f"video_id = {_quote(video_id)}"  # one indexed lookup per file
             if clips.count_rows(filter=where):
                 clips.delete(where)
@@ -214,11 +215,9 @@ class Store:
     def index(self) -> None:
         """Keep the scalar indices current after a commit: clip_id and video_id lookups (resume, orphan
         clean-up, previews) then read a few index pages instead of scanning the column."""
-        for table, columns in INDEXED.items():
-            ds = self.dataset(table)
-            if ds is not None and ds.count_rows():
-                for column in columns:
-                    _ensure_btree(ds, column)
+        from store.maintenance import ensure_indices  # maintenance builds on this module
+
+        ensure_indices(self)
 
     # ---- reading ------------------------------------------------------------------------------
     def read(self, table: str, columns: Sequence[str] | None = None, filter: str | None = None) -> pa.Table:
@@ -329,7 +328,9 @@ class Store:
             found = [table.slice(0, 0).append_column(ROW_ID, pa.array([], pa.uint64()))]
         joined = pa.concat_tables(found)
         if joined.num_rows != table.num_rows:
-            raise StoreError(f"{table.num_rows - joined.num_rows} of the rows name clip ids that are not in clips")
+            raise StoreError(
+                f"{table.num_rows - joined.num_rows} of the rows name clip ids that are not in clips"
+            )
         return joined
 
     def merge_staged(
@@ -466,7 +467,7 @@ class ClipReader:
             cls._open[key] = lance.dataset(uri, version=int(version))
         return cls(cls._open[key])
 
-    def blobs(self, row_ids: Sequence[int], column: str = "video") -> list[bytes]:
+    def blobs(self, row_ids: Sequence[int] | np.ndarray, column: str = "video") -> list[bytes]:
         """The bytes of each row's blob, in the order of `row_ids` (b"" for a missing value)."""
         if not len(row_ids):
             return []
@@ -478,7 +479,7 @@ class ClipReader:
         addresses = self.ds._take_rows(ids, columns=[], with_row_address=True)["_rowaddr"].to_pylist()
         return [found.get(a) or b"" for a in addresses]
 
-    def columns(self, row_ids: Sequence[int], columns: Sequence[str]) -> pa.Table:
+    def columns(self, row_ids: Sequence[int] | np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Scalar columns of the rows, in the order of `row_ids`."""
         return self.ds._take_rows([int(r) for r in row_ids], columns=list(columns))
 
@@ -534,7 +535,10 @@ class ColumnStaging:
         """Create the staging with `schema` and no rows (a stage that computed nothing)."""
         fields = [pa.field(STAGED_ROW_ID, pa.uint64())] + [f for f in schema if f.name != ROW_ID]
         lance.write_dataset(
-            pa.schema(fields).empty_table(), self.uri, mode="create", data_storage_version=DATA_STORAGE_VERSION
+            pa.schema(fields).empty_table(),
+            self.uri,
+            mode="create",
+            data_storage_version=DATA_STORAGE_VERSION,
         )
 
     def scan(self, columns: Sequence[str], filter: str | None = None) -> Iterator[pa.RecordBatch]:

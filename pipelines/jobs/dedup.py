@@ -21,10 +21,14 @@ def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
     version = store.require(CLIPS).version
 
     def batches():  # a fresh pass over one version each call: the index makes several
-        return store.scan(CLIPS, ["clip_id", "content_hash", *([vectors] if vectors else [])], version=version)
+        return store.scan(
+            CLIPS, ["clip_id", "content_hash", *([vectors] if vectors else [])], version=version
+        )
 
     duplicates = find_duplicates_streaming(batches, vectors, cfg)
     models = {"signature": column, "placeholder": column == "clip_embedding" and clip_placeholder}
     schema = pa.schema([(ROW_ID, pa.uint64()), ("clip_id", pa.string()), ("duplicate_of", pa.string())])
-    store.add_columns(duplicates.cast(schema), DEDUP_STAGE, cfg.model_dump(mode="json"), models, schema=schema)
+    store.add_columns(
+        duplicates.cast(schema), DEDUP_STAGE, cfg.model_dump(mode="json"), models, schema=schema
+    )
     return duplicates.num_rows

@@ -65,7 +65,7 @@ def build_dataset(store: Store, config: PipelineConfig, work: WorkList):
     cfg = config.encode
     ds = work_dataset(work.rows, cfg.batch_size)
     ds = ds.map_batches(
-        read_clip_inputs,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
+        read_clip_inputs,
         batch_format="numpy",
         batch_size=cfg.batch_size,
         num_cpus=0.25,

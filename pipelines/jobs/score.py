@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -37,20 +37,21 @@ from curate.motion import MotionScorer, MotionScores
 from curate.ocr import ocr_input
 from curate.quality import QualityScorer, QualityScores
 from pipelines.config import PipelineConfig
-from pipelines.jobs.dedup import DEDUP_STAGE, run_dedup
+from pipelines.jobs.dedup import run_dedup
 from pipelines.runtime import init_ray, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 
 SCORE_STAGE, FILTER_STAGE = "score", "filter"
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 
+
 def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
     """Columns the score stage writes for this config (clip_id is the join key), typed by the contract."""
     names = ["score_error", "frames_sampled", "content_hash"]
     if cfg.motion.enabled:
-        names += list(MotionScores.__dataclass_fields__)
+        names += [f.name for f in fields(MotionScores)]
     if cfg.quality.enabled:
-        names += list(QualityScores.__dataclass_fields__)
+        names += [f.name for f in fields(QualityScores)]
     if _signature_wanted(cfg):
         names.append("frame_signature")
     if _runs_clip(cfg):
@@ -175,9 +176,9 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
 
 
 # ---- driver side -----------------------------------------------------------------------------------
-def _types(scores: type) -> dict[str, pa.DataType]:
+def _types(scores: type[MotionScores] | type[QualityScores]) -> dict[str, pa.DataType]:
     """The contract's type of each field of a scorer's result dataclass."""
-    return {name: contract.COLUMNS[contract.CLIPS][name].type for name in scores.__dataclass_fields__}
+    return {f.name: contract.COLUMNS[contract.CLIPS][f.name].type for f in fields(scores)}
 
 
 def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
@@ -213,7 +214,7 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
     if cfg.motion.enabled:
         records["motion"] = {"method": cfg.motion.method, "placeholder": False}
     if cfg.quality.enabled:
-        records["quality"] = {"measures": sorted(QualityScores.__dataclass_fields__), "placeholder": False}
+        records["quality"] = {"measures": sorted(f.name for f in fields(QualityScores)), "placeholder": False}
     if _runs_clip(cfg):
         from curate.embed import has_weights
 
@@ -280,7 +281,12 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
         batch_format="numpy",
         batch_size=cfg.decode_batch_size,
         num_cpus=cfg.decode_num_cpus,
-        fn_kwargs={"store_root": str(store.root), "version": work.version, "cfg": cfg, "clip_size": clip_size},
+        fn_kwargs={
+            "store_root": str(store.root),
+            "version": work.version,
+            "cfg": cfg,
+            "clip_size": clip_size,
+        },
         **decode_kwargs,
     )
     if _runs_clip(cfg):
@@ -422,7 +428,9 @@ def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterS
     def selections() -> Iterator[pa.Table]:
         for batch in store.scan("clips", needed):
             table = pa.Table.from_batches([batch])
-            mask = pc.and_(filtering.selection(text, table), pc.is_null(table["score_error"]).combine_chunks())
+            mask = pc.and_(
+                filtering.selection(text, table), pc.is_null(table["score_error"]).combine_chunks()
+            )
             counts["total"] += table.num_rows
             counts["selected"] += int(pc.sum(mask).as_py() or 0)
             yield pa.table({ROW_ID: table[ROW_ID], "clip_id": table["clip_id"], "selected": mask})

@@ -341,7 +341,9 @@ def _commit(store: Store, batch: list[dict[str, Any]], summary: SplitSummary) ->
     rows = [json.loads(r["row"]) for r in batch]
     for row in rows:
         row["processed_at"] = dt.datetime.fromisoformat(row["processed_at"])
-    store.commit_split([f for r in batch for f in r["fragments"]], pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA))
+    store.commit_split(
+        [f for r in batch for f in r["fragments"]], pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
+    )
     for row in rows:
         summary.clips += row["num_clips"]
         summary.footage_s += row["duration_s"] or 0.0

@@ -96,12 +96,19 @@ def test_readme_column_table_is_generated_from_the_contract():
 
 def test_store_imports_no_ray_and_train_curate_caption_import_no_pipelines():
     code = "import sys, store, store.contract, store.lance_store; print('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        == "False\n"
+    )
     for package in ("train", "curate", "caption", "store"):
         for path in (REPO / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 if isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module]
-                bad = [n for n in names if n.split(".")[0] == "pipelines" or (package == "store" and n.split(".")[0] == "ray")]
+                bad = [
+                    n
+                    for n in names
+                    if n.split(".")[0] == "pipelines" or (package == "store" and n.split(".")[0] == "ray")
+                ]
                 assert not bad, f"{path.relative_to(REPO)} imports {bad}"

@@ -7,11 +7,20 @@ import textwrap
 
 import lance
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-import pyarrow.compute as pc
-
-from store import CLIPS, CLIPS_SCHEMA, ROW_ID, VIDEOS, VIDEOS_SCHEMA, ClipReader, ColumnStaging, Store, StoreError
+from store import (
+    CLIPS,
+    CLIPS_SCHEMA,
+    ROW_ID,
+    VIDEOS,
+    VIDEOS_SCHEMA,
+    ClipReader,
+    ColumnStaging,
+    Store,
+    StoreError,
+)
 
 
 def cid(video_id: str, i: int) -> str:
@@ -115,7 +124,9 @@ def test_add_columns_replaces_a_stage_without_rewriting_blobs(tmp_store):
     with pytest.raises(StoreError, match="unknown stage 'bad'"):
         tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "x": [1]})), "bad", {})
     with pytest.raises(StoreError, match="does not declare"):
-        tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "video": [b""]})), "score", {})
+        tmp_store.add_columns(
+            keyed(tmp_store, pa.table({"clip_id": [cid("a", 0)], "video": [b""]})), "score", {}
+        )
 
 
 def test_staging_resumes_exactly_once(tmp_store):
@@ -125,7 +136,9 @@ def test_staging_resumes_exactly_once(tmp_store):
     staging.append(first)
     # a re-run after a kill sees what is done and a retried batch does not duplicate a clip
     assert staging.done_row_ids().to_pylist() == first[ROW_ID].to_pylist()
-    staging.append(keyed(tmp_store, pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["again", "b"]})))
+    staging.append(
+        keyed(tmp_store, pa.table({"clip_id": [cid("a", 0), cid("a", 1)], "caption": ["again", "b"]}))
+    )
     staging.merge_into_clips({"model": "tiny"})
     captions = tmp_store.read_clips(["clip_id", "caption"]).sort_by("clip_id").to_pydict()
     assert captions["caption"] == ["again", "b", None]
@@ -162,7 +175,9 @@ def test_tables_read_without_reelforge(tmp_store):
     tmp_store.append(CLIPS, _clips("a", 3))
     tmp_store.append(VIDEOS, _video("a"))
     tmp_store.append(VIDEOS, _video("bad", status="error", error="zero-byte file"))
-    tmp_store.add_columns(keyed(tmp_store, pa.table({"clip_id": [cid("a", 1)], "motion": [0.25]})), "score", {})
+    tmp_store.add_columns(
+        keyed(tmp_store, pa.table({"clip_id": [cid("a", 1)], "motion": [0.25]})), "score", {}
+    )
     script = textwrap.dedent(
         f"""
         import sys, lance, duckdb, polars as pl
