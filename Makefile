@@ -12,7 +12,7 @@ ARGS ?=
 RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 
 .PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
-        bench-split bench-score bench-caption bench-train bench-scale bench-memory \
+        bench-split bench-score bench-caption bench-train bench-scale bench-memory bench-store \
         sample-footage probe split score filter caption encode train-vae train train-ddp sample report \
         store-stats store-compact store-vacuum
 
@@ -100,7 +100,7 @@ store-vacuum: setup
 	$(call RUN,store vacuum)
 
 ## benchmarks (JSON under bench/results/, a table printed) ----------------------------------------
-bench: bench-split bench-score bench-caption bench-train bench-scale bench-memory
+bench: bench-split bench-score bench-caption bench-train bench-scale bench-memory bench-store
 
 bench-split: setup
 	$(PY) -m bench.split $(ARGS)
@@ -119,6 +119,10 @@ bench-scale: setup
 
 bench-memory: setup
 	$(PY) -m bench.memory $(ARGS)
+
+# Data path at 10^4, 10^5 and 10^6 clips: per-clip cost and driver peak RSS of every step (~20 min).
+bench-store: setup
+	$(PY) -m bench.store_scale $(ARGS)
 
 ## code quality: `quality` checks, `style` fixes ---------------------------------------------------
 lint quality: setup

@@ -44,6 +44,7 @@ import av
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ from pipelines.config import PipelineConfig, parse_config  # noqa: E402
 from pipelines.jobs.score import run_score  # noqa: E402
 from pipelines.jobs.split import run_split  # noqa: E402
 from pipelines.sample_footage import write_sample_footage  # noqa: E402
-from store import CLIPS, CLIPS_SCHEMA, Store  # noqa: E402
+from store import CLIPS, CLIPS_SCHEMA, ROW_ID, ClipReader, Store  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "footage"
 # Real single-shot footage (720p and 540p, ~5 s): clips as long as real ones, unlike the 2 s sample shots.
@@ -98,9 +99,12 @@ def build_store(work: Path, use_shared: bool, ray_temp: str) -> tuple[PipelineCo
 
 def read_clips(store: Store, sample_dir: Path) -> tuple[dict[str, bytes], dict[str, list[int]]]:
     """Clip bytes by clip_id, and clip positions grouped by source: all, generated sample, shared."""
-    table = store.read_clips(columns=["clip_id", "uri"]).sort_by("clip_id")
+    work = store.work_list(columns=("clip_id", "uri"))
+    table = work.rows.sort_by("clip_id")
     ids = table["clip_id"].to_pylist()
-    blobs = store.read_clip_bytes(ids)
+    blobs = dict(
+        zip(ids, ClipReader.at(store.root, work.version).blobs(table[ROW_ID].to_pylist()), strict=True)
+    )
     sample = [i for i, uri in enumerate(table["uri"].to_pylist()) if Path(uri).parent == sample_dir]
     shared = [i for i in range(len(ids)) if i not in set(sample)]
     groups = {"all": list(range(len(ids))), "sample": sample, "shared": shared} if shared else {"all": sample}
@@ -110,12 +114,10 @@ def read_clips(store: Store, sample_dir: Path) -> tuple[dict[str, bytes], dict[s
 def subset_store(source: Store, root: Path, clip_ids: list[str]) -> Store:
     """A new store holding only `clip_ids` (blob bytes copied), for an end-to-end run on those clips."""
     columns = [n for n in CLIPS_SCHEMA.names if n != "video"]
-    quoted = ", ".join("'" + c.replace("'", "''") + "'" for c in clip_ids)
-    table = source.read_clips(columns=columns, filter=f"clip_id IN ({quoted})")
-    blobs = source.read_clip_bytes(clip_ids)
-    table = table.append_column(
-        "video", pa.array([blobs[c] for c in table["clip_id"].to_pylist()], pa.large_binary())
-    )
+    work = source.work_list(columns=columns)
+    rows = work.rows.filter(pc.is_in(work.rows["clip_id"], value_set=pa.array(clip_ids, pa.string())))
+    blobs = ClipReader.at(source.root, work.version).blobs(rows[ROW_ID].to_pylist())
+    table = rows.drop_columns([ROW_ID]).append_column("video", pa.array(blobs, pa.large_binary()))
     store = Store(root)
     store.create(CLIPS)
     store.append(CLIPS, table)

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from store import Store  # noqa: E402
+from store import ROW_ID, ClipReader, Store  # noqa: E402
 from train.clipset import ClipSpec, write_clipset  # noqa: E402
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
 from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402
@@ -159,10 +159,11 @@ def epoch_bench(work: Path, epochs: int) -> dict:
 
     decode_s = run_epochs("decode")
     encoder = LatentEncoder(config)
-    rows = store.read_clips(columns=["clip_id", "width", "height", "num_frames", "caption"]).to_pydict()
-    blobs = store.read_clip_bytes(rows["clip_id"])
+    work = store.work_list(columns=("clip_id", "width", "height", "num_frames", "caption"))
+    rows = work.rows.to_pydict()
+    blobs = ClipReader.at(store.root, work.version).blobs(rows[ROW_ID])
     store.add_columns(
-        encoder({**rows, "video": [blobs[c] for c in rows["clip_id"]]}),
+        encoder({**rows, "video": blobs}),
         stage="encode",
         config={"signature": encode_signature(config)},
     )

@@ -252,10 +252,25 @@ class DedupConfig(_Frozen):
     signature: Literal["clip_embedding", "frame_signature"] = "clip_embedding"
     # Cosine similarity at or above which two clips are near duplicates.
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)
-    # k-means clusters searched before pairwise comparison; 0 picks about sqrt(n / 4).
-    clusters: int = Field(default=0, ge=0)
-    # Each clip is compared within its nearest `probe_clusters` clusters (catches pairs split by a border).
-    probe_clusters: int = Field(default=2, ge=1)
+    # The near search indexes vectors projected (PCA) to this many dimensions: 128 keeps the index at
+    # 512 MB per 10^6 clips; projecting only adds candidates, which the exact re-score drops. 0 (or at
+    # least the vector size) keeps the vectors as they are.
+    pca_dim: int = Field(default=128, ge=0)
+    # Inverted lists of the index (k-means cells); 0 picks about 4 * sqrt(n), at most one per 16
+    # training vectors.
+    lists: int = Field(default=0, ge=0)
+    # Lists searched per clip (default 16): a near-duplicate pair is missed only when neither clip
+    # probes the other's list, the search's one approximation.
+    nprobe: int = Field(default=16, ge=1)
+    # Vectors sampled (by a hash of their values, so independent of row order) to fit the PCA and
+    # the k-means; 65536 x 512 float32 is 128 MB.
+    train_rows: int = Field(default=65536, ge=1)
+    # Memory for the full vectors of candidate clips during the exact re-score (default 512 MB);
+    # more candidates cost one more pass over the table per half of it.
+    rescore_mb: int = Field(default=512, ge=1)
+    # Rows per range-search batch, and per batch of the in-memory find_duplicates (default 65536).
+    batch_rows: int = Field(default=65536, ge=1)
+    # Seed of the k-means of the index's lists.
     seed: int = 0
 
 

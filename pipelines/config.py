@@ -77,7 +77,14 @@ class RayConfig(_Frozen):
 class ReportConfig(_Frozen):
     # Where `reelforge report` writes the HTML (relative paths are under store.root).
     out: Path = Path("report.html")
+    # Clips in the sortable grid, with animated previews: a random sample, the same on every run.
     thumbnails: int = Field(default=48, ge=0)
+    # Highest and lowest clips shown per score column (stills), found in one streamed pass.
+    extremes: int = Field(default=4, ge=0)
+    # Captioned clips shown beside their captions, sampled at random.
+    captions: int = Field(default=8, ge=0)
+    # Duplicate groups listed (the first found); every duplicate is still counted.
+    duplicate_groups: int = Field(default=12, ge=0)
 
 
 class PipelineConfig(_Frozen):

@@ -1,9 +1,14 @@
 """The HTML report of a dataset version: one self-contained file a person can judge the data by.
 
 Sections: counts per stage (files, failed files with reasons, clips, kept clips, hours), a histogram
-of every score with the recorded filter's thresholds drawn on it, a grid of clip thumbnails with
-animated previews that sorts by any score, sample captions beside their clips, duplicate groups, and
-the configs and model versions each stage recorded in the dataset metadata.
+of every score with the recorded filter's thresholds drawn on it, a grid of a random sample of clips
+with animated previews that sorts by any score, the highest and lowest clips of every score, a random
+sample of captions beside their clips, the first duplicate groups, and the configs and model versions
+each stage recorded in the dataset metadata.
+
+Memory stays flat in the number of clips: counts and histograms (fixed bin edges) are summed batch by
+batch over streamed columns, the samples are running top-n selections that carry only row ids, and
+only the few sampled clips are read whole, by row id. Nothing looks clips up with `IN (...)` lists.
 
 Images are inline `data:` URIs and the CSS/JS is inline, so the file opens offline. A stage that has
 not run says so; a column produced by a random-weight model (its stage record marks it
@@ -15,27 +20,42 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import filtering
-from pipelines.report_media import PreviewError, animated_preview, data_uri, histogram_svg
-from pipelines.store import CLIPS, CLIPS_SCHEMA, VIDEOS, Store, StoreError, utc_now
+from pipelines.report_media import (
+    PreviewError,
+    animated_preview,
+    data_uri,
+    histogram_counts_svg,
+    histogram_edges,
+)
+from store import CLIPS, CLIPS_SCHEMA, ROW_ID, VIDEOS, ClipReader, Store, StoreError, utc_now
 
 NOT_RUN = "not run yet"
 # Frames and width of the animated previews: small enough that 48 previews stay a few MB.
 PREVIEW_FRAMES, PREVIEW_WIDTH = 8, 160
+# How much of a large dataset is shown (the defaults of report.* in pipelines/config.py): the
+# highest and lowest clips per score, captions sampled, duplicate groups listed.
+EXTREMES = 4
 SAMPLE_CAPTIONS = 8
+DUPLICATE_GROUPS = 12
+DUPLICATE_MEMBERS = 12  # members shown per group; the group's size is always given
 # Scores always visible on a card (the filter's columns, else the first few); the rest fold away.
 KEY_SCORES = 4
-DUPLICATE_GROUPS = 12
 FAILED_FILES = 50
+SCAN_ROWS = 65_536  # rows per streamed batch: a few MB of score columns at a time
+# Lance's file-metadata cache while streaming. By default it keeps every fragment's metadata: ~40 KB
+# a fragment, +390 MB RSS over 10^4 fragments (pylance 14.0.2); 16 MB streamed as fast.
+SCAN_METADATA_CACHE_BYTES = 16 << 20
 # Ordering of the per-stage rows; stages recorded under other names follow in name order.
 STAGE_ORDER = ("split", "score", "dedup", "filter", "caption", "encode")
 
@@ -149,12 +169,14 @@ class ReportData:
     flags: list[tuple[str, int, int, int]]
     score_columns: list[str]
     placeholders: dict[str, str]
-    cards: list[Card]
+    cards: list[Card]  # the random sample of the sortable grid
     total_clips: int
+    extremes: list[tuple[str, list[Card], list[Card]]]  # (score column, highest, lowest)
     captions: list[Card]
     caption_info: str
-    duplicate_groups: list[tuple[str, list[str]]]
+    duplicate_groups: list[tuple[str, list[str], int]]  # (kept clip, members shown, group size)
     duplicate_count: int
+    duplicate_group_count: int
     thumbnails: dict[str, str]
     records: dict[str, dict[str, dict[str, Any]]]
     versions: list[tuple[int, str]]
@@ -183,22 +205,141 @@ def _flag_columns(table_schema: pa.Schema) -> list[str]:
     ]
 
 
-def collect(store: Store, thumbnails: int, configured_filter: str = "") -> ReportData:
-    """Read everything the report shows from the store (one pass per table, blobs only for previews)."""
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# Names of the computed columns of the report's streamed pass (no clips column starts with "__").
+_FAILED, _CAPTIONED = "__score_failed", "__captioned"
+
+
+def streaming(ds: lance.LanceDataset) -> lance.LanceDataset:
+    """The same version of `ds`, opened with a small metadata cache for streamed passes."""
+    return lance.dataset(ds.uri, version=ds.version, metadata_cache_size_bytes=SCAN_METADATA_CACHE_BYTES)
+
+
+def _batches(ds: lance.LanceDataset, columns: Sequence[str] | dict[str, str]) -> Iterator[pa.RecordBatch]:
+    """Stream `columns` (names, or {name: SQL expression}) + `_rowid` of one pinned dataset version in
+    batches of SCAN_ROWS rows (strict: a table of tiny fragments would otherwise come in batches of a
+    few rows)."""
+    return ds.to_batches(
+        columns=columns if isinstance(columns, dict) else list(columns),
+        with_row_id=True,
+        batch_size=SCAN_ROWS,
+        strict_batch_size=True,
+    )
+
+
+def floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def finite_ranges(ds: lance.LanceDataset, columns: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """(min, max) of the finite values of each column, in one streamed pass; columns without any left out."""
+    lo = dict.fromkeys(columns, math.inf)
+    hi = dict.fromkeys(columns, -math.inf)
+    for batch in _batches(ds, columns) if columns else ():
+        for column in columns:
+            values = floats(batch[column])
+            values = values[np.isfinite(values)]
+            if values.size:
+                lo[column], hi[column] = min(lo[column], values.min()), max(hi[column], values.max())
+    return {c: (float(lo[c]), float(hi[c])) for c in columns if lo[c] <= hi[c]}
+
+
+def sample_keys(row_ids: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A fixed pseudo-random uint64 per row id (splitmix64): the clips with the smallest keys are a
+    uniform random sample that is the same on every run, whatever the batch boundaries."""
+    z = row_ids.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (salt + 1)) % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class Lowest:
+    """The `n` rows with the smallest keys seen so far, ties to the smaller row id; holds only those
+    n keys and ids between batches (a running top-n: argpartition of each batch, then a merge)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.keys: np.ndarray | None = None
+        self.ids = np.zeros(0, np.uint64)
+
+    def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        if self.n == 0 or len(keys) == 0:
+            return
+        if len(keys) > self.n:
+            kth = keys[np.argpartition(keys, self.n - 1)[self.n - 1]]
+            near = keys <= kth  # every row that ties with the n-th stays a candidate
+            keys, ids = keys[near], ids[near]
+        if self.keys is not None:
+            keys, ids = np.concatenate([self.keys, keys]), np.concatenate([self.ids, ids])
+        order = np.lexsort((ids, keys))[: self.n]
+        self.keys, self.ids = keys[order], ids[order]
+
+
+@dataclass
+class _ScoreStats:
+    """One score column over a streamed pass: histogram counts (all and kept) on fixed edges, and the
+    row ids of its highest and lowest values."""
+
+    edges: np.ndarray
+    marks: list[Threshold]
+    highest: Lowest
+    lowest: Lowest
+    counts: np.ndarray = field(init=False)
+    kept: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(len(self.edges) - 1, np.int64)
+        self.kept = np.zeros(len(self.edges) - 1, np.int64)
+
+    def add(self, values: np.ndarray, ids: np.ndarray, selected: np.ndarray | None) -> None:
+        finite = np.isfinite(values)
+        self.counts += np.histogram(values[finite], self.edges)[0]
+        if selected is not None:
+            self.kept += np.histogram(values[finite & selected], self.edges)[0]
+        self.highest.add(-values[finite], ids[finite])
+        self.lowest.add(values[finite], ids[finite])
+
+
+def _stage_at(records: Mapping[str, Mapping[str, Any]], stage: str) -> str:
+    return str(records.get(stage, {}).get("at", ""))
+
+
+def collect(
+    store: Store,
+    thumbnails: int,
+    configured_filter: str = "",
+    *,
+    extremes: int = EXTREMES,
+    duplicate_groups: int = DUPLICATE_GROUPS,
+    captions: int = SAMPLE_CAPTIONS,
+) -> ReportData:
+    """Read what the report shows from one version of the store, in memory bounded by the samples.
+
+    Two streamed passes over small columns: the range of every score (fixed histogram edges), then
+    counts, durations, histograms and the samples, which carry only row ids: `thumbnails` clips at
+    random, the `extremes` highest and lowest per score, `captions` captioned clips at random and the
+    first `duplicate_groups` duplicate groups. Only those clips are then read whole, by row id."""
     videos_ds, clips_ds = store.dataset(VIDEOS), store.dataset(CLIPS)
     if videos_ds is None and clips_ds is None:
         raise StoreError(f"no dataset in {store.root}: run `reelforge split` first")
+    clips_ds = streaming(clips_ds) if clips_ds is not None else None
     clip_records = store.stage_records(CLIPS)
     video_records = store.stage_records(VIDEOS)
     placeholders = placeholder_columns(clip_records)
     stages: list[StageRow] = []
 
-    # files and clips (split)
+    # files (one row per input file: small)
     failed: list[dict[str, str]] = []
     partial: list[dict[str, str]] = []
     footage_s = 0.0
+    files = 0
     if videos_ds is not None:
-        videos = videos_ds.to_table(columns=["uri", "status", "error", "duration_s", "num_clips"]).to_pylist()
+        videos = videos_ds.to_table(columns=["uri", "status", "error", "duration_s"]).to_pylist()
+        files = len(videos)
         for v in videos:
             entry = {
                 "uri": v["uri"] or "",
@@ -215,67 +356,116 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
     names = set(clip_schema.names)
     score_columns = _score_columns(clip_schema, clip_records) if clips_ds is not None else []
     flag_columns = _flag_columns(clip_schema) if clips_ds is not None else []
-    wanted = (
-        ["clip_id", "video_id", "uri", "start_s", "end_s"]
-        + score_columns
-        + flag_columns
-        + [c for c in ("selected", "duplicate_of", "caption", "caption_model", "score_error") if c in names]
-    )
-    clips = clips_ds.to_table(columns=wanted) if clips_ds is not None else CLIPS_SCHEMA.empty_table()
-    n = clips.num_rows
-    clip_s = float(pc.sum(pc.subtract(clips["end_s"], clips["start_s"])).as_py() or 0.0) if n else 0.0
+    n = clips_ds.count_rows() if clips_ds is not None else 0
+
+    record = clip_records.get("filter")
+    filter_applied = record is not None and "selected" in names
+    expression = str(record["config"].get("expression", "")) if record is not None else configured_filter
+    marks = thresholds(expression) if expression else []
+
+    # one streamed pass for the ranges (fixed histogram edges), one for everything else
+    ranges = finite_ranges(clips_ds, score_columns) if clips_ds is not None else {}
+    stats = {
+        column: _ScoreStats(
+            histogram_edges(lo, hi, [(t.op, t.value, t.is_rule) for t in marks if t.column == column]),
+            [t for t in marks if t.column == column],
+            Lowest(extremes),
+            Lowest(extremes),
+        )
+        for column, (lo, hi) in ranges.items()
+    }
+    random_grid, caption_sample = Lowest(thumbnails), Lowest(captions)
+    duplicates = _DuplicateGroups(duplicate_groups)
+    clip_s = kept_s = 0.0
+    kept = errors = captioned = 0
+    models: set[str] = set()
+    flag_counts = {c: [0, 0] for c in flag_columns}  # true, null
+    has = {c: c in names for c in ("score_error", "duplicate_of", "caption", "caption_model")}
+    wanted = {
+        c: c for c in ["start_s", "end_s", *(["selected"] if filter_applied else []), *stats, *flag_columns]
+    }
+    if has["score_error"]:
+        wanted[_FAILED] = "score_error IS NOT NULL"
+    if has["duplicate_of"]:
+        wanted |= {"clip_id": "clip_id", "duplicate_of": "duplicate_of"}
+    if has["caption"]:
+        wanted[_CAPTIONED] = "caption IS NOT NULL"
+    if has["caption_model"]:
+        wanted["caption_model"] = "caption_model"
+    for batch in _batches(clips_ds, wanted) if clips_ds is not None else ():
+        ids = batch[ROW_ID].to_numpy()
+        random_grid.add(sample_keys(ids), ids)
+        seconds = np.nan_to_num(floats(batch["end_s"]) - floats(batch["start_s"]))
+        clip_s += float(seconds.sum())
+        selected = None
+        if filter_applied:
+            selected = np.asarray(pc.fill_null(batch["selected"], False).to_numpy(zero_copy_only=False), bool)
+            kept += int(np.count_nonzero(selected))
+            kept_s += float(seconds[selected].sum())
+        for column, stat in stats.items():
+            stat.add(floats(batch[column]), ids, selected)
+        for column in flag_columns:
+            flag_counts[column][0] += int(
+                pc.sum(pc.cast(pc.fill_null(batch[column], False), pa.int64())).as_py() or 0
+            )
+            flag_counts[column][1] += batch[column].null_count
+        if has["score_error"]:
+            errors += int(pc.sum(pc.cast(batch[_FAILED], pa.int64())).as_py() or 0)
+        if has["duplicate_of"]:
+            duplicates.add(batch)
+        if has["caption"]:
+            mask = batch[_CAPTIONED].to_numpy(zero_copy_only=False)
+            captioned += int(np.count_nonzero(mask))
+            caption_sample.add(sample_keys(ids[mask], salt=1), ids[mask])
+            if has["caption_model"]:
+                chosen = batch["caption_model"].filter(batch[_CAPTIONED])
+                models.update(str(m) for m in pc.unique(chosen.drop_null()).to_pylist())
+
     if videos_ds is None:
         stages.append(StageRow("split", False, NOT_RUN))
     else:
-        ok = len(videos) - len(failed)
         stages.append(
             StageRow(
                 "split",
                 True,
-                f"{len(videos)} files: {ok} ok ({len(partial)} partial), {len(failed)} failed; {n} clips; "
-                f"footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
-                at=str(video_records.get("split", {}).get("at", "")),
+                f"{files} files: {files - len(failed)} ok ({len(partial)} partial), {len(failed)} failed; "
+                f"{n} clips; footage {_hours(footage_s)}, in clips {_hours(clip_s)}",
+                at=_stage_at(video_records, "split"),
             )
         )
 
     # scores
     score_errors: list[tuple[str, str]] = []
-    if "score" in clip_records:
-        errors = (
-            clips.filter(pc.is_valid(clips["score_error"])) if "score_error" in names else clips.slice(0, 0)
-        )
-        score_errors = list(
-            zip(errors["clip_id"].to_pylist(), errors["score_error"].to_pylist(), strict=True)
-        )
+    if "score" in clip_records and clips_ds is not None:
+        if errors:
+            head = clips_ds.to_table(
+                columns=["clip_id", "score_error"], filter="score_error IS NOT NULL", limit=FAILED_FILES
+            )
+            score_errors = list(
+                zip(head["clip_id"].to_pylist(), head["score_error"].to_pylist(), strict=True)
+            )
         ph = sorted({placeholders[c] for c in score_columns if c in placeholders})
         stages.append(
             StageRow(
                 "score",
                 True,
-                f"{n - len(score_errors)} of {n} clips scored, {len(score_errors)} failed; "
-                f"{len(score_columns)} score columns"
+                f"{n - errors} of {n} clips scored, {errors} failed; {len(score_columns)} score columns"
                 + (f"; placeholder models: {', '.join(ph)}" if ph else ""),
-                at=str(clip_records["score"].get("at", "")),
+                at=_stage_at(clip_records, "score"),
                 placeholder=bool(ph),
             )
         )
     else:
         stages.append(StageRow("score", False, NOT_RUN))
 
-    # duplicates
-    groups: dict[str, list[str]] = {}
-    dup_count = 0
-    if "duplicate_of" in names:
-        for cid, dup in zip(clips["clip_id"].to_pylist(), clips["duplicate_of"].to_pylist(), strict=True):
-            if dup is not None:
-                groups.setdefault(dup, []).append(cid)
-                dup_count += 1
+    # duplicates: counted in full, the first `duplicate_groups` groups found listed
+    if has["duplicate_of"]:
         stages.append(
             StageRow(
                 "dedup",
                 True,
-                f"{dup_count} duplicates of {len(groups)} clips (duplicate groups below)",
-                at=str(clip_records.get("dedup", {}).get("at", "")),
+                f"{duplicates.count} duplicates of {len(duplicates.roots)} clips (duplicate groups below)",
+                at=_stage_at(clip_records, "dedup"),
                 placeholder="duplicate_of" in placeholders,
             )
         )
@@ -283,47 +473,30 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         stages.append(StageRow("dedup", False, NOT_RUN))
 
     # filter
-    record = clip_records.get("filter")
-    filter_applied = record is not None and "selected" in names
-    expression = str(record["config"].get("expression", "")) if record is not None else configured_filter
-    kept_mask: np.ndarray | None = None
     if record is not None and filter_applied:
-        kept_mask = np.asarray(
-            pc.fill_null(clips["selected"], False).to_numpy(zero_copy_only=False), dtype=bool
-        )
-        kept = clips.filter(pa.array(kept_mask))
-        kept_s = (
-            float(pc.sum(pc.subtract(kept["end_s"], kept["start_s"])).as_py() or 0.0)
-            if kept.num_rows
-            else 0.0
-        )
         stages.append(
             StageRow(
                 "filter",
                 True,
-                f"kept {kept.num_rows} of {n} clips ({_hours(kept_s)}) with: {expression or '(everything)'}",
+                f"kept {kept} of {n} clips ({_hours(kept_s)}) with: {expression or '(everything)'}",
                 at=str(record.get("at", "")),
             )
         )
     else:
         stages.append(StageRow("filter", False, NOT_RUN))
 
-    # captions
-    caption_cards_ids: list[str] = []
+    # captions: counted in full, `captions` of them sampled at random
     caption_info = NOT_RUN
-    if "caption" in names:
-        captioned = clips.filter(pc.is_valid(clips["caption"]))
-        models = sorted(set(captioned["caption_model"].to_pylist())) if "caption_model" in names else []
-        caption_info = f"{captioned.num_rows} of {n} clips captioned" + (
-            f" by {', '.join(str(m) for m in models)}" if models else ""
+    if has["caption"]:
+        caption_info = f"{captioned} of {n} clips captioned" + (
+            f" by {', '.join(sorted(models))}" if models else ""
         )
-        caption_cards_ids = captioned["clip_id"].to_pylist()[:SAMPLE_CAPTIONS]
         stages.append(
             StageRow(
                 "caption",
                 True,
                 caption_info,
-                at=str(clip_records.get("caption", {}).get("at", "")),
+                at=_stage_at(clip_records, "caption"),
                 placeholder="caption" in placeholders,
             )
         )
@@ -355,68 +528,46 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
             )
         )
 
-    # histograms and flags
-    marks = thresholds(expression) if expression else []
+    # histograms and flags, from the streamed counts
     histograms: list[tuple[str, bytes, list[Threshold]]] = []
-    for column in score_columns:
-        values = clips[column].drop_null().to_numpy()
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        own = [t for t in marks if t.column == column]
-        kept_values = None
-        if kept_mask is not None:
-            col = np.asarray(clips[column].to_numpy(zero_copy_only=False), dtype=np.float64)
-            kept_values = col[kept_mask & np.isfinite(col)]
+    for column, stat in stats.items():
         title = column + ("  [placeholder]" if column in placeholders else "")
-        svg = histogram_svg(values, title, [(t.op, t.value, t.is_rule) for t in own], kept_values)
-        histograms.append((column, svg, own))
-    flags = []
-    for column in flag_columns:
-        col = clips[column]
-        true = int(pc.sum(pc.cast(pc.fill_null(col, False), pa.int64())).as_py() or 0)
-        nulls = col.null_count
-        flags.append((column, true, n - true - nulls, nulls))
+        svg = histogram_counts_svg(
+            stat.counts,
+            stat.edges,
+            title,
+            [(t.op, t.value, t.is_rule) for t in stat.marks],
+            stat.kept if filter_applied else None,
+        )
+        histograms.append((column, svg, stat.marks))
+    flags = [(c, true, n - true - nulls, nulls) for c, (true, nulls) in flag_counts.items()]
 
-    # thumbnail grid: an even spread over clip order, so kept and removed clips both appear
-    order = (
-        np.argsort(np.asarray(clips["clip_id"].to_pylist(), dtype=object), kind="stable")
-        if n
-        else np.zeros(0, int)
-    )
-    shown = (
-        order[np.linspace(0, n - 1, num=min(thumbnails, n)).round().astype(int)] if n and thumbnails else []
-    )
-    shown_ids = [clips["clip_id"][int(i)].as_py() for i in shown]
-    dup_ids = [cid for root in list(groups)[:DUPLICATE_GROUPS] for cid in [root, *groups[root]]]
-    thumbs = _thumbnails(store, sorted(set(shown_ids) | set(caption_cards_ids) | set(dup_ids)))
-    previews = _previews(store, shown_ids)
-    needed = set(shown_ids) | set(caption_cards_ids)
-    card_columns = {
-        "clip_id",
-        "uri",
-        "start_s",
-        "end_s",
-        "selected",
-        "duplicate_of",
-        "caption",
-        *score_columns,
-    }
-    rows = {
-        r["clip_id"]: r
-        for r in clips.select([c for c in clips.column_names if c in card_columns]).to_pylist()
-        if r["clip_id"] in needed
-    }
+    # the sampled clips, read whole by row id: grid, extremes, captions, duplicate groups
+    groups = duplicates.groups
+    roots = _root_row_ids(clips_ds, list(groups)) if clips_ds is not None else {}
+    dup_ids = [*roots.values(), *(rid for members in groups.values() for _, rid in members)]
+    extreme_ids = {c: (s.highest.ids, s.lowest.ids) for c, s in stats.items()}
+    every = [random_grid.ids, caption_sample.ids, np.asarray(dup_ids, np.uint64)]
+    every += [ids for pair in extreme_ids.values() for ids in pair]
+    needed = np.unique(np.concatenate(every)) if clips_ds is not None else np.zeros(0, np.uint64)
+    card_columns = ["clip_id", "uri", "start_s", "end_s", "thumbnail", *score_columns]
+    card_columns += [c for c in ("selected", "duplicate_of", "caption") if c in names]
+    rows: dict[int, dict[str, Any]] = {}
+    if len(needed):
+        assert clips_ds is not None
+        table = ClipReader(clips_ds).columns(needed.tolist(), card_columns)
+        rows = dict(zip(needed.tolist(), table.to_pylist(), strict=True))
+    previews = _previews(clips_ds, random_grid.ids) if clips_ds is not None else {}
 
-    def card(cid: str) -> Card:
-        r = rows[cid]
-        preview, error = previews.get(cid, (None, None))
+    def card(rid: int) -> Card:
+        r = rows[rid]
+        preview, error = previews.get(rid, (None, None))
         return Card(
-            clip_id=cid,
+            clip_id=r["clip_id"],
             video_name=(r.get("uri") or "").rsplit("/", 1)[-1],
             start_s=r["start_s"] or 0.0,
             end_s=r["end_s"] or 0.0,
-            thumbnail_uri=thumbs.get(cid),
+            thumbnail_uri=data_uri(r["thumbnail"], "image/jpeg") if r.get("thumbnail") else None,
             preview_uri=preview,
             preview_error=error,
             scores={c: r.get(c) for c in score_columns},
@@ -425,6 +576,11 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
             caption=r.get("caption"),
         )
 
+    thumbs = {
+        rows[r]["clip_id"]: data_uri(rows[r]["thumbnail"], "image/jpeg")
+        for r in map(int, dup_ids)
+        if rows[r]["thumbnail"]
+    }
     clip_versions = store.versions(CLIPS)
     return ReportData(
         root=str(store.root),
@@ -435,23 +591,80 @@ def collect(store: Store, thumbnails: int, configured_filter: str = "") -> Repor
         stages=stages,
         failed_files=failed[:FAILED_FILES],
         partial_files=partial[:FAILED_FILES],
-        score_errors=score_errors[:FAILED_FILES],
+        score_errors=score_errors,
         filter_expression=expression,
         filter_applied=filter_applied,
         histograms=histograms,
         flags=flags,
         score_columns=score_columns,
         placeholders=placeholders,
-        cards=[card(c) for c in shown_ids],
+        cards=[card(int(rid)) for rid in random_grid.ids],
         total_clips=n,
-        captions=[card(c) for c in caption_cards_ids],
+        extremes=[
+            (c, [card(int(r)) for r in high], [card(int(r)) for r in low])
+            for c, (high, low) in extreme_ids.items()
+        ],
+        captions=[card(int(rid)) for rid in caption_sample.ids],
         caption_info=caption_info,
-        duplicate_groups=[(root, groups[root]) for root in list(groups)[:DUPLICATE_GROUPS]],
-        duplicate_count=dup_count,
+        duplicate_groups=[
+            (root, [cid for cid, _ in members], duplicates.sizes[root]) for root, members in groups.items()
+        ],
+        duplicate_count=duplicates.count,
+        duplicate_group_count=len(duplicates.roots),
         thumbnails=thumbs,
         records={VIDEOS: video_records, CLIPS: clip_records},
         versions=[(int(v["version"]), str(v["timestamp"])) for v in clip_versions],
     )
+
+
+class _DuplicateGroups:
+    """Duplicates counted in full, grouped by the clip they duplicate; the first `limit` groups found
+    are kept with at most DUPLICATE_MEMBERS members each (clip_id, row id) and their full sizes. The
+    distinct roots are held as one Arrow string array (O(groups), not O(clips))."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+        self.roots = pa.array([], pa.string())
+        self.groups: dict[str, list[tuple[str, int]]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        batch = batch.filter(pc.is_valid(batch["duplicate_of"]))
+        if batch.num_rows == 0:
+            return
+        self.count += batch.num_rows
+        of = batch["duplicate_of"]
+        found = pc.unique(of)  # in order of first appearance
+        self.roots = pc.unique(pa.concat_arrays([self.roots, found]))
+        # a batch's first `limit` distinct roots hold every new one the listing still has room for
+        for root in found.slice(0, self.limit).to_pylist() if len(self.groups) < self.limit else ():
+            if len(self.groups) < self.limit:
+                self.groups.setdefault(root, [])
+        if not self.groups:
+            return
+        hit = pc.is_in(of, value_set=pa.array(list(self.groups), pa.string()))
+        members = pa.table({"of": of, "clip_id": batch["clip_id"], "rid": batch[ROW_ID]}).filter(hit)
+        for root, size in zip(*pc.value_counts(members["of"]).flatten(), strict=True):
+            self.sizes[root.as_py()] = self.sizes.get(root.as_py(), 0) + size.as_py()
+            room = DUPLICATE_MEMBERS - len(self.groups[root.as_py()])
+            if room > 0:
+                mine = members.filter(pc.equal(members["of"], root)).slice(0, room)
+                self.groups[root.as_py()] += zip(
+                    mine["clip_id"].to_pylist(), mine["rid"].to_pylist(), strict=True
+                )
+
+
+def _root_row_ids(ds: lance.LanceDataset, clip_ids: Sequence[str]) -> dict[str, int]:
+    """Row ids of a few clips named by clip_id: one equality lookup each (the clip_id index answers it)."""
+    out: dict[str, int] = {}
+    for clip_id in clip_ids:
+        found = ds.to_table(
+            columns=["clip_id"], filter=f"clip_id = {_quote(clip_id)}", with_row_id=True, limit=1
+        )
+        if found.num_rows:
+            out[clip_id] = int(found[ROW_ID][0].as_py())
+    return out
 
 
 def _package_version() -> str:
@@ -461,38 +674,21 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def _thumbnails(store: Store, clip_ids: Sequence[str]) -> dict[str, str]:
-    if not clip_ids:
+def _previews(ds: lance.LanceDataset, row_ids: np.ndarray) -> dict[int, tuple[str | None, str | None]]:
+    """Animated previews by row id: (data URI, None) or (None, why there is none)."""
+    if not len(row_ids):
         return {}
-    table = store.read_clips(["clip_id", "thumbnail"], filter=_in_list(clip_ids))
-    return {
-        cid: data_uri(jpeg, "image/jpeg")
-        for cid, jpeg in zip(table["clip_id"].to_pylist(), table["thumbnail"].to_pylist(), strict=True)
-        if jpeg
-    }
-
-
-def _previews(store: Store, clip_ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
-    """Animated previews by clip_id: (data URI, None) or (None, why there is none)."""
-    if not clip_ids:
-        return {}
-    blobs = store.read_clip_bytes(list(clip_ids))
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for cid in clip_ids:
-        data = blobs.get(cid)
+    ids = [int(r) for r in row_ids]
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for rid, data in zip(ids, ClipReader(ds).blobs(ids), strict=True):
         if not data:
-            out[cid] = (None, "no clip bytes in the store")
+            out[rid] = (None, "no clip bytes in the store")
             continue
         try:
-            out[cid] = (data_uri(animated_preview(data, PREVIEW_FRAMES, PREVIEW_WIDTH), "image/webp"), None)
+            out[rid] = (data_uri(animated_preview(data, PREVIEW_FRAMES, PREVIEW_WIDTH), "image/webp"), None)
         except PreviewError as err:
-            out[cid] = (None, str(err))
+            out[rid] = (None, str(err))
     return out
-
-
-def _in_list(clip_ids: Sequence[str]) -> str:
-    quoted = ", ".join("'" + c.replace("'", "''") + "'" for c in clip_ids)
-    return f"clip_id IN ({quoted})"
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------
@@ -522,6 +718,7 @@ vertical-align:middle}.placeholder{background:#ffe08a;color:#5c4400;border:1px s
 .dupgroup .id{font-family:ui-monospace,monospace;word-break:break-all;color:#5b6573}
 pre{background:#f1f3f6;padding:.5rem;overflow:auto;max-height:28rem;font-size:.78rem}
 .controls{margin:.5rem 0}.controls select,.controls button{font-size:.9rem}
+details.extremes{margin:.6rem 0}details.extremes>summary{cursor:pointer;font-weight:600;font-size:1.05rem}
 """
 
 # Sorting the grid: each card carries data-<column> values; missing scores always sort last.
@@ -656,15 +853,17 @@ def render(data: ReportData) -> str:
         parts.append("</table>")
 
     # grid
+    in_filter = {t.column for t in thresholds(data.filter_expression)} if data.filter_expression else set()
+    key_scores = [c for c in data.score_columns if c in in_filter] or data.score_columns[:KEY_SCORES]
     parts.append("<h2 id='clips'>Clips</h2>")
     if not data.cards:
         parts.append(f"<p class='notrun'>split: {NOT_RUN}</p>" if data.total_clips == 0 else "")
     else:
         parts.append(
-            f"<p>{len(data.cards)} of {data.total_clips} clips, spread over the clip order; "
-            "hover a clip to play its preview.</p>"
+            f"<p>{len(data.cards)} of {data.total_clips} clips, a random sample (the same clips on every "
+            "run: picked by a hash of their row id); hover a clip to play its preview.</p>"
         )
-        options = ["<option value='order'>clip order</option>"] + [
+        options = ["<option value='order'>sample order</option>"] + [
             f"<option value='{_e(c)}'>{_e(c)}{' (placeholder)' if c in ph else ''}</option>"
             for c in data.score_columns
         ]
@@ -673,13 +872,28 @@ def render(data: ReportData) -> str:
             "<select id='sort-dir'><option value='desc'>high to low</option><option value='asc'>low to high"
             "</option></select></div><div class='grid' id='grid'>"
         )
-        in_filter = (
-            {t.column for t in thresholds(data.filter_expression)} if data.filter_expression else set()
-        )
-        key_scores = [c for c in data.score_columns if c in in_filter] or data.score_columns[:KEY_SCORES]
         for i, c in enumerate(data.cards):
             parts.append(_card_html(c, i, ph, key_scores))
         parts.append("</div>")
+
+    # highest and lowest per score
+    if data.extremes:
+        parts.append(
+            "<h2 id='extremes'>Highest and lowest per score</h2><p>Over every clip with a value; stills only "
+            "(previews are in the grid above). The filter's scores are open, the others fold away.</p>"
+        )
+        for column, highest, lowest in data.extremes:
+            badge = _badge("placeholder", "placeholder") if column in ph else ""
+            state = " open" if column in key_scores else ""
+            parts.append(f"<details class='extremes'{state}><summary>{_e(column)}{badge}</summary>")
+            for label, cards in (("highest", highest), ("lowest", lowest)):
+                parts.append(
+                    f"<p class='meta'>{label} {len(cards)}</p>"
+                    f"<div class='grid extremes' data-column='{_e(column)}' data-side='{label}'>"
+                )
+                parts += [_card_html(c, i, ph, [column, *key_scores]) for i, c in enumerate(cards)]
+                parts.append("</div>")
+            parts.append("</details>")
 
     # captions
     parts.append("<h2 id='captions'>Captions</h2>")
@@ -687,7 +901,10 @@ def render(data: ReportData) -> str:
         parts.append(f"<p class='notrun'>caption: {_e(data.caption_info)}</p>")
     else:
         badge = _badge("placeholder", "placeholder") if "caption" in ph else ""
-        parts.append(f"<p>{_e(data.caption_info)}{badge}</p><table class='captions'>")
+        parts.append(
+            f"<p>{_e(data.caption_info)}{badge}; {len(data.captions)} of them, sampled at random:</p>"
+            "<table class='captions'>"
+        )
         for c in data.captions:
             img = f"<img alt='' src='{c.thumbnail_uri}'>" if c.thumbnail_uri else ""
             parts.append(
@@ -704,15 +921,22 @@ def render(data: ReportData) -> str:
     else:
         badge = _badge("placeholder", "placeholder") if "duplicate_of" in ph else ""
         parts.append(
-            f"<p>{data.duplicate_count} duplicates in {len(data.duplicate_groups)} groups "
-            f"(the first clip of a group is the one kept){badge}</p>"
+            f"<p>{data.duplicate_count} duplicates in {data.duplicate_group_count} groups"
+            + (
+                f", the first {len(data.duplicate_groups)} found shown"
+                if len(data.duplicate_groups) < data.duplicate_group_count
+                else ""
+            )
+            + f" (the first clip of a group is the one kept){badge}</p>"
         )
-        for root, members in data.duplicate_groups:
+        for root, members, size in data.duplicate_groups:
             parts.append("<div class='dupgroup'>")
             for cid in [root, *members]:
                 src = data.thumbnails.get(cid)
                 img = f"<img alt='' src='{src}'>" if src else "<div class='noimg'>no thumbnail</div>"
                 parts.append(f"<figure>{img}<figcaption class='id'>{_e(cid)}</figcaption></figure>")
+            if size > len(members):
+                parts.append(f"<figure><div class='noimg'>+{size - len(members)} more</div></figure>")
             parts.append("</div>")
 
     # configs and models
@@ -792,6 +1016,6 @@ def _card_html(c: Card, index: int, placeholders: Mapping[str, str], key_scores:
     )
 
 
-def build_report(store: Store, thumbnails: int, configured_filter: str = "") -> str:
-    """The report of the store's latest versions as one HTML string."""
-    return render(collect(store, thumbnails, configured_filter))
+def build_report(store: Store, thumbnails: int, configured_filter: str = "", **samples: int) -> str:
+    """The report of the store's latest versions as one HTML string (`samples`: see `collect`)."""
+    return render(collect(store, thumbnails, configured_filter, **samples))

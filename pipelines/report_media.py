@@ -73,10 +73,28 @@ def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: in
 
 
 def svg_of(figure: plt.Figure) -> bytes:
+    """The figure as SVG bytes; the same figure always gives the same bytes (no date stamp)."""
     out = io.BytesIO()
-    figure.savefig(out, format="svg")
+    figure.savefig(out, format="svg", metadata={"Date": None})
     plt.close(figure)
     return out.getvalue()
+
+
+def histogram_edges(
+    lo: float, hi: float, thresholds: Sequence[tuple[str, float, bool]] = (), bins: int = 30
+) -> np.ndarray:
+    """Bin edges for values in [lo, hi]: widened to show a threshold near the data.
+
+    A threshold more than half the data's span off would squash the bars into a sliver, so it is
+    left out here and drawn pinned to the edge instead. Fixed edges let a histogram be counted batch
+    by batch (`np.histogram` with these edges, summed) and drawn from its counts."""
+    if hi <= lo:  # a constant score still gets a visible bar
+        lo, hi = lo - 0.5, hi + 0.5
+    reach = (hi - lo) * 0.5
+    for _, value, _ in thresholds:
+        if lo - reach <= value <= hi + reach:
+            lo, hi = min(lo, value), max(hi, value)
+    return np.linspace(lo, hi, bins + 1)
 
 
 def histogram_svg(
@@ -86,31 +104,51 @@ def histogram_svg(
     kept: np.ndarray | None = None,
     bins: int = 30,
 ) -> bytes:
-    """Histogram of one score; `thresholds` are (op, value, is_rule) drawn as vertical lines.
+    """Histogram of one score's values (see `histogram_counts_svg`)."""
+    edges = histogram_edges(float(np.min(values)), float(np.max(values)), thresholds, bins)
+    kept_counts = None if kept is None else np.histogram(kept, edges)[0]
+    return histogram_counts_svg(np.histogram(values, edges)[0], edges, title, thresholds, kept_counts)
+
+
+def histogram_counts_svg(
+    counts: np.ndarray,
+    edges: np.ndarray,
+    title: str,
+    thresholds: Sequence[tuple[str, float, bool]] = (),
+    kept: np.ndarray | None = None,
+) -> bytes:
+    """Histogram of one score from its bin counts; `thresholds` are (op, value, is_rule) drawn as lines.
 
     A top-level filter rule (`is_rule`) also shades the side it removes; a comparison nested in an
     `or`/`not` is drawn dashed without shading, since it does not remove clips on its own.
-    `kept` (the values of the selected clips) is overlaid when the filter has run.
+    `kept` (the counts of the selected clips in the same bins) is overlaid when the filter has run.
     """
-    with plt.rc_context({"svg.fonttype": "none", "font.size": 8}):
+    # a fixed hash salt gives the SVG's element ids from its content, not from a random number
+    with plt.rc_context({"svg.fonttype": "none", "font.size": 8, "svg.hashsalt": "reelforge"}):
         # Fixed margins instead of a tight bounding box: one draw per figure instead of two.
         figure, ax = plt.subplots(figsize=(4.2, 2.4))
         figure.subplots_adjust(left=0.14, right=0.97, top=0.88, bottom=0.14)
-        lo, hi = float(np.min(values)), float(np.max(values))
-        if hi <= lo:  # a constant score still gets a visible bar
-            lo, hi = lo - 0.5, hi + 0.5
-        # A threshold near the data widens the axis to show it; one far away (more than half the data's
-        # span off) would squash the bars into a sliver, so it is pinned to the edge and labelled.
-        reach = (hi - lo) * 0.5
-        for _, value, _ in thresholds:
-            if lo - reach <= value <= hi + reach:
-                lo, hi = min(lo, value), max(hi, value)
+        lo, hi = float(edges[0]), float(edges[-1])
         pad = (hi - lo) * 0.03
-        edges = np.linspace(lo, hi, bins + 1).tolist()
         # One filled outline per series instead of one rectangle per bin: much faster to draw.
-        ax.hist(values, bins=edges, histtype="stepfilled", color="#9db4d6", label=f"all ({len(values)})")
+        left, bins = edges[:-1], edges.tolist()
+        ax.hist(
+            left,
+            bins=bins,
+            weights=counts,
+            histtype="stepfilled",
+            color="#9db4d6",
+            label=f"all ({int(counts.sum())})",
+        )
         if kept is not None:
-            ax.hist(kept, bins=edges, histtype="stepfilled", color="#2d6cc0", label=f"kept ({len(kept)})")
+            ax.hist(
+                left,
+                bins=bins,
+                weights=kept,
+                histtype="stepfilled",
+                color="#2d6cc0",
+                label=f"kept ({int(kept.sum())})",
+            )
         for op, value, is_rule in thresholds:
             shown = min(max(value, lo - pad), hi + pad)
             off_scale = shown != value
@@ -119,8 +157,10 @@ def histogram_svg(
             )
             if is_rule and op in ("<", "<=", ">", ">="):
                 # the side a clip must NOT be on: shaded as removed
-                left, right = (lo - (hi - lo), shown) if op in (">", ">=") else (shown, hi + (hi - lo))
-                ax.axvspan(left, right, color="#c0392b", alpha=0.08)
+                left_end, right_end = (
+                    (lo - (hi - lo), shown) if op in (">", ">=") else (shown, hi + (hi - lo))
+                )
+                ax.axvspan(left_end, right_end, color="#c0392b", alpha=0.08)
             label = f"{op} {value:g}" + (" (off scale)" if off_scale else "")
             ax.annotate(
                 label,

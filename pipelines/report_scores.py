@@ -3,19 +3,32 @@
 For every numeric score column: count, nulls and percentiles; for flags: how many are set. For the
 filter expression: how many clips each top-level rule fails, how many only that rule removes, and
 the final selection. Columns computed with random placeholder weights are marked on every line.
+
+Everything streams over one dataset version, so memory does not grow with the clips: counts come
+from `count_rows`, the rule counts are summed batch by batch, and percentiles come from a fixed-bin
+histogram (QUANTILE_BINS bins between the column's min and max, found by a first pass) that also
+keeps the smallest and largest value of each bin. A percentile is then interpolated between the
+values of its bin: exact when the bin holds one or two distinct values, otherwise within that bin's
+spread, at most (max - min) / QUANTILE_BINS from numpy's linear percentile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import filtering
-from pipelines.jobs.score import DEDUP_STAGE, FILTER_STAGE, SCORE_STAGE
-from store import CLIPS_SCHEMA, Store
+from pipelines.jobs.dedup import DEDUP_STAGE
+from pipelines.jobs.score import FILTER_STAGE, SCORE_STAGE
+from pipelines.report import SCAN_ROWS, finite_ranges, floats, streaming
+from store import CLIPS, CLIPS_SCHEMA, Store
 
 PERCENTILES = (5, 25, 50, 75, 95)
+QUANTILE_BINS = 1 << 14
 _NOT_SCORES = {
     "clip_embedding",
     "frame_signature",
@@ -39,43 +52,100 @@ def placeholder_columns(store: Store) -> set[str]:
     return marked
 
 
+class Quantiles:
+    """Streamed percentiles of one column in [lo, hi]: bin counts plus each bin's smallest and largest
+    value (see the module docstring for the accuracy)."""
+
+    def __init__(self, lo: float, hi: float, bins: int = QUANTILE_BINS):
+        self.lo, self.bins = lo, bins
+        self.width = (hi - lo) / bins if hi > lo else 1.0
+        self.counts = np.zeros(bins, np.int64)
+        self.smallest = np.full(bins, np.inf)
+        self.largest = np.full(bins, -np.inf)
+
+    def add(self, values: np.ndarray) -> None:
+        values = values[np.isfinite(values)]
+        where = np.clip(((values - self.lo) / self.width).astype(np.int64), 0, self.bins - 1)
+        self.counts += np.bincount(where, minlength=self.bins)
+        np.minimum.at(self.smallest, where, values)
+        np.maximum.at(self.largest, where, values)
+
+    def _nth(self, cumulative: np.ndarray, k: int) -> float:
+        """The k-th smallest value (0-based), spread evenly between its bin's smallest and largest."""
+        b = int(np.searchsorted(cumulative, k, side="right"))
+        count, within = int(self.counts[b]), k - int(cumulative[b] - self.counts[b])
+        if count == 1:
+            return float(self.smallest[b])
+        return float(self.smallest[b] + (self.largest[b] - self.smallest[b]) * within / (count - 1))
+
+    def percentiles(self, ps: Sequence[float]) -> list[float]:
+        """numpy's default (linear) percentiles of the values added."""
+        cumulative = np.cumsum(self.counts)
+        n = int(cumulative[-1])
+        out = []
+        for p in ps:
+            rank = p / 100 * (n - 1)
+            k = int(np.floor(rank))
+            low = self._nth(cumulative, k)
+            high = self._nth(cumulative, min(k + 1, n - 1))
+            out.append(low + (rank - k) * (high - low))
+        return out
+
+
+def _batches(ds: lance.LanceDataset, columns: Sequence[str]):
+    return ds.to_batches(columns=list(columns), batch_size=SCAN_ROWS, strict_batch_size=True)
+
+
 def render(store: Store, expression: str | None = None) -> str:
     """The report. `expression` defaults to the one recorded by the last filter run."""
-    ds = store.require("clips")
+    ds = streaming(store.require(CLIPS))  # one version for every pass below
     records = store.stage_records()
     if SCORE_STAGE not in records:
         return "no scores yet: run `reelforge score` first"
-    score_columns = [n for n in ds.schema.names if n not in CLIPS_SCHEMA.names]
-    table = store.read_clips(columns=["clip_id", *score_columns])
+    schema = ds.schema
+    score_columns = [n for n in schema.names if n not in CLIPS_SCHEMA.names]
+    numeric = [
+        n
+        for n in score_columns
+        if n not in _NOT_SCORES
+        and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))
+    ]
+    total = ds.count_rows()
     marked = placeholder_columns(store)
     mark = lambda name: "  [PLACEHOLDER: random weights]" if name in marked else ""  # noqa: E731
-    lines = [f"clips: {table.num_rows} (dataset version {ds.version})"]
-    if "score_error" in table.column_names:
-        failed = table.num_rows - table["score_error"].null_count
-        lines.append(f"clips whose scoring failed: {failed}")
+    lines = [f"clips: {total} (dataset version {ds.version})"]
+    if "score_error" in score_columns:
+        lines.append(f"clips whose scoring failed: {ds.count_rows(filter='score_error IS NOT NULL')}")
     header = f"{'score':<20}{'n':>6}{'null':>6}" + "".join(f"{'p' + str(p):>11}" for p in PERCENTILES)
     lines += ["", header, "-" * len(header)]
+
+    ranges = finite_ranges(ds, numeric)
+    quantiles = {c: Quantiles(*ranges[c]) for c in ranges}
+    nulls = dict.fromkeys(numeric, 0)
+    for batch in _batches(ds, numeric) if numeric else ():
+        for name in numeric:
+            nulls[name] += batch[name].null_count
+            if name in quantiles:
+                quantiles[name].add(floats(batch[name]))
+    for name in numeric:
+        cells = (
+            "".join(f"{v:>11.4g}" for v in quantiles[name].percentiles(PERCENTILES))
+            if name in quantiles
+            else ""
+        )
+        lines.append(f"{name:<20}{total - nulls[name]:>6}{nulls[name]:>6}{cells}{mark(name)}")
     flags = []
     for name in score_columns:
-        if name in _NOT_SCORES:
-            continue
-        column = table[name]
-        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-            values = column.drop_null().to_numpy()
-            cells = "".join(f"{v:>11.4g}" for v in np.percentile(values, PERCENTILES)) if len(values) else ""
-            lines.append(f"{name:<20}{len(values):>6}{column.null_count:>6}{cells}{mark(name)}")
-        elif pa.types.is_boolean(column.type):
-            flags.append(
-                f"{name}: {int(pc.sum(column).as_py() or 0)} of {len(column) - column.null_count}"
-                + mark(name)
-            )
-    if "duplicate_of" in table.column_names:
-        flags.append(f"duplicates: {len(table) - table['duplicate_of'].null_count}{mark('duplicate_of')}")
+        if name not in _NOT_SCORES and pa.types.is_boolean(schema.field(name).type):
+            true = ds.count_rows(filter=f"{name} = true")
+            flags.append(f"{name}: {true} of {ds.count_rows(filter=f'{name} IS NOT NULL')}{mark(name)}")
+    if "duplicate_of" in score_columns:
+        flags.append(f"duplicates: {ds.count_rows(filter='duplicate_of IS NOT NULL')}{mark('duplicate_of')}")
     if flags:
         lines += ["", "flags: " + "; ".join(flags)]
     if expression is None:
         expression = records.get(FILTER_STAGE, {}).get("config", {}).get("expression", "")
-    lines += ["", *filter_lines(table, expression, marked)]
+    lines += ["", *filter_lines(ds, expression, marked)]
     if marked:
         lines += [
             "",
@@ -84,26 +154,39 @@ def render(store: Store, expression: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def filter_lines(table: pa.Table, expression: str, marked: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def filter_lines(ds: lance.LanceDataset, expression: str, marked: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """What each top-level rule of `expression` removes, counted batch by batch over the clips."""
     node = filtering.parse(expression)
     if node is None:
         return ["filter: no expression (every clip scored without error is selected)"]
+    rules = filtering.rules(node)
+    names = set(ds.schema.names)
+    columns = sorted((filtering.columns(node) | {"score_error"}) & names)
+    fails = [0] * len(rules)
+    only = [0] * len(rules)
+    selected = total = 0
+    for batch in _batches(ds, columns) if columns else ():
+        table = pa.Table.from_batches([batch])
+        total += table.num_rows
+        masks = [
+            np.asarray(filtering.selection(str(rule), table).to_numpy(zero_copy_only=False), bool)
+            for rule in rules
+        ]
+        passed = np.sum(masks, axis=0) if masks else np.zeros(table.num_rows, int)
+        for i, mask in enumerate(masks):
+            fails[i] += int(np.count_nonzero(~mask))
+            # fails this rule and passes every other one
+            only[i] += int(np.count_nonzero(~mask & (passed == len(rules) - 1)))
+        chosen = filtering.selection(expression, table)
+        if "score_error" in table.column_names:
+            chosen = pc.and_(chosen, pc.is_null(table["score_error"]).combine_chunks())
+        selected += int(pc.sum(chosen).as_py() or 0)
     lines = [f"filter: {node}"]
-    rule_masks = [filtering.selection(str(rule), table) for rule in filtering.rules(node)]
-    for i, (rule, mask) in enumerate(zip(filtering.rules(node), rule_masks, strict=True)):
-        fails = pc.invert(mask)
-        others = [m for j, m in enumerate(rule_masks) if j != i]
-        only = fails
-        for other in others:
-            only = pc.and_(only, other)
+    for rule, fail, alone in zip(rules, fails, only, strict=True):
         uses_placeholder = filtering.columns(rule) & marked
         lines.append(
-            f"  {rule!s:<44} removes {int(pc.sum(fails).as_py() or 0):>5}"
-            f"   (only this rule: {int(pc.sum(only).as_py() or 0)})"
+            f"  {rule!s:<44} removes {fail:>5}   (only this rule: {alone})"
             + ("  [PLACEHOLDER input]" if uses_placeholder else "")
         )
-    selected = filtering.selection(expression, table)
-    if "score_error" in table.column_names:
-        selected = pc.and_(selected, pc.is_null(table["score_error"]).combine_chunks())
-    lines.append(f"  selected: {int(pc.sum(selected).as_py() or 0)} of {table.num_rows}")
+    lines.append(f"  selected: {selected} of {total if columns else ds.count_rows()}")
     return lines

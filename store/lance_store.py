@@ -320,13 +320,11 @@ class Store:
     def with_row_ids(self, table: pa.Table) -> pa.Table:
         """`table` (keyed by clip_id) with each clip's `_rowid`, by a streamed join against the clip_id
         column: bounded memory, one pass over the column. For small tables made outside a stage."""
-        found = [
-            pa.Table.from_batches([batch]).join(table, "clip_id", join_type="inner")
-            for batch in self.scan(CLIPS, ["clip_id"])
-        ]
-        if not found:
-            found = [table.slice(0, 0).append_column(ROW_ID, pa.array([], pa.uint64()))]
-        joined = pa.concat_tables(found)
+        row_ids = pa.nulls(table.num_rows, pa.uint64())
+        for batch in self.scan(CLIPS, ["clip_id"]):
+            at = pc.index_in(table["clip_id"], value_set=batch.column("clip_id"))
+            row_ids = pc.coalesce(row_ids, pc.take(batch.column(ROW_ID), at))
+        joined = table.append_column(ROW_ID, row_ids).filter(pc.is_valid(row_ids))
         if joined.num_rows != table.num_rows:
             raise StoreError(
                 f"{table.num_rows - joined.num_rows} of the rows name clip ids that are not in clips"

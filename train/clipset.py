@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from av.video.reformatter import VideoReformatter
 
-from pipelines.store import CLIPS, Store
+from store import CLIPS, ROW_ID, Store
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,9 @@ def write_clipset(store: Store, specs: list[ClipSpec], width: int = 128) -> pa.T
         )
     table = pa.Table.from_pylist(rows)
     store.append(CLIPS, table)
+    # add_columns is keyed by the clips' stable row ids: read back those of the rows just appended.
     captions = pa.table({"clip_id": table.column("clip_id"), "caption": [s.caption for s in specs]})
-    store.add_columns(captions, stage="caption", config={"source": "clipset"})
+    ids = pa.Table.from_batches(store.scan(CLIPS, ["clip_id"]))
+    keyed = captions.join(ids, "clip_id", join_type="inner").select([ROW_ID, "clip_id", "caption"])
+    store.add_columns(keyed, stage="caption", config={"source": "clipset"})
     return table

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipelines.store import Store
+from store import Store
 from train.checkpoint import latest_checkpoint, load_weights, read_state, restore_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader

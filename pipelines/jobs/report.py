@@ -1,7 +1,8 @@
 """`reelforge report`: write the self-contained HTML report of the store's latest dataset version.
 
-No Ray: the report reads a few columns, the thumbnails of the clips it shows and the bytes of at
-most `report.thumbnails` clips for their animated previews.
+No Ray: the report streams the score columns once or twice, reads the thumbnails of the clips it
+samples (`report.thumbnails`, `report.extremes`, `report.captions`, `report.duplicate_groups`) by row
+id, and the bytes of the `report.thumbnails` grid clips for their animated previews.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ def report_path(cfg: PipelineConfig, out: Path | None = None) -> Path:
 
 def run(cfg: PipelineConfig, out: Path | None = None) -> Path:
     """Build the report and write it; returns the file written."""
-    page = build_report(Store(cfg.store.root), cfg.report.thumbnails, configured_filter=cfg.filter.expression)
+    report = cfg.report
+    page = build_report(
+        Store(cfg.store.root),
+        report.thumbnails,
+        configured_filter=cfg.filter.expression,
+        extremes=report.extremes,
+        captions=report.captions,
+        duplicate_groups=report.duplicate_groups,
+    )
     path = report_path(cfg, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

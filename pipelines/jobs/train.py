@@ -11,6 +11,7 @@ Three ways to run the DiT loop, one code path (train.loop.train):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from pipelines.config import PipelineConfig, load_config
 from store import Store
+from store.maintenance import job_lock
 from train.checkpoint import checkpoint_root
 from train.loop import TrainSummary, train
 from train.sample import SampleResult, sample
@@ -73,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--fresh", action="store_true", help="discard existing checkpoints first")
     args = parser.parse_args(argv)
-    summary = run_train(load_config(args.config, args.overrides), fresh=args.fresh)
+    config = load_config(args.config, args.overrides)
+    # Every rank holds the shared job lock: vacuum must not remove the version the ranks read.
+    rank = os.environ.get("RANK", "0")
+    with job_lock(config.store.root, f"train (rank {rank})"):
+        summary = run_train(config, fresh=args.fresh)
     print(f"trained {summary.steps} steps, loss {summary.final_loss:.4f}, checkpoint {summary.checkpoint}")
     return 0
 

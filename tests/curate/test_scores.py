@@ -144,7 +144,7 @@ def test_dedup_clusters_scale_and_stay_deterministic():
     near = base[:20] + 0.01 * rng.normal(size=(20, 32)).astype(np.float32)
     vectors = np.concatenate([base, near])
     ids = [f"{i:04d}" for i in range(len(vectors))]
-    cfg = DedupConfig(threshold=0.98, clusters=8)
+    cfg = DedupConfig(threshold=0.98, lists=8)
     dup = find_duplicates(ids, [None] * len(ids), vectors, cfg)
     assert dup[:200] == [None] * 200
     assert dup[200:] == ids[:20]

@@ -114,27 +114,41 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     # the remuxed copy's clips are exact duplicates of the original's
     dups = [c for c in clips if c["duplicate_of"]]
     assert data.duplicate_count == len(dups) > 0
-    assert sorted(m for _, members in data.duplicate_groups for m in members) == sorted(
+    assert sorted(m for _, members, _ in data.duplicate_groups for m in members) == sorted(
         c["clip_id"] for c in dups
     )
-    # an even spread of previews, each with a decodable animated WebP and its scores
+    assert all(size == len(members) for _, members, size in data.duplicate_groups)
+    assert data.duplicate_group_count == len(data.duplicate_groups)
+    # a random sample of previews, each with a decodable animated WebP and its scores
     assert len(data.cards) == 6 and all(
         c.preview_uri and c.preview_uri.startswith("data:image/webp") for c in data.cards
     )
     assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in data.cards)
-    assert all(c.caption for c in data.captions)
+    assert all(c.caption for c in data.captions) and len(data.captions) == 8
+    # the highest and lowest clips of every score, stills from the thumbnail column
+    assert [column for column, _, _ in data.extremes] == [column for column, _, _ in data.histograms]
+    for column, highest, lowest in data.extremes:
+        assert len(highest) == len(lowest) == 4 and all(c.thumbnail_uri for c in highest + lowest)
+        values = [c.scores[column] for c in highest + lowest]
+        assert values[:4] == sorted(values[:4], reverse=True) and values[4:] == sorted(values[4:])
     assert data.records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
     # every stage says when it ran, in one format (the split record is stamped like the column stages)
     split_at = data.records[VIDEOS]["split"]["at"]
     assert by_stage["split"].at == split_at and split_at.endswith("+00:00")
 
 
+def _grid_cards(page: str) -> int:
+    """Cards in the sortable grid (the random sample), not in the highest/lowest rows."""
+    grid = page.split("<div class='grid' id='grid'>", 1)[1].split("<h2", 1)[0]
+    return grid.count("<div class='card'")
+
+
 def test_page_is_self_contained_and_badges_placeholders(store):
-    page = build_report(store, thumbnails=4)
+    page = build_report(store, thumbnails=4, extremes=0)
     urls = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)['"]""", page)
     assert urls and all(u.startswith("data:") for u in urls)
     assert not re.search(r"https?://", page.replace("http://www.w3.org", ""))  # SVG namespaces only
-    assert page.count("class='card'") == 4
+    assert page.count("class='card'") == _grid_cards(page) == 4
     # every place that shows aesthetic_mean carries the badge: histogram, sort option, each card
     figure = re.search(r"<figure class='plot' data-column='aesthetic_mean'>.*?</figure>", page, re.S).group(0)
     assert 'class="badge placeholder"' in figure
@@ -170,10 +184,13 @@ def test_sections_say_not_run_yet_before_the_stages_ran(tmp_path, sample_footage
 
 
 def test_job_writes_the_report_under_the_store_root(store, tmp_path):
-    cfg = parse_config({"store": {"root": str(store.root)}, "report": {"thumbnails": 3}})
+    cfg = parse_config({"store": {"root": str(store.root)}, "report": {"thumbnails": 3, "extremes": 2}})
     assert report_path(cfg) == store.root / "report.html"
     out = run(cfg, out=tmp_path / "sub" / "r.html")
-    assert out == tmp_path / "sub" / "r.html" and out.read_text().count("class='card'") == 3
+    page = out.read_text()
+    assert out == tmp_path / "sub" / "r.html" and _grid_cards(page) == 3
+    assert page.count("data-side='highest'") == page.count("data-side='lowest'") > 0
+    assert page.count("class='card'") == 3 + 4 * page.count("data-side='highest'")
     assert not list(out.parent.glob("*.partial"))
 
 

@@ -44,10 +44,10 @@ def test_encode_job_adds_latent_columns_and_resumes(ray_session, real_clips, tmp
     # The stored latent is what the trainer would compute from the clip itself.
     index = build_index(store.clips_uri, config.train.data)
     assert index.has_latents
-    clip_id = index.clip_ids[0]
+    clip_id = index.read(["clip_id"], [0])["clip_id"][0].as_py()
     row = store.read_clips(columns=["latent"], filter=f"clip_id = '{clip_id}'").column("latent")[0].as_py()
     stored = np.frombuffer(row, np.float32).reshape(4, 3, 8, 8)
-    video = frames_to_tensor(decode_clip(store.read_clip_bytes([clip_id])[clip_id], index.buckets[0]))
+    video = frames_to_tensor(decode_clip(store.read_clip_bytes([clip_id])[clip_id], index.bucket(0)))
     expected = load_vae(config.train.vae).encode_normalized(video[None])[0].numpy()
     assert np.allclose(stored, expected, atol=1e-5)
 

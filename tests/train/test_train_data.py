@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
+from synthetic_store import make_store
 
 from train.config import Bucket, DataConfig
 from train.data import (
     BucketBatchSampler,
     ClipBatches,
     assign_bucket,
+    assign_buckets,
     build_index,
     decode_clip,
+    is_validation,
     make_loader,
+    split_keys,
 )
 
 SQUARE, WIDE, LONG_WIDE = (
@@ -33,16 +43,19 @@ def test_bucket_assignment_prefers_aspect_then_length():
 def test_batches_never_mix_buckets_and_resume_mid_epoch(real_clips):
     store, _ = real_clips
     index = build_index(store.clips_uri, DataConfig(buckets=(SQUARE, LONG_WIDE)))
-    index.buckets = [SQUARE if i % 3 else LONG_WIDE for i in range(len(index))]  # force two populated buckets
+    # force two populated buckets: codes index index.bucket_list
+    index.bucket_codes = np.array([0 if i % 3 else 1 for i in range(len(index))], np.int16)
     sampler = BucketBatchSampler(index, batch_size=2, seed=7)
     sampler.set_epoch(3)
     batches = list(sampler)
-    assert all(len({index.buckets[i] for i in b}) == 1 for b in batches)
+    assert all(len({index.bucket(i) for i in b}) == 1 for b in batches)
     assert all(len(b) == 2 for b in batches)
     sampler.set_epoch(3, start_batch=2)
     assert list(sampler) == batches[2:]
     sampler.set_epoch(4)
     assert list(sampler) != batches  # reshuffled per epoch
+    sampler.set_epoch(3)
+    assert list(sampler) == batches and len(sampler) == len(batches)  # a pure function of (seed, epoch)
 
     shards = []
     for rank in range(2):
@@ -93,3 +106,62 @@ def test_decode_errors_are_specific(real_clips):
     data = store.read_clip_bytes([clip_id])[clip_id]
     with pytest.raises(ValueError, match="needs 33"):
         decode_clip(data, Bucket(height=32, width=32, frames=33))
+
+
+def test_vectorised_split_keys_are_the_sha1_split_of_is_validation():
+    ids = ["", "a", "x" * 55, "x" * 56, "y" * 64, "z" * 130, "clip é ü 字", "0123456789abcdef_0000012000000"]
+    ids += [f"{i:016x}_{i * 37:013d}" for i in range(3000)]
+    keys = split_keys(pa.array(ids))
+    assert keys.tolist() == [int.from_bytes(hashlib.sha1(c.encode()).digest()[:8], "big") for c in ids]
+    assert split_keys(pa.chunked_array([ids[:5], ids[5:]])).tolist() == keys.tolist()
+    for fraction in (0.0, 0.1, 0.5, 0.97):
+        expected = [is_validation(c, fraction) for c in ids]
+        assert (keys.astype(np.float64) / 2.0**64 < fraction).tolist() == expected
+
+
+def test_vectorised_bucket_assignment_is_assign_bucket():
+    buckets = (SQUARE, WIDE, LONG_WIDE, Bucket(height=48, width=32, frames=5), SQUARE)
+    rng = np.random.default_rng(0)
+    width, height = rng.integers(-2, 300, 5000), rng.integers(-2, 300, 5000)
+    frames = rng.integers(0, 30, 5000)
+    codes = assign_buckets(width, height, frames, buckets)
+    for w, h, f, code in zip(width.tolist(), height.tolist(), frames.tolist(), codes.tolist(), strict=True):
+        expected = assign_bucket(w, h, f, buckets)
+        assert (None if code < 0 else buckets[code]) == expected
+
+
+def _row_by_row_index(uri: str, config: DataConfig) -> tuple[list[str], list[Bucket], list[str]]:
+    """The selection the index made before it streamed: whole columns, one Python step per clip."""
+    ds = lance.dataset(uri)
+    rows = ds.to_table(columns=["clip_id", "width", "height", "num_frames", "caption"])
+    if config.filter:
+        chosen = ds.to_table(columns=["clip_id"], filter=config.filter)["clip_id"]
+        rows = rows.filter(pc.is_in(rows["clip_id"], value_set=chosen))
+    ids, buckets = [], []
+    for row in rows.to_pylist():
+        bucket = assign_bucket(row["width"] or 0, row["height"] or 0, row["num_frames"] or 0, config.buckets)
+        if str(row["caption"] or "").strip() and bucket is not None:
+            ids.append(row["clip_id"])
+            buckets.append(bucket)
+    return ids, buckets, [c for c in ids if is_validation(c, 0.25)]
+
+
+def test_streamed_index_selects_what_the_row_by_row_index_did(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "store", 2_000, clips_per_fragment=50, embed_dim=8)
+    config = DataConfig(
+        buckets=(SQUARE, WIDE, LONG_WIDE, Bucket(height=48, width=32, frames=9)),
+        filter="technical_quality > 0.2 AND motion < 0.02",
+    )
+    monkeypatch.setattr("train.data.INDEX_BATCH_ROWS", 300)  # several batches, one cut inside a fragment
+    index = build_index(store.clips_uri, config)
+    ids, buckets, validation = _row_by_row_index(store.clips_uri, config)
+    assert (
+        0 < len(index) < 2_000
+        and index.skipped["no caption"] > 0
+        and index.skipped["shorter than every bucket"] > 0
+    )
+    assert index.row_ids.dtype == np.uint64 and index.read(["clip_id"])["clip_id"].to_pylist() == ids
+    assert [index.bucket(i) for i in range(len(index))] == buckets
+    assert len({b for b in buckets}) >= 3
+    _, val = index.split(0.25)
+    assert val.read(["clip_id"])["clip_id"].to_pylist() == validation

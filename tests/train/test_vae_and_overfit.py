@@ -144,11 +144,12 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
     vae = load_vae(vae_config)
     index = build_index(store.clips_uri, DataConfig(buckets=(BUCKET,), latents="decode"))
     clips = ClipBatches(index)[list(range(len(index)))]["video"]  # (4, 3, 9, 32, 32) real frames
+    captions = index.read(["caption"])["caption"].to_pylist()
     samples = generate(
         model,
         vae,
         build_text_encoder(config.text),
-        index.captions,
+        captions,
         BUCKET.frames,
         BUCKET.height,
         BUCKET.width,
@@ -165,7 +166,7 @@ def test_tiny_dit_overfits_four_real_clips(real_clips, trained_vae, tmp_path):
     others_latent = [max(psnr(samples[i], reconstructions[j]) for j in range(4) if j != i) for i in range(4)]
     for i in range(4):
         print(
-            f"{index.captions[i]!r}: sample {own[i]:.2f} dB, VAE ceiling {ceiling[i]:.2f} dB, "
+            f"{captions[i]!r}: sample {own[i]:.2f} dB, VAE ceiling {ceiling[i]:.2f} dB, "
             f"best other clip {others[i]:.2f} dB; against reconstructions: own {own_latent[i]:.2f} dB, "
             f"best other {others_latent[i]:.2f} dB"
         )
