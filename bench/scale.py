@@ -115,17 +115,19 @@ print(started, time.time())
 # Score's CPU part, batch by batch as its Ray tasks run it, on clips of a store the Ray runs made.
 PLAIN_SCORE = """
 import sys, time
-import numpy as np
 from pipelines.config import load_config
-from store import Store
+from store import ROW_ID, Store
 from pipelines.jobs.score import decode_and_measure
-root, ids_file, *overrides = sys.argv[1:]
+root, worker, workers, *overrides = sys.argv[1:]
 cfg = load_config("demo", [f"store.root={root}", *overrides])
-ids = open(ids_file).read().split()
+work = Store(root).work_list()  # row ids in table order, as the job lists them
 size = cfg.score.decode_batch_size
+starts = range(int(worker) * size, work.rows.num_rows, int(workers) * size)  # batches dealt round-robin
 started = time.time()
-for start in range(0, len(ids), size):
-    decode_and_measure({"clip_id": np.array(ids[start : start + size])}, root, cfg.score, 0)
+for start in starts:
+    part = work.rows.slice(start, size)
+    batch = {"clip_id": part["clip_id"].to_numpy(zero_copy_only=False), ROW_ID: part[ROW_ID].to_numpy()}
+    decode_and_measure(batch, root, work.version, cfg.score, 0)  # 0: OVERRIDES turn the CLIP tower off
 print(started, time.time())
 """
 
@@ -206,16 +208,10 @@ def plain_split(footage: Path, workers: int, scratch: Path) -> float:
     )
 
 
-def plain_score(store_root: Path, clip_ids: list[str], batch: int, workers: int, scratch: Path) -> float:
+def plain_score(store_root: Path, workers: int) -> float:
     """Seconds for `workers` plain processes to run score's CPU part on every clip (batches of the
     job's size, dealt round-robin)."""
-    batches = [clip_ids[i : i + batch] for i in range(0, len(clip_ids), batch)]
-    commands = []
-    for i in range(workers):
-        ids_file = scratch / f"plain-ids-{i}.txt"
-        ids_file.write_text("\n".join(c for part in batches[i::workers] for c in part))
-        commands.append([PLAIN_SCORE, str(store_root), str(ids_file), *OVERRIDES])
-    return _processes(commands)
+    return _processes([[PLAIN_SCORE, str(store_root), str(i), str(workers), *OVERRIDES] for i in range(workers)])
 
 
 def _processes(commands: list[list[str]]) -> float:
@@ -268,9 +264,7 @@ def run_round(
         plain_root = scratch / f"plain-{index}-{n}"
         plain = {"plain_split_s": plain_split(footage, n, plain_root)}
         shutil.rmtree(plain_root)
-        clip_ids = sorted(Store(reference).read_clips(columns=["clip_id"])["clip_id"].to_pylist())
-        batch = load_config("demo").score.decode_batch_size
-        plain["plain_score_s"] = plain_score(reference, clip_ids, batch, n, scratch)
+        plain["plain_score_s"] = plain_score(reference, n)
         plain["plain_total_s"] = plain["plain_split_s"] + plain["plain_score_s"]
         for run in runs:
             if run["workers"] == n:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Bumped when a column changes meaning; a dataset written with another version is refused with a
 # one-line error instead of being silently mixed.
@@ -275,6 +276,44 @@ def stage_schema(
     cols = COLUMNS[STAGES[stage].table]
     widths = widths or {}
     return pa.schema([cols[key].field()] + [cols[n].field(widths.get(n)) for n in chosen])
+
+
+def cast_to_contract(stage: str, table: pa.Table, keys: Iterable[str] = ("clip_id", "_rowid")) -> pa.Table:
+    """`table` with each column the stage writes cast to its declared type: a column of nulls or a
+    list of floats built by pyarrow's inference becomes the contract's type. A value that does not
+    fit (text in a float column) raises ContractError naming the column."""
+    decl = STAGES.get(stage)
+    if decl is None:
+        raise ContractError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    cols = COLUMNS[decl.table]
+    out = table
+    for i, name in enumerate(table.column_names):
+        if name in keys or name not in decl.writes:
+            continue  # keys pass through; an undeclared column is refused by check_written
+        col = cols[name]
+        current = table.schema.field(name).type
+        width = None
+        if col.width == MODEL_WIDTH:
+            if pa.types.is_fixed_size_list(current):
+                width = current.list_size
+            elif pa.types.is_null(current):
+                continue  # no value gives the width; check_written names the column
+            else:
+                sizes = pc.list_value_length(table.column(name)).drop_null()
+                width = int(sizes[0].as_py()) if len(sizes) else None
+                if width is None:
+                    continue
+        target = col.field(width)
+        if current == target.type or col.blob:
+            continue
+        try:
+            out = out.set_column(i, target, table.column(name).cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+            raise ContractError(
+                f"stage {stage} wrote column {name!r} as {current}, which does not convert to "
+                f"{col.type_name}: {err}"
+            ) from err
+    return out
 
 
 def check_written(stage: str, written: pa.Schema, key: str = "clip_id") -> None:

@@ -294,6 +294,10 @@ class Store:
         wrote = False
         for chunk in chunks:
             table = chunk if isinstance(chunk, pa.Table) else pa.Table.from_batches([chunk])
+            try:  # rows built by pyarrow's inference (all-null columns, float lists) get the contract's types
+                table = contract.cast_to_contract(stage, table)
+            except contract.ContractError as err:
+                raise StoreError(str(err)) from err
             if ROW_ID not in table.column_names:
                 raise StoreError(f"stage {stage}: rows to add need the clips' {ROW_ID} column")
             if table.num_rows:

@@ -6,9 +6,11 @@ Usage: python multinode_driver.py STORE_ROOT FOOTAGE_DIR RAY_TEMP_DIR [--set k=v
 """
 
 import json
+import os
 import sys
 
 import ray
+from ray._common.utils import get_default_ray_temp_dir
 from ray.cluster_utils import Cluster
 
 from pipelines.config import load_config
@@ -19,6 +21,9 @@ from pipelines.jobs.split import run_split
 def main() -> None:
     root, footage, temp_dir, *rest = sys.argv[1:]
     overrides = [a for a in rest if a != "--set"]
+    # Cluster records the head's address in Ray's default temp folder whatever temp_dir says; on a
+    # machine where Ray never ran (a fresh CI box) that folder does not exist yet.
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir},
