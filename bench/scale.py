@@ -51,9 +51,6 @@ from pathlib import Path
 
 import av
 
-from pipelines.config import load_config
-from store import Store
-
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "scale.json"
 
@@ -211,7 +208,9 @@ def plain_split(footage: Path, workers: int, scratch: Path) -> float:
 def plain_score(store_root: Path, workers: int) -> float:
     """Seconds for `workers` plain processes to run score's CPU part on every clip (batches of the
     job's size, dealt round-robin)."""
-    return _processes([[PLAIN_SCORE, str(store_root), str(i), str(workers), *OVERRIDES] for i in range(workers)])
+    return _processes(
+        [[PLAIN_SCORE, str(store_root), str(i), str(workers), *OVERRIDES] for i in range(workers)]
+    )
 
 
 def _processes(commands: list[list[str]]) -> float:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipelines.config import RayConfig
-from pipelines.jobs.split import _file_dataset
 import pyarrow as pa
 
+from pipelines.config import RayConfig
+from pipelines.jobs.split import _file_dataset
 from pipelines.runtime import init_ray, work_dataset
 
 

@@ -108,7 +108,6 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
 def test_score_decode_task_gives_opencv_its_cpus(sample_footage, tmp_store, decode_num_cpus):
     """The CPU scorers run OpenCV, whose own pool ignores OMP_NUM_THREADS: the task sizes it."""
     import cv2
-    import numpy as np
 
     from pipelines.jobs.score import decode_and_measure
 
