@@ -125,10 +125,14 @@ def find_duplicates_streaming(batches: Batches, vector_column: str | None, cfg: 
     rowids, clip_ids, hashes, usable, sample = _first_pass(batches, vector_column, cfg.train_rows)
     if not len(rowids):
         return OUTPUT_SCHEMA.empty_table()
-    order = pc.sort_indices(
-        pa.table({"clip_id": clip_ids, "_rowid": rowids}),
-        sort_keys=[("clip_id", "ascending"), ("_rowid", "ascending")],
-    ).to_numpy().astype(np.int64)
+    order = (
+        pc.sort_indices(
+            pa.table({"clip_id": clip_ids, "_rowid": rowids}),
+            sort_keys=[("clip_id", "ascending"), ("_rowid", "ascending")],
+        )
+        .to_numpy()
+        .astype(np.int64)
+    )
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     dup_rows, orig_rows = _exact_duplicates(hashes, rank)
@@ -179,7 +183,13 @@ def _first_pass(
             usable.append(ok)
             sample.offer(x, ok)
     if not rowids:
-        return np.empty(0, np.uint64), pa.array([], pa.string()), pa.array([], pa.string()), np.empty(0, bool), None
+        return (
+            np.empty(0, np.uint64),
+            pa.array([], pa.string()),
+            pa.array([], pa.string()),
+            np.empty(0, bool),
+            None,
+        )
     return (
         np.concatenate(rowids),
         pa.concat_arrays(clip_ids),
@@ -368,7 +378,11 @@ def _centroids(train: np.ndarray, count: int, cfg: DedupConfig) -> np.ndarray:
     import faiss
 
     kmeans = faiss.Kmeans(
-        train.shape[1], lists, niter=_KMEANS_ITERATIONS, seed=cfg.seed, min_points_per_centroid=_MIN_TRAIN_PER_LIST
+        train.shape[1],
+        lists,
+        niter=_KMEANS_ITERATIONS,
+        seed=cfg.seed,
+        min_points_per_centroid=_MIN_TRAIN_PER_LIST,
     )
     kmeans.train(np.ascontiguousarray(train))
     return np.asarray(kmeans.centroids)
@@ -391,7 +405,9 @@ def _candidate_pairs(
     quantizer.add(centroids)
     probes = np.empty((count, nprobe), dtype=np.int32)
     for start in range(0, count, block_rows):  # fixed blocks in id order, whatever the batches were
-        probes[start : start + block_rows] = quantizer.search(projected[start : start + block_rows], nprobe)[1]
+        probes[start : start + block_rows] = quantizer.search(projected[start : start + block_rows], nprobe)[
+            1
+        ]
     members = np.argsort(probes[:, 0], kind="stable")  # probes come nearest first
     member_bounds = np.searchsorted(probes[members, 0], np.arange(len(centroids) + 1))
     flat = probes.ravel()

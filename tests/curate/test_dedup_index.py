@@ -169,7 +169,9 @@ def test_same_result_whatever_the_batch_order_and_size(planted, found):
     assert [by_row.get(i) for i in range(table.num_rows)] == found  # `found` came in one batch
     # Re-scoring with a budget of 1 MB holds 256 candidate vectors at a time: many passes, same result.
     large = table.to_batches(max_chunksize=7000)[::-1]
-    assert first.equals(find_duplicates_streaming(lambda: large, "vec", CFG.model_copy(update={"rescore_mb": 1})))
+    assert first.equals(
+        find_duplicates_streaming(lambda: large, "vec", CFG.model_copy(update={"rescore_mb": 1}))
+    )
 
 
 def test_only_originals_match_and_the_most_similar_wins():
