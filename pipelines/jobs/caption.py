@@ -17,12 +17,16 @@ worker there installs caption.tv_guard first (a worker setup hook).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +44,8 @@ from caption.stage import (
     to_table,
 )
 from caption.vllm_runtime import (
+    TINY_VLM_NAME,
+    VLLMEnvMissing,
     cpu_scheduler_kwargs,
     is_placeholder_model,
     launched_server,
@@ -54,7 +60,12 @@ CAPTION_STAGE = "caption"
 
 
 class CaptionJobError(RuntimeError):
-    """The job cannot start as configured (a bad filter, no clips table, ...)."""
+    """The job cannot start as configured (a bad filter, no clips table, an unreachable engine, ...)."""
+
+
+# The engine's health check answers in well under this on a live server; a dead address is known at
+# once (connection refused) or after this bound (a host that drops packets).
+HEALTH_CHECK_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -85,15 +96,19 @@ class CaptionSummary:
         return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
+        outcome = f"{self.captioned} of {self.attempted} captioned"
+        if self.failed:
+            reasons = ", ".join(
+                f"{n} {kind}" for kind, n in sorted(self.error_kinds.items(), key=lambda kv: -kv[1])
+            )
+            outcome += f": {self.failed} failed ({reasons})"
         out = [
-            f"caption: {self.selected} clips selected ({self.selection}); {self.attempted} captioned this run "
-            f"with {self.engine} ({self.model}): {self.captioned} ok, {self.failed} failed; "
-            f"{self.skipped_done} already captioned",
+            f"caption: {outcome} with {self.engine} ({self.model}); {self.selected} clips selected "
+            f"({self.selection}), {self.skipped_done} already captioned",
             f"  {self.seconds:.1f} s, {self.clips_per_s:.2f} clips/s, {self.output_tokens_per_s:.1f} output tokens/s, "
             f"{self.prompt_tokens} prompt + {self.output_tokens} output tokens, "
             f"frame preparation {self.frame_prep_s:.2f} s of CPU time",
         ]
-        out += [f"  errors: {kind} x{n}" for kind, n in sorted(self.error_kinds.items())]
         out += [f"  error: {e}" for e in self.error_examples]
         if self.placeholder:
             out.append(
@@ -114,6 +129,68 @@ def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None
     if cfg.only_selected:
         return None, "all clips: no `selected` column yet (run `reelforge filter` to select)"
     return None, "all clips (only_selected is off)"
+
+
+def failure_reason(error: str) -> str:
+    """The reason a clip was not captioned, as the summary groups it ("engine unreachable", ...)."""
+    source, _, detail = error.partition(": ")
+    if source == "engine":
+        if detail.startswith(("ClientConnectorError", "ServerDisconnectedError", "ClientOSError")):
+            return "engine unreachable"
+        if detail.startswith("timeout"):
+            return "engine timed out"
+        if detail.startswith("HTTP "):
+            return f"engine answered {detail.split(':', 1)[0]}"
+        return "engine error"
+    return {"frames": "clip frames unreadable", "cleanup": "caption rejected by cleanup"}.get(source, source)
+
+
+def check_engine(cfg: CaptionConfig, timeout_s: float = HEALTH_CHECK_TIMEOUT_S) -> None:
+    """Ask an OpenAI-compatible server for its models before any work: an address where nothing
+    answers, or a server that does not serve the configured model, is one error here instead of
+    every clip failing after its retries (and being marked failed in the store)."""
+    url = f"{cfg.openai.base_url}/models"
+    headers = {}
+    if cfg.openai.api_key_env and os.environ.get(cfg.openai.api_key_env):
+        headers["Authorization"] = f"Bearer {os.environ[cfg.openai.api_key_env]}"
+    fix = "start the server or set caption.openai.base_url (or caption.openai.launch_server=true)"
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout_s
+        ) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise CaptionJobError(
+                f"caption engine at {cfg.openai.base_url} refused the request (HTTP {err.code}): "
+                "check the key in the variable named by caption.openai.api_key_env"
+            ) from None
+        return  # it answers; a server without a model list still takes chat requests
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        cause = getattr(err, "reason", err)
+        raise CaptionJobError(
+            f"caption engine unreachable at {cfg.openai.base_url}: {cause or type(err).__name__}; {fix}"
+        ) from None
+    try:
+        served = [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        return  # not an OpenAI model list: the chat requests will tell
+    if served and cfg.request_model_name not in served:
+        raise CaptionJobError(
+            f"caption engine at {cfg.openai.base_url} serves {', '.join(served)}, not "
+            f"{cfg.request_model_name!r}: set caption.served_model_name (or caption.model) to one of them"
+        )
+
+
+def check_model_folder(cfg: CaptionConfig) -> None:
+    """A model named by a local path must exist before a server is launched for it (vLLM would
+    otherwise take it for a hub id and fail after its start-up, offline)."""
+    model = cfg.model
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        hint = " (build the demo's tiny model with `make tiny-vlm`)" if TINY_VLM_NAME in model else ""
+        raise CaptionJobError(
+            f"caption.model {model} is not a folder{hint}: set caption.model to a model folder or hub id"
+        )
 
 
 def read_and_prepare(
@@ -284,8 +361,16 @@ def run_caption(
     todo, _, _ = todo_clips(store, config.caption, ColumnStaging(store, CAPTION_STAGE))
     if not len(todo) and not recaption:  # everything is captioned: no server to start (it takes ~1 min)
         return _run(config, config.caption, recaption=False, progress=progress, limit=limit)
-    with launched_server(config.caption) as cfg:
-        return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
+    cfg = config.caption
+    if cfg.engine == "openai" and not cfg.openai.launch_server:
+        check_engine(cfg)
+    if cfg.openai.launch_server or cfg.engine == "vllm":
+        check_model_folder(cfg)
+    try:
+        with launched_server(cfg) as served:
+            return _run(config, served, recaption=recaption, progress=progress, limit=limit)
+    except VLLMEnvMissing as err:
+        raise CaptionJobError(str(err)) from None
 
 
 def _run(
@@ -357,7 +442,7 @@ def _count(summary: CaptionSummary, table: pa.Table) -> None:
     summary.captioned += sum(e is None for e in errors)
     summary.prompt_tokens += int(pc.sum(table["caption_prompt_tokens"]).as_py() or 0)
     summary.output_tokens += int(pc.sum(table["caption_output_tokens"]).as_py() or 0)
-    kinds = Counter(e.split(":", 1)[0] for e in errors if e is not None)
+    kinds = Counter(failure_reason(e) for e in errors if e is not None)
     for kind, n in kinds.items():
         summary.error_kinds[kind] = summary.error_kinds.get(kind, 0) + n
     ids = table.column("clip_id").to_pylist()
@@ -368,15 +453,20 @@ def _count(summary: CaptionSummary, table: pa.Table) -> None:
 
 def caption_command(
     config: PipelineConfig, argv: list[str], *, recaption: bool = False, progress: bool = True
-) -> int:
-    """`reelforge caption`: run the stage here, or, for the in-process `vllm` engine in an environment
-    without vllm (the main one), run the same command line in the vLLM environment."""
+) -> CaptionSummary | int:
+    """`reelforge caption`: run the stage here (its summary), or, for the in-process `vllm` engine in an
+    environment without vllm (the main one), run the same command line in the vLLM environment (its
+    exit code)."""
     if config.caption.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        python = vllm_python()
+        try:
+            python = vllm_python()
+        except VLLMEnvMissing as err:
+            raise CaptionJobError(str(err)) from None
+        check_model_folder(config.caption)
         print(
             f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there"
         )
         return subprocess.call([str(python), "-m", "pipelines.cli", *argv], env=vllm_env_vars())
     summary = run_caption(config, recaption=recaption, progress=progress)
     print("\n".join(summary.lines()))
-    return 0
+    return summary

@@ -15,6 +15,7 @@ uses latents whose signature matches its own config, and a changed signature re-
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
+from pipelines.outcome import errors_of
 from pipelines.runtime import init_ray, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 from train.config import TrainConfig
@@ -35,17 +37,28 @@ ENCODE_STAGE = "encode"
 @dataclass
 class EncodeSummary:
     selected: int = 0
+    # clips this run attempted, failed ones included
     encoded: int = 0
     skipped_done: int = 0
     errors: int = 0
     error_examples: list[str] = field(default_factory=list)
+    # This run's failures, grouped by reason.
+    failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
     def lines(self) -> list[str]:
+        outcome = f"{self.encoded - self.failed} of {self.encoded} encoded this run"
+        if self.failed:
+            outcome += f": {self.failed} failed"
         out = [
-            f"encode: {self.encoded} clips encoded, {self.skipped_done} already done, {self.errors} errors "
-            f"of {self.selected} selected ({self.seconds:.1f} s)"
+            f"encode: {outcome}; {self.skipped_done} already done of {self.selected} selected "
+            f"({self.seconds:.1f} s)"
         ]
+        out += [f"  {n:5d} x {reason}" for reason, n in self.failures.most_common()]
         out += [f"  error: {e}" for e in self.error_examples]
         return out
 
@@ -117,6 +130,7 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
             table = batch.select(ENCODE_SCHEMA.names).cast(ENCODE_SCHEMA)
             staging.append(table.append_column(ROW_ID, batch[ROW_ID].cast(pa.uint64())))
             summary.encoded += table.num_rows
+            summary.failures.update(errors_of(table, "encode_error"))
             bar.update(table.num_rows)
         bar.close()
     summary.errors, summary.error_examples = staging.errors("encode_error")

@@ -38,6 +38,7 @@ from curate.ocr import ocr_input
 from curate.quality import QualityScorer, QualityScores
 from pipelines.config import PipelineConfig
 from pipelines.jobs.dedup import run_dedup
+from pipelines.outcome import errors_of
 from pipelines.runtime import init_ray, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 
@@ -253,15 +254,25 @@ class ScoreSummary:
     duplicates: int = 0
     placeholders: list[str] = field(default_factory=list)
     error_examples: list[str] = field(default_factory=list)
+    # This run's failures, grouped by reason.
+    failures: Counter = field(default_factory=Counter)
     clips_per_node: Counter = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
 
     def lines(self) -> list[str]:
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        outcome = f"{self.scored - self.failed} of {self.scored} scored this run ({rate:.2f} clips/s)"
+        if self.failed:
+            outcome += f": {self.failed} failed"
         out = [
-            f"score: {self.total_clips} clips, {self.scored} scored this run ({rate:.2f} clips/s), "
-            f"{self.skipped_done} already scored, {self.errors} with errors, {self.duplicates} duplicates"
+            f"score: {outcome}; {self.total_clips} clips, {self.skipped_done} already scored, "
+            f"{self.duplicates} duplicates"
             + (f", on {len(self.clips_per_node)} node(s)" if self.clips_per_node else ""),
         ]
+        out += [f"  {n:5d} x {reason}" for reason, n in self.failures.most_common()]
         out += [f"  error: {e}" for e in self.error_examples]
         if self.placeholders:
             out.append(f"  PLACEHOLDER scores (random weights, not real): {', '.join(self.placeholders)}")
@@ -325,6 +336,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     summary = ScoreSummary()
     started = time.perf_counter()
     staging = ColumnStaging(store, SCORE_STAGE)
+    _refuse_missing_weights(cfg)  # before anything is dropped or staged
     if recompute:
         staging.reset()
         store.drop_columns(SCORE_STAGE)
@@ -335,7 +347,6 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     todo = store.work_list(filter=lacking, exclude=staging)
     summary.total_clips = clips.count_rows()
     summary.skipped_done = summary.total_clips - len(todo)
-    _refuse_missing_weights(cfg)
     clip_size = _tower_input_size(cfg) if _runs_clip(cfg) else 0
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
@@ -348,6 +359,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
             table = to_staged_table(batch, schema)
             staging.append(table)
             summary.scored += table.num_rows
+            summary.failures.update(errors_of(table, "score_error"))
             bar.update(table.num_rows)
         bar.close()
     summary.errors, summary.error_examples = staging.errors("score_error")
@@ -363,18 +375,26 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     return summary
 
 
+class ScoreSetupError(RuntimeError):
+    """The scorers cannot run as configured (missing weights): nothing has been scored or written."""
+
+
 def _refuse_missing_weights(cfg: ScoreConfig) -> None:
     """Fail on the driver, with the scorers' own messages, before any Ray work starts."""
     if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
         return
+    from curate.aesthetic import MissingWeightsError
     from curate.embed import ClipImageTower, has_weights
 
-    if not has_weights(cfg.clip):
-        ClipImageTower(cfg.clip)
-    if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
-        from curate.aesthetic import load_head
+    try:
+        if not has_weights(cfg.clip):
+            ClipImageTower(cfg.clip)
+        if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
+            from curate.aesthetic import load_head
 
-        load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
+            load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
+    except (MissingWeightsError, FileNotFoundError) as err:
+        raise ScoreSetupError(str(err)) from None
 
 
 def _tower_input_size(cfg: ScoreConfig) -> int:

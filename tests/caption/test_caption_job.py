@@ -107,7 +107,7 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
         for cid in rejected:
             assert rows[cid][0] is None and rows[cid][1].startswith("engine: HTTP 400: scripted rejection")
         assert first.attempted == len(clips) and first.failed == len(rejected) + 1
-        assert first.error_kinds == {"frames": 1, "engine": FAILURES}
+        assert first.error_kinds == {"clip frames unreadable": 1, "engine answered HTTP 400": FAILURES}
 
         # Resume: only clips without a caption are sent again; now the server accepts them.
         server.failing = False
