@@ -22,11 +22,50 @@ Every stage reads one pipeline config (configs/<name>.yaml, default: demo) and w
 folder `store.root`, which holds two Lance datasets: videos.lance and clips.lance. Any config value can
 be changed for one run with --set section.key=value (repeatable), e.g. --set split.detect.detector=adaptive.
 Jobs use a local Ray unless `ray.address` or $RAY_ADDRESS names a cluster.
+A failure you can fix prints one line saying what is wrong and how to fix it; --debug (or
+REELFORGE_DEBUG=1) prints the traceback instead. Exit codes: 0 done (some items may have failed: the
+summary says which and why), 1 every item failed (or any did, with --strict), 2 nothing was done.
 """
 
 
 class UsageError(RuntimeError):
     """Bad input on the command line (missing input, unwritable output, ...): one line, exit non-zero."""
+
+
+# Exit codes: what a script needs to know about a run.
+EXIT_ITEMS_FAILED = 1  # the stage ran; every item failed (or, with --strict, some did)
+EXIT_REFUSED = 2  # nothing was done: fix what the one-line message names
+EXIT_INTERRUPTED = 130
+
+
+class _VersionAction(argparse.Action):
+    """--version: computed when asked for (it reads a few packages' metadata), then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object):
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from pipelines.versions import version_lines
+
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
+def _debug_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="print the traceback of a failure instead of one line (also: REELFORGE_DEBUG=1)",
+    )
+
+
+def _strict_option(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit non-zero when any {unit} fails (default: only when every one does)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +92,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="project folder holding videos.lance and clips.lance (shortcut for --set store.root=DIR)",
     )
+    # SUPPRESS: a subcommand's default must not overwrite `reelforge --debug COMMAND`
+    _debug_option(parser, argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of reelforge, Ray, Lance, PyTorch, PySceneDetect, open_clip and the "
+        "vLLM environment's vLLM",
+    )
+    _debug_option(parser, False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -84,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", type=Path, metavar="OUT", help="folder to write the videos into (created)")
     p.add_argument("--seed", type=int, default=0, help="seed of the camera shake (default 0)")
+    _debug_option(p, argparse.SUPPRESS)
 
     p = add(
         "probe",
@@ -127,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.json",
         help="write the detected boundaries (path, seconds, frame index, kind) per input file",
     )
+    _strict_option(p, "file")
 
     p = add(
         "score",
@@ -135,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Resumes: only clips lacking the columns are scored unless --recompute.",
     )
     p.add_argument("--recompute", action="store_true", help="score every clip again and replace the columns")
+    _strict_option(p, "clip")
 
     p = add(
         "filter",
@@ -151,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "server). Only clips lacking a caption are captioned unless --recaption.",
     )
     p.add_argument("--recaption", action="store_true", help="caption every clip again")
+    _strict_option(p, "clip")
 
     p = add(
         "encode",
@@ -159,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training does not decode video on every epoch. Resumes: clips already encoded are skipped.",
     )
     p.add_argument("--overwrite", action="store_true", help="encode every clip again and replace the columns")
+    _strict_option(p, "clip")
 
     p = add(
         "train-vae",
@@ -202,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores", action="store_true", help="print score percentiles and what each filter rule removes"
     )
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: report.out)")
+
+    p = add(
+        "status",
+        "what the store holds, what each stage did, what is stale and the next command",
+        "Videos (ok, failed by reason), clips and hours of footage; for every stage the columns it "
+        "added, how many clips have them, when, with which config and models (placeholders marked); "
+        "what is stale (clips that arrived after a stage ran, captions made before the filter changed, "
+        "latents from another autoencoder); and the next command to run. Reads only.",
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
 
     p = sub.add_parser(
         "store",
@@ -326,7 +389,7 @@ def _split(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         if args.json:
             dump_json(run_scenes_json(cfg), args.json)
     _compact_after(cfg)
-    return 0
+    return _outcome("split", summary.ok + summary.failed, summary.failed, args, "files")
 
 
 def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
@@ -338,19 +401,45 @@ def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
     ]
 
 
-def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from pipelines.jobs.score import run_score
+def _outcome(command: str, attempted: int, failed: int, args: argparse.Namespace, unit: str) -> int:
+    """The exit code of a stage run whose items may have failed (pipelines/outcome.py)."""
+    from pipelines.outcome import exit_code, failure_line
 
-    with _job(cfg, "score"):
-        print("\n".join(run_score(cfg, recompute=args.recompute).lines()))
+    strict = getattr(args, "strict", False)  # the demo runs the handlers without the option
+    code = exit_code(attempted, failed, strict=strict)
+    if code:
+        print(failure_line(command, attempted, failed, strict=strict, unit=unit), file=sys.stderr)
+    return code
+
+
+def _preflight(command: str, cfg: PipelineConfig) -> None:
+    from pipelines.preflight import PreflightError, check
+
+    try:
+        check(command, cfg)
+    except PreflightError as err:
+        raise UsageError(str(err)) from None
+
+
+def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.jobs.score import ScoreSetupError, run_score
+
+    _preflight("score", cfg)
+    try:
+        with _job(cfg, "score"):
+            summary = run_score(cfg, recompute=args.recompute)
+    except ScoreSetupError as err:
+        raise UsageError(str(err)) from None
+    print("\n".join(summary.lines()))
     _compact_after(cfg)
-    return 0
+    return _outcome("score", summary.scored, summary.failed, args, "clips")
 
 
 def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from curate.filtering import FilterExpressionError
     from pipelines.jobs.score import run_filter
 
+    _preflight("filter", cfg)
     try:
         with _job(cfg, "filter"):
             print("\n".join(run_filter(cfg, args.expression).lines()))
@@ -361,6 +450,7 @@ def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    _preflight("report", cfg)
     # Only reads, but holds the job lock all the same: vacuum must not delete files it is reading.
     if args.scores:
         from pipelines.report_scores import render
@@ -376,27 +466,42 @@ def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def _caption(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from pipelines.jobs.caption import caption_command
+    from pipelines.jobs.caption import CaptionJobError, caption_command
 
+    _preflight("caption", cfg)
+    strict = getattr(args, "strict", False)
     # The in-process vllm engine may re-run this command in the vLLM environment: it gets the resolved
     # config as a file, so overrides and the demo's settings carry over exactly.
     with tempfile.TemporaryDirectory(prefix="reelforge-caption-") as tmp:
         resolved = Path(tmp) / "resolved.yaml"
         resolved.write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
-        argv = ["caption", "--config", str(resolved), *(["--recaption"] if args.recaption else [])]
-        with _job(cfg, "caption"):
-            code = caption_command(cfg, argv, recaption=args.recaption)
+        argv = [
+            "caption",
+            "--config",
+            str(resolved),
+            *(["--recaption"] if args.recaption else []),
+            *(["--strict"] if strict else []),
+        ]
+        try:
+            with _job(cfg, "caption"):
+                result = caption_command(cfg, argv, recaption=args.recaption)
+        except CaptionJobError as err:
+            raise UsageError(str(err)) from None
     _compact_after(cfg)
-    return code
+    if isinstance(result, int):  # the exit code of the same command run in the vLLM environment
+        return result
+    return _outcome("caption", result.attempted, result.failed, args, "clips")
 
 
 def _encode(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.encode import run_encode
 
+    _preflight("encode", cfg)
     with _job(cfg, "encode"):
-        print("\n".join(run_encode(cfg, overwrite=args.overwrite).lines()))
+        summary = run_encode(cfg, overwrite=args.overwrite)
+    print("\n".join(summary.lines()))
     _compact_after(cfg)
-    return 0
+    return _outcome("encode", summary.encoded, summary.failed, args, "clips")
 
 
 def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
@@ -407,6 +512,7 @@ def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     if weights and (Path(weights) / WEIGHTS_FILE).is_file() and not args.fresh:
         print(f"train-vae: weights already in {weights} (use --fresh to train again)")
         return 0
+    _preflight("train-vae", cfg)
     with _job(cfg, "train-vae"):
         result = run_train_vae(cfg)
     print(f"train-vae: {json.dumps(result, default=str)}")
@@ -416,6 +522,7 @@ def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.train import run_train, run_train_ray
 
+    _preflight("train", cfg)
     if args.ray_workers:
         from pipelines.runtime import init_ray
 
@@ -436,8 +543,21 @@ def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 def _sample(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.train import run_sample
 
+    _preflight("sample", cfg)
     for result in run_sample(cfg, args.prompt):
         print(f"sample: {result.prompt!r} -> {result.mp4} and {result.gif}")
+    return 0
+
+
+def _status(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.status import format_status, store_status
+
+    given = [
+        *(["--config", args.config] if args.config else []),
+        *(["--root", args.root] if args.root else []),
+    ]
+    found = store_status(cfg, command_options=given)
+    print(json.dumps(found, indent=2, default=str) if args.json else format_status(found))
     return 0
 
 
@@ -470,6 +590,7 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "train": _train,
     "sample": _sample,
     "report": _report,
+    "status": _status,
     "store": _store,
     "demo": _demo,
 }
@@ -477,14 +598,43 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = args.command if args.command != "store" else f"store {args.action}"
+    debug = getattr(args, "debug", False) or os.environ.get("REELFORGE_DEBUG", "") not in ("", "0")
     try:
         if args.command == "sample-footage":
             return _sample_footage(args)
         cfg = _config(args)
         return HANDLERS[args.command](cfg, args)
     except (ConfigError, StoreError, UsageError) as err:
-        print(f"reelforge {args.command}: {err}", file=sys.stderr)
-        return 2
+        if debug:
+            raise
+        print(f"reelforge {command}: {one_line(str(err))}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"reelforge {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        # Not a failure the user caused (those are refused above with what to fix): one line all the
+        # same, with the way to the traceback.
+        if debug:
+            raise
+        print(
+            f"reelforge {command}: unexpected {type(err).__name__}: {one_line(str(err))} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ITEMS_FAILED
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a config error lists each problem on its own indented line."""
+    lines = [part.strip() for part in message.splitlines() if part.strip()]
+    if len(lines) < 2:
+        return "".join(lines)
+    head, rest = lines[0], "; ".join(lines[1:])
+    return f"{head} {rest}" if head.endswith(":") else f"{head}; {rest}"
 
 
 def dump_json(data: object, path: Path) -> None:

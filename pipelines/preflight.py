@@ -1,0 +1,114 @@
+"""What each command needs before it starts, checked before it touches the store.
+
+A stage run in the wrong order (encode before caption, train before train-vae, sample before train)
+would otherwise fail deep inside its job with a traceback, possibly after taking the store's lock or
+dropping columns. These checks read the clips schema and a few files, and refuse in one line that
+names what is missing and the command or setting that provides it. The columns' writers come from the
+data contract (store/contract.py), so a message always names the stage that really writes a column.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipelines.config import PipelineConfig
+from store import CLIPS, Store
+from store.contract import COLUMNS
+
+# dedup writes its column as the last step of `reelforge score`: that is the command to run.
+_COMMAND_OF_STAGE = {"dedup": "score"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class PreflightError(RuntimeError):
+    """A command cannot start in the store's current state or with this config (one line)."""
+
+
+def command_writing(column: str) -> str:
+    """The reelforge command that adds `column` to clips."""
+    stage = COLUMNS[CLIPS][column].stage
+    return _COMMAND_OF_STAGE.get(stage, stage)
+
+
+def require_clip_columns(store: Store, columns: list[str], needed_by: str) -> None:
+    """Refuse when clips lacks any of `columns`, naming the first missing one and who writes it."""
+    names = set(store.require(CLIPS).schema.names)
+    for column in columns:
+        if column not in names:
+            writer = f"`reelforge {command_writing(column)}`" if column in COLUMNS[CLIPS] else "no stage"
+            raise PreflightError(
+                f"clips in {store.root} have no '{column}' column, which {needed_by} needs: run {writer} first"
+            )
+
+
+def filter_columns(expression: str | None) -> list[str]:
+    """Clip columns a SQL filter names (identifiers that are contract columns)."""
+    if not expression:
+        return []
+    found = {m.group(0) for m in _IDENTIFIER.finditer(expression)}
+    return sorted(found & set(COLUMNS[CLIPS]))
+
+
+def check(command: str, cfg: PipelineConfig) -> None:
+    """Refuse `command` in one line when the store or the config cannot serve it (see module doc)."""
+    store = Store(cfg.store.root)
+    if command in ("score", "filter", "report", "train-vae", "caption", "encode", "train"):
+        store.require(CLIPS)
+    if command == "caption":
+        caption = cfg.caption
+        if caption.filter:
+            require_clip_columns(store, filter_columns(caption.filter), "caption.filter")
+        elif caption.only_selected and "selected" not in store.require(CLIPS).schema.names:
+            # Captioning every clip because the filter has not run would spend the engine on clips
+            # the filter is about to drop.
+            raise PreflightError(
+                f"no clip in {store.root} is selected yet (no 'selected' column): run `reelforge filter` "
+                "first, or set caption.only_selected=false to caption every clip"
+            )
+    elif command == "train-vae":
+        require_clip_columns(store, filter_columns(cfg.train.vae_train.filter), "train.vae_train.filter")
+    elif command in ("encode", "train"):
+        data = cfg.train.data
+        require_clip_columns(store, [data.caption_column], f"{command} (train.data.caption_column)")
+        require_clip_columns(store, filter_columns(data.filter), "train.data.filter")
+        names = set(store.require(CLIPS).schema.names)
+        if command == "train" and data.latents == "precomputed" and "latent" not in names:
+            raise PreflightError(
+                f"train.data.latents=precomputed but clips in {store.root} have no latents: "
+                "run `reelforge encode` first"
+            )
+        # encode always runs the VAE; train does when it decodes clips (no precomputed latents)
+        if command == "encode" or "latent" not in names:
+            _require_vae_weights(cfg, command)
+    elif command == "sample":
+        _require_checkpoint(cfg)
+
+
+def _require_vae_weights(cfg: PipelineConfig, command: str) -> None:
+    from train.vae import CONFIG_FILE, WEIGHTS_FILE
+
+    folder = cfg.train.vae.weights_path
+    if folder is None:
+        raise PreflightError(
+            f"{command} needs the video autoencoder and train.vae.weights_path is not set: "
+            "set it to the folder `reelforge train-vae` writes (train.vae_train.out_dir)"
+        )
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise PreflightError(
+            f"no video autoencoder at {folder} (train.vae.weights_path; {' and '.join(missing)} missing): "
+            "run `reelforge train-vae` first"
+        )
+
+
+def _require_checkpoint(cfg: PipelineConfig) -> None:
+    from train.sample import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(cfg.sample.checkpoint)
+    except FileNotFoundError:
+        raise PreflightError(
+            f"no trained checkpoint at {cfg.sample.checkpoint} (sample.checkpoint): run `reelforge train` "
+            "first, or set sample.checkpoint to a training out_dir or a step folder"
+        ) from None
