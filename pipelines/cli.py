@@ -412,24 +412,21 @@ def _outcome(command: str, attempted: int, failed: int, args: argparse.Namespace
     return code
 
 
-def _preflight(command: str, cfg: PipelineConfig) -> None:
+def _preflight(command: str, cfg: PipelineConfig, filter_expression: str | None = None) -> None:
     from pipelines.preflight import PreflightError, check
 
     try:
-        check(command, cfg)
+        check(command, cfg, filter_expression)
     except PreflightError as err:
         raise UsageError(str(err)) from None
 
 
 def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from pipelines.jobs.score import ScoreSetupError, run_score
+    from pipelines.jobs.score import run_score
 
     _preflight("score", cfg)
-    try:
-        with _job(cfg, "score"):
-            summary = run_score(cfg, recompute=args.recompute)
-    except ScoreSetupError as err:
-        raise UsageError(str(err)) from None
+    with _job(cfg, "score"):
+        summary = run_score(cfg, recompute=args.recompute)
     print("\n".join(summary.lines()))
     _compact_after(cfg)
     return _outcome("score", summary.scored, summary.failed, args, "clips")
@@ -439,7 +436,7 @@ def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from curate.filtering import FilterExpressionError
     from pipelines.jobs.score import run_filter
 
-    _preflight("filter", cfg)
+    _preflight("filter", cfg, args.expression)
     try:
         with _job(cfg, "filter"):
             print("\n".join(run_filter(cfg, args.expression).lines()))
@@ -575,6 +572,9 @@ def _store(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
+
+    if args.inputs:
+        _inputs(cfg, args)  # a missing input is refused before the first stage prints anything
 
     return run_demo(cfg, list(args.inputs), HANDLERS)
 

@@ -50,12 +50,35 @@ def filter_columns(expression: str | None) -> list[str]:
     return sorted(found & set(COLUMNS[CLIPS]))
 
 
-def check(command: str, cfg: PipelineConfig) -> None:
-    """Refuse `command` in one line when the store or the config cannot serve it (see module doc)."""
+def check(command: str, cfg: PipelineConfig, filter_expression: str | None = None) -> None:
+    """Refuse `command` in one line when the store or the config cannot serve it (see module doc).
+    `filter_expression` replaces filter.expression (the filter command's --expression)."""
     store = Store(cfg.store.root)
     if command in ("score", "filter", "report", "train-vae", "caption", "encode", "train"):
         store.require(CLIPS)
-    if command == "caption":
+    if command == "filter":
+        from curate.filtering import FilterExpressionError, columns, parse
+
+        text = cfg.filter.expression if filter_expression is None else filter_expression
+        try:
+            named = sorted(columns(parse(text)))
+        except FilterExpressionError as err:
+            raise PreflightError(str(err)) from None
+        unknown = [c for c in named if c not in COLUMNS[CLIPS]]
+        if unknown:
+            raise PreflightError(
+                f"the filter names unknown column(s) {', '.join(unknown)}; clip columns are listed in "
+                "store/contract.py (and the README)"
+            )
+        require_clip_columns(store, ["score_error", *named], "the filter")
+    elif command == "score":
+        from pipelines.jobs.score import ScoreSetupError, refuse_missing_weights
+
+        try:
+            refuse_missing_weights(cfg.score)
+        except ScoreSetupError as err:
+            raise PreflightError(str(err)) from None
+    elif command == "caption":
         caption = cfg.caption
         if caption.filter:
             require_clip_columns(store, filter_columns(caption.filter), "caption.filter")
@@ -66,6 +89,12 @@ def check(command: str, cfg: PipelineConfig) -> None:
                 f"no clip in {store.root} is selected yet (no 'selected' column): run `reelforge filter` "
                 "first, or set caption.only_selected=false to caption every clip"
             )
+        from pipelines.jobs.caption import CaptionJobError, check_engine_setup
+
+        try:
+            check_engine_setup(caption)
+        except CaptionJobError as err:
+            raise PreflightError(str(err)) from None
     elif command == "train-vae":
         require_clip_columns(store, filter_columns(cfg.train.vae_train.filter), "train.vae_train.filter")
     elif command in ("encode", "train"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lance
@@ -37,6 +37,8 @@ DUPLICATE_EVERY = 50
 CAPTION_FAILURES = 0.02
 FILTER = "motion > 0.002 and technical_quality >= 0.3 and aesthetic_mean >= 4.5 and duplicate_of is null"
 SCORE_COLUMNS = ("motion", "technical_quality", "aesthetic_mean", "text_area")  # floats: histograms
+# The column stages make_store runs, in order.
+COLUMN_STAGES = ("score", "dedup", "filter", "caption")
 # Rows and fragment files written per write_fragments call; clips per Append commit.
 _WRITE_ROWS = 20_000
 _FRAGMENTS_PER_WRITE = 100
@@ -59,11 +61,13 @@ def make_store(
     embed_dim: int = 512,
     seed: int = 0,
     blob_bytes: int = 256,
+    stages: Sequence[str] = COLUMN_STAGES,
 ) -> Store:
     """A store at `root` with `n_clips` clips in fragments of `clips_per_fragment` rows, scored
     (motion, technical_quality, aesthetic_mean, text_area, frames_sampled, a null score_error and a
     `clip_embedding` of `embed_dim` floats with planted near duplicates), deduplicated, filtered
-    (`selected` by FILTER) and captioned."""
+    (`selected` by FILTER) and captioned; `stages` names the column stages to run (in that order),
+    e.g. () for a store as split leaves it."""
     if blob_bytes < 8:
         raise ValueError("blob_bytes must be at least 8: the clip's position makes each blob distinct")
     store = Store(root)
@@ -71,8 +75,13 @@ def make_store(
     _write_videos(store, n_clips)
     _write_clips(store, n_clips, clips_per_fragment, seed, blob_bytes)
     store.index()  # the clip_id and video_id indices, as the split job keeps them
-    _add_stages(store, embed_dim, seed)
+    _add_stages(store, embed_dim, seed, stages)
     return store
+
+
+def append_clips(store: Store, start: int, stop: int, seed: int = 0, blob_bytes: int = 256) -> None:
+    """Append clips at positions start..stop-1 as a later split would: no stage columns for them."""
+    store.append(CLIPS, _split_rows(start, stop, seed, blob_bytes, _tiny_jpeg()))
 
 
 def _write_videos(store: Store, n_clips: int) -> None:
@@ -214,11 +223,13 @@ def _duplicate_of(g: np.ndarray) -> pa.Array:
     return pa.array(ids, pa.string())
 
 
-def _add_stages(store: Store, embed_dim: int, seed: int) -> None:
+def _add_stages(store: Store, embed_dim: int, seed: int, stages: Sequence[str]) -> None:
     def stage(columns) -> Iterator[pa.Table]:
         for g, row_ids, ids in _stage_batches(store):
             yield pa.table({ROW_ID: row_ids, "clip_id": ids, **columns(g)})
 
+    if "score" not in stages:
+        return
     store.add_columns(
         stage(lambda g: _scores(g, seed, embed_dim)),
         stage="score",
@@ -229,6 +240,8 @@ def _add_stages(store: Store, embed_dim: int, seed: int) -> None:
             "clip": {"placeholder": True, "columns": ["clip_embedding"], "embed_dim": embed_dim},
         },
     )
+    if "dedup" not in stages:
+        return
     store.add_columns(
         stage(lambda g: {"duplicate_of": _duplicate_of(g)}),
         stage="dedup",
@@ -240,6 +253,8 @@ def _add_stages(store: Store, embed_dim: int, seed: int) -> None:
         table = pa.table({**_scalar_scores(g, seed), "duplicate_of": _duplicate_of(g)})
         return {"selected": filtering.selection(FILTER, table)}
 
+    if "filter" not in stages:
+        return
     store.add_columns(
         stage(selected),
         stage="filter",
@@ -257,6 +272,8 @@ def _add_stages(store: Store, embed_dim: int, seed: int) -> None:
             "caption_error": pa.array(errors, pa.string()),
         }
 
+    if "caption" not in stages:
+        return
     store.add_columns(
         stage(captions),
         stage="caption",

@@ -182,6 +182,19 @@ def check_engine(cfg: CaptionConfig, timeout_s: float = HEALTH_CHECK_TIMEOUT_S) 
         )
 
 
+def check_engine_setup(cfg: CaptionConfig) -> None:
+    """Everything the configured engine needs that can be known before any work: the vLLM environment
+    and the model folder when vLLM is started here, the server's health otherwise."""
+    if cfg.openai.launch_server or cfg.engine == "vllm":
+        try:
+            vllm_python()
+        except VLLMEnvMissing as err:
+            raise CaptionJobError(str(err)) from None
+        check_model_folder(cfg)
+    elif cfg.engine == "openai":
+        check_engine(cfg)
+
+
 def check_model_folder(cfg: CaptionConfig) -> None:
     """A model named by a local path must exist before a server is launched for it (vLLM would
     otherwise take it for a hub id and fail after its start-up, offline)."""
@@ -361,16 +374,9 @@ def run_caption(
     todo, _, _ = todo_clips(store, config.caption, ColumnStaging(store, CAPTION_STAGE))
     if not len(todo) and not recaption:  # everything is captioned: no server to start (it takes ~1 min)
         return _run(config, config.caption, recaption=False, progress=progress, limit=limit)
-    cfg = config.caption
-    if cfg.engine == "openai" and not cfg.openai.launch_server:
-        check_engine(cfg)
-    if cfg.openai.launch_server or cfg.engine == "vllm":
-        check_model_folder(cfg)
-    try:
-        with launched_server(cfg) as served:
-            return _run(config, served, recaption=recaption, progress=progress, limit=limit)
-    except VLLMEnvMissing as err:
-        raise CaptionJobError(str(err)) from None
+    check_engine_setup(config.caption)
+    with launched_server(config.caption) as cfg:
+        return _run(config, cfg, recaption=recaption, progress=progress, limit=limit)
 
 
 def _run(
@@ -458,11 +464,8 @@ def caption_command(
     environment without vllm (the main one), run the same command line in the vLLM environment (its
     exit code)."""
     if config.caption.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        try:
-            python = vllm_python()
-        except VLLMEnvMissing as err:
-            raise CaptionJobError(str(err)) from None
-        check_model_folder(config.caption)
+        check_engine_setup(config.caption)
+        python = vllm_python()
         print(
             f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there"
         )

@@ -204,9 +204,15 @@ def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
         elif pa.types.is_boolean(field_.type):
             arrays.append(pa.array(np.asarray(values, dtype=bool), field_.type, mask=failed))
         else:
-            arrays.append(pa.array([None if v is None else v for v in list(values)], field_.type))
+            # A string column that is None for every clip of a batch (all failed) comes back from
+            # Ray's Arrow round trip as float NaN.
+            arrays.append(pa.array([None if _missing(v) else v for v in list(values)], field_.type))
     table = pa.Table.from_arrays(arrays, schema=schema)
     return table.append_column(ROW_ID, pa.array(np.asarray(batch[ROW_ID], dtype=np.uint64)))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and bool(np.isnan(value)))
 
 
 def model_records(cfg: ScoreConfig) -> dict[str, Any]:
@@ -336,7 +342,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     summary = ScoreSummary()
     started = time.perf_counter()
     staging = ColumnStaging(store, SCORE_STAGE)
-    _refuse_missing_weights(cfg)  # before anything is dropped or staged
+    refuse_missing_weights(cfg)  # before anything is dropped or staged
     if recompute:
         staging.reset()
         store.drop_columns(SCORE_STAGE)
@@ -379,7 +385,7 @@ class ScoreSetupError(RuntimeError):
     """The scorers cannot run as configured (missing weights): nothing has been scored or written."""
 
 
-def _refuse_missing_weights(cfg: ScoreConfig) -> None:
+def refuse_missing_weights(cfg: ScoreConfig) -> None:
     """Fail on the driver, with the scorers' own messages, before any Ray work starts."""
     if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
         return
