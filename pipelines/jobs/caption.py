@@ -436,7 +436,19 @@ def _run(
             "placeholder": summary.placeholder,
         }
     }
-    if staging.merge_into_clips(config=cfg.model_dump(mode="json"), models=models) is not None:
+    # Which filter run chose these clips: `reelforge status` calls the captions stale once it changes.
+    by_filter = cfg.only_selected and not cfg.filter
+    selection = store.stage_records().get("filter") if by_filter else None
+    selected_by = (
+        None
+        if selection is None
+        else {
+            "expression": selection.get("config", {}).get("expression"),
+            "at": selection.get("at"),
+        }
+    )
+    record = {**cfg.model_dump(mode="json"), "selected_by": selected_by}
+    if staging.merge_into_clips(config=record, models=models) is not None:
         staging.reset()  # merged: the clips table now says what is done
     return summary
 
