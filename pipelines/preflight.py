@@ -72,11 +72,12 @@ def check(command: str, cfg: PipelineConfig, filter_expression: str | None = Non
             )
         require_clip_columns(store, ["score_error", *named], "the filter")
     elif command == "score":
-        from pipelines.jobs.score import ScoreSetupError, refuse_missing_weights
+        from curate.aesthetic import MissingWeightsError
+        from pipelines.jobs.score import refuse_missing_weights
 
         try:
             refuse_missing_weights(cfg.score)
-        except ScoreSetupError as err:
+        except (MissingWeightsError, FileNotFoundError) as err:
             raise PreflightError(str(err)) from None
     elif command == "caption":
         caption = cfg.caption

@@ -381,26 +381,19 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     return summary
 
 
-class ScoreSetupError(RuntimeError):
-    """The scorers cannot run as configured (missing weights): nothing has been scored or written."""
-
-
 def refuse_missing_weights(cfg: ScoreConfig) -> None:
-    """Fail on the driver, with the scorers' own messages, before any Ray work starts."""
+    """Fail on the driver, with the scorers' own messages (MissingWeightsError, FileNotFoundError),
+    before any Ray work starts."""
     if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
         return
-    from curate.aesthetic import MissingWeightsError
     from curate.embed import ClipImageTower, has_weights
 
-    try:
-        if not has_weights(cfg.clip):
-            ClipImageTower(cfg.clip)
-        if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
-            from curate.aesthetic import load_head
+    if not has_weights(cfg.clip):
+        ClipImageTower(cfg.clip)
+    if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
+        from curate.aesthetic import load_head
 
-            load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
-    except (MissingWeightsError, FileNotFoundError) as err:
-        raise ScoreSetupError(str(err)) from None
+        load_head(cfg.aesthetic, 0, allow_random=False, seed=0)
 
 
 def _tower_input_size(cfg: ScoreConfig) -> int:
