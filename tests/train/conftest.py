@@ -34,18 +34,19 @@ def footage_specs(request) -> list[ClipSpec]:
         shots = [(shared / name, caption) for name, caption in SHARED_SHOTS]
     except pytest.skip.Exception:
         sample: Path = request.getfixturevalue("sample_footage")
-        shots = []
+        specs = []
         for video in sorted(sample.glob("*.mp4")):
             truth = json.loads(Path(f"{video}.gt.json").read_text())
             for shot in truth["shots"]:
-                if shot["end_frame"] - shot["start_frame"] >= 60:
+                room = shot["end_frame"] - shot["start_frame"] - CLIP_FRAMES  # the last start that fits
+                if room >= CLIP_FRAMES:  # the sample's shots are 45-50 frames: start, middle, end
                     words = shot["label"].replace("_", " ")
-                    shots.append((video, f"{words} ({shot['look']} look)", shot["start_frame"]))
-        return [
-            ClipSpec(path, start + offset, CLIP_FRAMES, caption)
-            for path, caption, start in shots
-            for offset in (0, 20, 40)
-        ]
+                    caption = f"{words} ({shot['look']} look)"
+                    specs += [
+                        ClipSpec(video, shot["start_frame"] + offset, CLIP_FRAMES, caption)
+                        for offset in (0, room // 2, room)
+                    ]
+        return specs
     return [ClipSpec(path, offset, CLIP_FRAMES, caption) for path, caption in shots for offset in (0, 20, 40)]
 
 
