@@ -15,6 +15,8 @@ development machine with the same seed), so a different seed stands in for a dif
   real clip's VAE ceiling (measured <= 1.8 dB; up to 5 dB after 600 steps, which failed CI). In
   pixels, a street scene the VAE renders poorly (ceiling 13.8-17 dB) can sit as close to another
   clip as to its own, so the pixel check is on the average margin.
+The thresholds were measured on ../shared/footage's shots; both tests skip where it is absent (the
+built-in sample footage is synthetic camera moves over a few photographs, another distribution).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def held_out_filter(specs) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def trained_vae(real_clips, tmp_path_factory):
+def trained_vae(shared_footage, real_clips, tmp_path_factory):
     store, specs = real_clips
     train_filter, _ = held_out_filter(specs)
     out = tmp_path_factory.mktemp("vae_trained")
