@@ -16,6 +16,7 @@ import textwrap
 import pyarrow as pa
 import pytest
 from caption_clips import clips_rows, photo_clips
+from ci import skip_unless_ci
 
 from caption.stage import CAPTION_SCHEMA
 from caption.vllm_runtime import (
@@ -41,7 +42,7 @@ def vllm_env():
     try:
         return vllm_python()
     except VLLMEnvMissing as err:
-        pytest.skip(str(err))
+        skip_unless_ci(str(err))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci import skip_unless_ci
 from report_store import FILTER, report_store_for
 
 from curate import filtering
@@ -214,8 +215,8 @@ CHROMIUM_FLAGS = (
 def chromium():
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if binary is None or driver_path is None:
-        pytest.skip("headless Chromium not installed (Debian packages `chromium` and `chromium-driver`)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) is not installed")
+        skip_unless_ci("headless Chromium not installed (Debian packages `chromium` and `chromium-driver`)")
+    from selenium import webdriver  # a dev dependency: missing is a broken install, not a skip
     from selenium.webdriver.chrome.service import Service
 
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver: we give the path
