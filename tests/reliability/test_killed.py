@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.config import load_config
+from pipelines.jobs.caption import run_caption
 from pipelines.jobs.score import run_score
 from pipelines.jobs.split import run_split
 from store import Store
@@ -244,9 +245,6 @@ CAPTION_COLUMNS = [
 
 
 def test_caption_job_killed_then_rerun_equals_clean_run(reference, tmp_path, ray_tmp):
-    pytest.importorskip("pipelines.jobs.caption")
-    from pipelines.jobs.caption import run_caption
-
     clean_root, killed_root = tmp_path / "clean", tmp_path / "killed"
     shutil.copytree(reference["split"].root, clean_root)
     shutil.copytree(reference["split"].root, killed_root)

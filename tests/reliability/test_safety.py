@@ -153,7 +153,6 @@ def clips_store(root: Path, count: int = 3) -> Store:
 
 def run_caption_job(store: Store, port: int, ray_tmp: Path) -> subprocess.CompletedProcess:
     """The caption job in its own process and Ray (so its workers inherit the key from the environment)."""
-    pytest.importorskip("pipelines.jobs.caption")
     sets = [
         f"store.root={store.root}",
         f"ray.temp_dir={ray_tmp}",
