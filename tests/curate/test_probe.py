@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -52,17 +55,48 @@ def test_every_generated_bad_input_gets_its_specific_reason(bad_inputs):
         assert probe.error.split(": ", 1)[1], "the reason carries a detail"
 
 
+def _probe_error_as_unprivileged_user(path: Path) -> str:
+    """`probe_file(path).error` as a user that file permissions apply to: this process when it is one,
+    else a forked child that drops root to `nobody` before probing (root reads any file, whatever its
+    mode, and CI runs as root)."""
+    if os.geteuid() != 0:
+        return probe_file(path, CFG).error or ""
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Lance warns on every fork of a process that imported it; the child only probes with PyAV.
+        warnings.filterwarnings("ignore", message="lance is not fork-safe")
+        pid = os.fork()
+    if pid == 0:  # the child writes the error to the pipe and exits, never returning into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(write_end, (probe_file(path, CFG).error or "").encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        error = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged probe failed"
+    return error
+
+
 def test_directory_and_unreadable_file(tmp_path, sample_footage):
     assert reason_of(probe_file(tmp_path, CFG).error) == Reason.NOT_A_FILE
-    locked = tmp_path / "locked.mp4"
-    shutil.copyfile(sample_footage / "cuts.mp4", locked)
-    locked.chmod(0)
-    try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as a user that ignores file permissions (root)")
-        assert reason_of(probe_file(locked, CFG).error) == Reason.UNREADABLE
-    finally:
-        locked.chmod(0o644)
+    # A folder every user can enter (pytest's tmp_path is private to its owner), holding a file with
+    # no read permission: `nobody` finds it and may not read it.
+    with tempfile.TemporaryDirectory(prefix="rf-unreadable-") as folder:
+        Path(folder).chmod(0o755)
+        locked = Path(folder) / "locked.mp4"
+        shutil.copyfile(sample_footage / "cuts.mp4", locked)
+        locked.chmod(0)
+        error = _probe_error_as_unprivileged_user(locked)
+        assert reason_of(error) == Reason.UNREADABLE, error
 
 
 def test_header_claiming_a_huge_frame_is_refused_before_decoding(sample_footage):
