@@ -434,6 +434,9 @@ def _run(
             "model": cfg.model,
             "prompt": f"{cfg.prompt}/v{cfg.prompt_version}",
             "placeholder": summary.placeholder,
+            # What the model wrote; the other caption columns are bookkeeping (its name, token counts,
+            # latency, errors), true whatever the weights.
+            "columns": ["caption"],
         }
     }
     # Which filter run chose these clips: `reelforge status` calls the captions stale once it changes.

@@ -13,8 +13,10 @@ import pytest
 from aiohttp import web
 from caption_clips import clips_rows, photo_clips
 
+from caption.vllm_runtime import TINY_VLM_MARKER
 from pipelines.config import parse_config
 from pipelines.jobs.caption import CaptionJobError, run_caption
+from pipelines.report import placeholder_columns
 from store import Store
 
 FAILURES = 3
@@ -131,6 +133,31 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
         rows = _captions(store)
         assert {c for c, (text, _) in rows.items() if text is not None} == chosen
         assert store.stage_records()["caption"]["models"]["caption"]["model"] == "scripted"
+
+
+@pytest.mark.slow
+def test_a_placeholder_model_marks_only_its_caption_column(ray_session, tmp_path):
+    model = tmp_path / "tiny-vlm"
+    model.mkdir()
+    (model / TINY_VLM_MARKER).write_text("{}")  # what caption/tiny_vlm.py leaves in its random-weight model
+    store = Store(tmp_path / "store")
+    store.append("clips", clips_rows(photo_clips()))
+    with FlakyServer() as server:
+        server.failing = False
+        cfg = parse_config(
+            {
+                "store": {"root": str(store.root)},
+                "caption": {
+                    "model": str(model),
+                    "decode_num_cpus": 0.25,
+                    "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0},
+                },
+            }
+        )
+        summary = run_caption(cfg, progress=False)
+    assert summary.placeholder and summary.captioned == summary.attempted > 0
+    # the caption is the model's output; its name, token counts, latency and errors are bookkeeping
+    assert placeholder_columns(store.stage_records()) == {"caption": "caption/caption"}
 
 
 def test_a_filter_naming_a_missing_column_is_a_clear_error(tmp_path):
