@@ -350,7 +350,7 @@ def run_pipeline(
         fn_constructor_args=ctor_args,
         batch_format="numpy",
         batch_size=batch_size,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=num_cpus,
     )
     calls: dict[float, list[float]] = {}

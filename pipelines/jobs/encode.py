@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
 from pipelines.outcome import errors_of
-from pipelines.runtime import init_ray, work_dataset
+from pipelines.runtime import actor_pool, blocks_of, init_ray, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 from train.config import TrainConfig
 from train.data import build_index
@@ -89,7 +89,7 @@ def build_dataset(store: Store, config: PipelineConfig, work: WorkList):
         fn_constructor_args=(config.train,),
         batch_format="numpy",
         batch_size=cfg.batch_size,
-        concurrency=cfg.concurrency,
+        compute=actor_pool(cfg.concurrency, blocks_of(work.rows.num_rows, cfg.batch_size)),
         num_cpus=cfg.num_cpus,
     )
 

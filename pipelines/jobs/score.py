@@ -39,7 +39,7 @@ from curate.quality import QualityScorer, QualityScores
 from pipelines.config import PipelineConfig
 from pipelines.jobs.dedup import run_dedup
 from pipelines.outcome import errors_of
-from pipelines.runtime import init_ray, work_dataset
+from pipelines.runtime import actor_pool, blocks_of, init_ray, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 
 SCORE_STAGE, FILTER_STAGE = "score", "filter"
@@ -290,9 +290,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
     import ray
 
     ds: ray.data.Dataset = work_dataset(work.rows, cfg.decode_batch_size)
-    decode_kwargs: dict[str, Any] = {}
-    if cfg.decode_concurrency:
-        decode_kwargs["concurrency"] = cfg.decode_concurrency
+    blocks = blocks_of(work.rows.num_rows, cfg.decode_batch_size)
     ds = ds.map_batches(
         decode_and_measure,  # type: ignore[arg-type]  # Ray types the UDF as one-argument; fn_kwargs supplies the rest
         batch_format="numpy",
@@ -304,7 +302,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
             "cfg": cfg,
             "clip_size": clip_size,
         },
-        **decode_kwargs,
+        compute=task_pool(cfg.decode_concurrency, blocks),
     )
     if _runs_clip(cfg):
         from curate.embed import ClipStage
@@ -314,7 +312,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
             fn_constructor_args=(cfg,),
             batch_format="numpy",
             batch_size=cfg.clip.batch_size,
-            concurrency=cfg.clip.concurrency,
+            compute=actor_pool(cfg.clip.concurrency, blocks),
             num_cpus=cfg.clip.num_cpus,
             num_gpus=cfg.clip.num_gpus,
         )
@@ -326,7 +324,7 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
             fn_constructor_args=(cfg.ocr,),
             batch_format="numpy",
             batch_size=cfg.ocr.batch_size,
-            concurrency=cfg.ocr.concurrency,
+            compute=actor_pool(cfg.ocr.concurrency, blocks),
             num_cpus=cfg.ocr.num_cpus,
             num_gpus=cfg.ocr.num_gpus,
         )

@@ -30,7 +30,7 @@ from curate.config import SplitConfig
 from curate.decode import use_cpus
 from curate.probe import content_id, path_id, reason_of
 from pipelines.config import InputConfig, PipelineConfig
-from pipelines.runtime import init_ray
+from pipelines.runtime import init_ray, task_pool
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
 
 # Clip bytes a worker holds before writing them out as a fragment: with the Arrow copy made when
@@ -268,11 +268,8 @@ def _size_or_zero(path: str) -> int:
         return 0
 
 
-def _ray_options(cfg: SplitConfig) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_cpus": cfg.num_cpus}
-    if cfg.concurrency:
-        options["concurrency"] = cfg.concurrency
-    return options
+def _ray_options(cfg: SplitConfig, files: int) -> dict[str, Any]:
+    return {"num_cpus": cfg.num_cpus, "compute": task_pool(cfg.concurrency, files)}  # a block per file
 
 
 def run_split(
@@ -309,7 +306,7 @@ def run_split(
         result["node_id"] = ray.get_runtime_context().get_node_id()
         return result
 
-    results = _file_dataset(paths).map(task, **_ray_options(cfg))
+    results = _file_dataset(paths).map(task, **_ray_options(cfg, len(paths)))
     committed: set[str] = set(done)
     batch: list[dict[str, Any]] = []
     bar = tqdm(total=len(paths), desc="split", unit="file", disable=not progress)
@@ -372,7 +369,9 @@ def run_scenes_only(
     entries = []
     bar = tqdm(total=len(paths), desc="scenes", unit="file", disable=not progress)
     for result in (
-        _file_dataset(paths).map(lambda row: scan_one(row["path"], cfg), **_ray_options(cfg)).iter_rows()
+        _file_dataset(paths)
+        .map(lambda row: scan_one(row["path"], cfg), **_ray_options(cfg, len(paths)))
+        .iter_rows()
     ):
         entries.append(json.loads(result["entry"]))
         bar.update(1)
