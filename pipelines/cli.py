@@ -60,6 +60,17 @@ def _debug_option(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
+def _verbose_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="also print Ray's log lines, warnings and progress output (default: they go to Ray's log "
+        "files, and one line says where; also: REELFORGE_VERBOSE=1)",
+    )
+
+
 def _strict_option(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument(
         "--strict",
@@ -94,6 +105,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     # SUPPRESS: a subcommand's default must not overwrite `reelforge --debug COMMAND`
     _debug_option(parser, argparse.SUPPRESS)
+    _verbose_option(parser, argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vLLM environment's vLLM",
     )
     _debug_option(parser, False)
+    _verbose_option(parser, False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
@@ -600,6 +613,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command if args.command != "store" else f"store {args.action}"
     debug = getattr(args, "debug", False) or os.environ.get("REELFORGE_DEBUG", "") not in ("", "0")
+    if getattr(args, "verbose", False):
+        from pipelines.runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read where Ray starts, also by the commands this one runs
     try:
         if args.command == "sample-footage":
             return _sample_footage(args)

@@ -1,40 +1,116 @@
-"""Connecting to Ray: a cluster when one is named, otherwise a local instance."""
+"""Connecting to Ray: a cluster when one is named, otherwise a local instance; and what of Ray's
+output reaches the console."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from pipelines.config import RayConfig
 
+# Set by `reelforge --verbose` (and inherited by the commands it starts, e.g. the caption command re-run
+# in the vLLM environment): Ray's log lines, warnings and its own progress output on the console.
+VERBOSE_ENV = "REELFORGE_VERBOSE"
+DRIVER_LOG = "reelforge-driver.log"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
 
 def init_ray(cfg: RayConfig) -> None:
     """Join `ray.address` or $RAY_ADDRESS when set, else start a local Ray; reuse one already running.
 
-    Ray Data's settings for this driver are applied every time (also to a Ray started elsewhere).
+    Without --verbose, Ray's log lines go to its session's log files only (one line says where) and
+    its workers' output stays in their log files; the stages print their own progress bars and
+    summaries. Ray Data's settings for this driver are applied every time (also to a Ray started
+    elsewhere).
     """
     import ray
 
     if ray.is_initialized():
         _configure_data_context(cfg)
         return
-    # Lance warns when a process forks after importing it; Ray's start-up forks before any Lance work,
-    # which is harmless (checked on these machines), so the warning is only noise here.
-    warnings.filterwarnings("ignore", message="lance is not fork-safe")
+    ignore_lance_fork_warning()
+    driver_log = None if verbose() else _ray_logs_to_files()
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=verbose())
     else:
         ray.init(
             num_cpus=cfg.num_cpus or None,
             include_dashboard=False,
             _temp_dir=cfg.temp_dir or None,
-            log_to_driver=True,
+            log_to_driver=verbose(),
         )
+    if driver_log is not None:
+        # The session's folder exists only now. A private attribute: Ray has no public call for it.
+        node: Any = ray._private.worker._global_node
+        logs = Path(node.get_logs_dir_path())
+        driver_log.open(logs / DRIVER_LOG)
+        print(f"ray: logs in {logs} (--verbose prints them here)", file=sys.stderr, flush=True)
     _configure_data_context(cfg)
+
+
+def ignore_lance_fork_warning() -> None:
+    """Lance warns whenever a process that imported it forks. Ray's start-up forks (its node processes
+    are started with a pre-exec hook), before any Lance work and into processes that exec at once and
+    never touch Lance's state, so for a driver starting Ray the warning is only noise."""
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")
+
+
+class _DriverLogFile(logging.Handler):
+    """Ray's driver-side log records into a file of its session: held in memory until the session's log
+    folder is known (ray.init logs before it creates the folder), then written there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._pending: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._pending.append(record)
+        else:
+            self._file.emit(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+    def open(self, path: Path) -> None:
+        self._file = logging.FileHandler(path, encoding="utf-8")
+        self._file.setFormatter(
+            logging.Formatter("%(asctime)s\t%(levelname)s %(name)s %(filename)s:%(lineno)s -- %(message)s")
+        )
+        for record in self._pending:
+            self._file.emit(record)
+        self._pending.clear()
+
+
+def _ray_logs_to_files() -> _DriverLogFile:
+    """Ray's and Ray Data's console handlers pass errors only; Ray Data already writes everything to
+    `ray-data.log` in the session's logs, and Ray core's driver records go to `reelforge-driver.log`."""
+    import ray.data  # noqa: F401  # configures the `ray.data` logger (console + session file) on import
+
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+    ray_logger = logging.getLogger("ray")
+    for stale in [h for h in ray_logger.handlers if isinstance(h, _DriverLogFile)]:  # an earlier Ray's
+        ray_logger.removeHandler(stale)
+        stale.close()
+    driver_log = _DriverLogFile()
+    ray_logger.addHandler(driver_log)
+    return driver_log
 
 
 def _configure_data_context(cfg: RayConfig) -> None:
@@ -43,7 +119,33 @@ def _configure_data_context(cfg: RayConfig) -> None:
     ctx = DataContext.get_current()
     # One line of progress per job instead of one per operator: our jobs print their own summary.
     ctx.enable_operator_progress_bars = False
+    # Each stage shows its own progress bar; Ray's (log lines every few seconds when stdout is not a
+    # terminal) only with --verbose. Each dataset's execution plan is logged either way: without
+    # --verbose it lands in ray-data.log only.
+    ctx.enable_progress_bars = verbose()
     ctx.op_resource_reservation_enabled = cfg.reserve_operator_resources
+
+
+def task_pool(size: int, blocks: int) -> Any:
+    """Ray Data's compute strategy for a map over `blocks` input blocks with at most `size` tasks at a
+    time (0: as many as the resources allow). Never more tasks than blocks: each task takes a block, so
+    the others could not run anyway, and Ray warns about every such pool."""
+    import ray
+
+    return ray.data.TaskPoolStrategy(size=min(size, max(blocks, 1)) if size else None)
+
+
+def actor_pool(size: int, blocks: int) -> Any:
+    """A fixed pool of `size` actors for a map over `blocks` input blocks, capped at `blocks` like
+    `task_pool` (an idle actor still loads its model and holds its CPUs)."""
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=min(size, max(blocks, 1)))
+
+
+def blocks_of(rows: int, block_rows: int) -> int:
+    """How many blocks `work_dataset` makes of `rows` rows."""
+    return max(1, -(-rows // block_rows))
 
 
 def work_dataset(rows: pa.Table, block_rows: int) -> Any:

@@ -18,6 +18,9 @@ def ray_session():
     """One local Ray for the whole session (starting one takes 4-10 s here), with its own temp dir."""
     import ray
 
+    from pipelines.runtime import ignore_lance_fork_warning
+
+    ignore_lance_fork_warning()
     temp_dir = tempfile.mkdtemp(prefix="rf-ray-")  # short: Ray's socket paths must stay under ~100 chars
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     yield ray

@@ -53,7 +53,7 @@ from caption.vllm_runtime import (
     vllm_python,
 )
 from pipelines.config import PipelineConfig
-from pipelines.runtime import init_ray, work_dataset
+from pipelines.runtime import blocks_of, init_ray, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 
 CAPTION_STAGE = "caption"
@@ -316,8 +316,6 @@ def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
 
 def build_dataset(store: Store, cfg: CaptionConfig, work: WorkList) -> Any:
     """The Ray Data chain of the module docstring (resources from the config)."""
-    import ray
-
     ds: Any = work_dataset(work.rows, cfg.batch_size)
     ds = ds.map_batches(
         read_and_prepare,
@@ -325,7 +323,7 @@ def build_dataset(store: Store, cfg: CaptionConfig, work: WorkList) -> Any:
         batch_format="numpy",
         batch_size=cfg.batch_size,
         num_cpus=cfg.decode_num_cpus,
-        compute=ray.data.TaskPoolStrategy(size=cfg.decode_concurrency),
+        compute=task_pool(cfg.decode_concurrency, blocks_of(work.rows.num_rows, cfg.batch_size)),
     )
     if cfg.engine == "openai":
         return ds  # the client runs on the driver (caption_batches): it only waits on the network
