@@ -53,9 +53,11 @@ from caption_clips import clips_rows, photo_clips  # noqa: E402
 from caption.engines import CaptionRequest, OpenAICaptionEngine  # noqa: E402
 from caption.stage import prepare_frames  # noqa: E402
 from caption.vllm_runtime import (  # noqa: E402
+    LAUNCHED_SERVER_KEY_ENV,
     VLLMServer,
     ensure_tiny_vlm,
     server_args,
+    server_key_in_environment,
     tiny_cpu_config,
     vllm_env_vars,
 )
@@ -83,7 +85,11 @@ def _config(store_root: Path, model: Path, base_url: str, args: argparse.Namespa
                 # Random weights never stop early: every request generates exactly max_tokens.
                 "sampling": {"max_tokens": args.max_tokens, "temperature": 0.2, "seed": 0},
                 "frames": {"num_frames": args.frames, "max_pixels": 112 * 112},
-                "openai": {"base_url": base_url, "concurrency": args.concurrency},
+                "openai": {
+                    "base_url": base_url,
+                    "api_key_env": LAUNCHED_SERVER_KEY_ENV,
+                    "concurrency": args.concurrency,
+                },
             },
         }
     )
@@ -176,7 +182,7 @@ def main() -> int:
             env.update({"VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
             os.sched_setaffinity(0, engine_cpus)
         server = VLLMServer(server_args(server_cfg), ready_timeout_s=600, env=env)
-        with server:
+        with server, server_key_in_environment(server):
             # This process, Ray and every stage worker run on the other cores.
             os.sched_setaffinity(0, host_cpus)
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(work / "ray"))

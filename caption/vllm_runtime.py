@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from caption.config import CaptionConfig, VLLMEngineConfig
+from caption.config import CaptionConfig, OpenAIEngineConfig, VLLMEngineConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
@@ -30,6 +31,9 @@ CACHE_DIR = REPO_ROOT / ".cache"
 # The tiny model built by caption/tiny_vlm.py: its served name and the file marking a finished build.
 TINY_VLM_NAME = "tiny-qwen2-vl"
 TINY_VLM_MARKER = "reelforge_tiny_vlm.json"
+# The variable holding a launched server's key while it runs: what `caption.openai.api_key_env` names
+# for the client (the key itself stays out of the config, and so out of the dataset's records).
+LAUNCHED_SERVER_KEY_ENV = "REELFORGE_LAUNCHED_SERVER_KEY"
 
 
 class VLLMEnvMissing(RuntimeError):
@@ -191,6 +195,11 @@ class VLLMServer:
 
     Start-up is bounded by `ready_timeout_s`; the server gets SIGINT, then SIGKILL of its whole
     process group, on exit, so no engine process outlives it.
+
+    It answers only requests carrying `api_key` (Authorization: Bearer; a new random key per server
+    unless given): 127.0.0.1 keeps other machines out, not other users or programs of this one. The key
+    reaches vLLM as $VLLM_API_KEY, not as `--api-key`, because every local user can read a process's
+    command line.
     """
 
     def __init__(
@@ -200,13 +209,15 @@ class VLLMServer:
         ready_timeout_s: float = 240,
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ):
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.api_key = api_key or secrets.token_urlsafe(32)
         self._args = [*server_args, "--host", "127.0.0.1", "--port", str(self.port)]
         self._ready_timeout_s = ready_timeout_s
         self._log_path = log_path
-        self._env = dict(env) if env is not None else vllm_env_vars()
+        self._env = {**(env if env is not None else vllm_env_vars()), "VLLM_API_KEY": self.api_key}
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: BinaryIO | None = None
         self.startup_s: float | None = None
@@ -240,7 +251,10 @@ class VLLMServer:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
+            request = urllib.request.Request(
+                f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"}
+            )
+            with urllib.request.urlopen(request, timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -277,10 +291,33 @@ class VLLMServer:
 @contextlib.contextmanager
 def launched_server(cfg: CaptionConfig) -> Iterator[CaptionConfig]:
     """`cfg` as is, or, with `openai.launch_server`, a server for its model running for the duration
-    and `cfg` pointing at it."""
+    and `cfg` pointing at it, with its key in $REELFORGE_LAUNCHED_SERVER_KEY meanwhile."""
     if cfg.engine != "openai" or not cfg.openai.launch_server:
         yield cfg
         return
     env = vllm_env_vars(kvcache_gib=cfg.vllm.cpu_kvcache_gib)
-    with VLLMServer(server_args(cfg), ready_timeout_s=cfg.openai.launch_timeout_s, env=env) as server:
-        yield cfg.model_copy(update={"openai": cfg.openai.model_copy(update={"base_url": server.base_url})})
+    with (
+        VLLMServer(server_args(cfg), ready_timeout_s=cfg.openai.launch_timeout_s, env=env) as server,
+        server_key_in_environment(server),
+    ):
+        yield cfg.model_copy(update={"openai": client_settings(cfg.openai, server)})
+
+
+def client_settings(openai: OpenAIEngineConfig, server: VLLMServer) -> OpenAIEngineConfig:
+    """`openai` pointed at a running `server`, its key read from $REELFORGE_LAUNCHED_SERVER_KEY (see
+    `server_key_in_environment`)."""
+    return openai.model_copy(update={"base_url": server.base_url, "api_key_env": LAUNCHED_SERVER_KEY_ENV})
+
+
+@contextlib.contextmanager
+def server_key_in_environment(server: VLLMServer) -> Iterator[None]:
+    """$REELFORGE_LAUNCHED_SERVER_KEY holds the server's key for the duration (restored afterwards)."""
+    before = os.environ.get(LAUNCHED_SERVER_KEY_ENV)
+    os.environ[LAUNCHED_SERVER_KEY_ENV] = server.api_key
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LAUNCHED_SERVER_KEY_ENV, None)
+        else:
+            os.environ[LAUNCHED_SERVER_KEY_ENV] = before

@@ -12,6 +12,9 @@ import signal
 import subprocess
 import tempfile
 import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -20,6 +23,7 @@ from ci import skip_unless_ci
 
 from caption.stage import CAPTION_SCHEMA
 from caption.vllm_runtime import (
+    LAUNCHED_SERVER_KEY_ENV,
     REPO_ROOT,
     VLLMEnvMissing,
     ensure_tiny_vlm,
@@ -51,14 +55,43 @@ def tiny_model(vllm_env):
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_model):
-    """A real vLLM server with the tiny model, launched the way `caption.openai.launch_server` does;
-    leaving the context stops it (SIGINT, then SIGKILL of its process group)."""
+def server(tiny_model):
+    """The client settings of a real vLLM server with the tiny model, launched the way
+    `caption.openai.launch_server` does (its key in the environment meanwhile); leaving the context
+    stops it (SIGINT, then SIGKILL of its process group)."""
     cfg = tiny_cpu_config(
         tiny_model, vllm={"max_num_seqs": 8}, openai={"launch_server": True, "launch_timeout_s": 420}
     )
     with launched_server(cfg) as running:
-        yield running.openai.base_url
+        yield running.openai
+
+
+def _models_status(base_url: str, key: str | None) -> int:
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{base_url}/models", headers=headers), timeout=30
+        ) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_the_launched_server_refuses_requests_without_its_key(server):
+    key = os.environ[server.api_key_env]
+    assert server.api_key_env == LAUNCHED_SERVER_KEY_ENV and len(key) >= 32
+    assert _models_status(server.base_url, None) == 401
+    assert _models_status(server.base_url, key[::-1]) == 401
+    assert _models_status(server.base_url, key) == 200
+    # the key is in the server's environment, in no process's command line (every local user can read those)
+    assert not [c for c in Path("/proc").glob("[0-9]*/cmdline") if key in _read_or_empty(c)]
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:  # the process ended meanwhile
+        return ""
 
 
 def _store(root) -> tuple[Store, list[str]]:
@@ -102,9 +135,10 @@ def _assert_captioned(rows: dict[str, dict], good: list[str], model) -> None:
     assert broken["caption_error"].startswith("frames: ")
 
 
-def test_openai_engine_against_a_real_vllm_server(server_url, tiny_model, ray_session, tmp_path):
+def test_openai_engine_against_a_real_vllm_server(server, tiny_model, ray_session, tmp_path):
     store, good = _store(tmp_path / "store")
-    section = _caption_section(tiny_model, engine="openai", openai={"base_url": server_url, "concurrency": 4})
+    openai = {"base_url": server.base_url, "api_key_env": server.api_key_env, "concurrency": 4}
+    section = _caption_section(tiny_model, engine="openai", openai=openai)
     cfg = parse_config({"store": {"root": str(store.root)}, "caption": section})
 
     summary = run_caption(cfg, progress=False)
