@@ -39,6 +39,7 @@ from pipelines.report_media import (
     histogram_edges,
 )
 from store import CLIPS, CLIPS_SCHEMA, ROW_ID, VIDEOS, ClipReader, Store, StoreError, utc_now
+from store.placeholders import placeholder_columns
 
 NOT_RUN = "not run yet"
 # Frames and width of the animated previews: small enough that 48 previews stay a few MB.
@@ -107,25 +108,6 @@ def thresholds(expression: str) -> list[Threshold]:
         for top in filtering.rules(node):
             walk(top, id(top) in rules and not isinstance(top, filtering.BoolOp))
     return found
-
-
-def placeholder_columns(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Columns produced by random-weight models, from the stage records: {column: "stage/model"}.
-
-    A model entry marked `placeholder: true` taints the columns it lists, or, without a `columns` key,
-    every column of its stage (the safe reading: an unlisted column might come from it).
-    """
-    out: dict[str, str] = {}
-    for stage, record in records.items():
-        stage_columns = list(record.get("columns", []))
-        models = record.get("models") or {}
-        entries: list[tuple[str, Any]] = [(stage, models)] + [(f"{stage}/{k}", v) for k, v in models.items()]
-        for name, entry in entries:
-            if isinstance(entry, Mapping) and entry.get("placeholder") is True:
-                # an explicit list (even empty) is authoritative; no list means the whole stage
-                for column in entry.get("columns", stage_columns):
-                    out.setdefault(column, name)
-    return out
 
 
 @dataclass

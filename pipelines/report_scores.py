@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import filtering
-from pipelines.jobs.dedup import DEDUP_STAGE
 from pipelines.jobs.score import FILTER_STAGE, SCORE_STAGE
 from pipelines.report import SCAN_ROWS, finite_ranges, floats, streaming
 from store import CLIPS, CLIPS_SCHEMA, Store
+from store.placeholders import placeholder_columns
 
 PERCENTILES = (5, 25, 50, 75, 95)
 QUANTILE_BINS = 1 << 14
@@ -37,19 +37,6 @@ _NOT_SCORES = {
     "frames_sampled",
     "selected",
 }
-
-
-def placeholder_columns(store: Store) -> set[str]:
-    """Columns whose producing model was recorded as a random-weight placeholder."""
-    records = store.stage_records()
-    marked: set[str] = set()
-    for model in records.get(SCORE_STAGE, {}).get("models", {}).values():
-        if isinstance(model, dict) and model.get("placeholder"):
-            marked.update(model.get("columns", []))
-    dedup = records.get(DEDUP_STAGE, {})
-    if dedup.get("models", {}).get("placeholder"):
-        marked.add("duplicate_of")
-    return marked
 
 
 class Quantiles:
@@ -111,7 +98,7 @@ def render(store: Store, expression: str | None = None) -> str:
         and (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))
     ]
     total = ds.count_rows()
-    marked = placeholder_columns(store)
+    marked = set(placeholder_columns(records)) & set(score_columns)
     mark = lambda name: "  [PLACEHOLDER: random weights]" if name in marked else ""  # noqa: E731
     lines = [f"clips: {total} (dataset version {ds.version})"]
     if "score_error" in score_columns:

@@ -55,6 +55,7 @@ from caption.vllm_runtime import (
 from pipelines.config import PipelineConfig
 from pipelines.runtime import blocks_of, init_ray, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
+from store.placeholders import mark_placeholders
 
 CAPTION_STAGE = "caption"
 
@@ -451,6 +452,7 @@ def _run(
     record = {**cfg.model_dump(mode="json"), "selected_by": selected_by}
     if staging.merge_into_clips(config=record, models=models) is not None:
         staging.reset()  # merged: the clips table now says what is done
+    mark_placeholders(store)  # in the Arrow schema too, for readers that never see the stage records
     return summary
 
 

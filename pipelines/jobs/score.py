@@ -41,6 +41,7 @@ from pipelines.jobs.dedup import run_dedup
 from pipelines.outcome import errors_of
 from pipelines.runtime import actor_pool, blocks_of, init_ray, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
+from store.placeholders import mark_placeholders
 
 SCORE_STAGE, FILTER_STAGE = "score", "filter"
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
@@ -375,6 +376,7 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     )
     if cfg.dedup.enabled:
         summary.duplicates = run_dedup(store, cfg.dedup, clip_placeholder="clip" in summary.placeholders)
+    mark_placeholders(store)  # in the Arrow schema too, for readers that never see the stage records
     summary.seconds = time.perf_counter() - started
     return summary
 

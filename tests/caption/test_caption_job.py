@@ -16,8 +16,8 @@ from caption_clips import clips_rows, photo_clips
 from caption.vllm_runtime import TINY_VLM_MARKER
 from pipelines.config import parse_config
 from pipelines.jobs.caption import CaptionJobError, run_caption
-from pipelines.report import placeholder_columns
 from store import Store
+from store.placeholders import placeholder_columns, schema_marks
 
 FAILURES = 3
 CAPTION = "A woman with short hair looks at the camera in front of a grey studio backdrop."
@@ -158,6 +158,7 @@ def test_a_placeholder_model_marks_only_its_caption_column(ray_session, tmp_path
     assert summary.placeholder and summary.captioned == summary.attempted > 0
     # the caption is the model's output; its name, token counts, latency and errors are bookkeeping
     assert placeholder_columns(store.stage_records()) == {"caption": "caption/caption"}
+    assert schema_marks(store.require("clips").schema) == {"caption": "caption/caption"}
 
 
 def test_a_filter_naming_a_missing_column_is_a_clear_error(tmp_path):
