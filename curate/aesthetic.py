@@ -22,8 +22,9 @@ HEAD_HIDDEN = (1024, 128, 64, 16)
 # Position of each Linear in the published nn.Sequential (dropouts sit at 1, 3, 5).
 _LINEAR_SLOTS = (0, 2, 4, 6, 7)
 _DROPOUTS = {1: 0.2, 3: 0.2, 5: 0.1}
-# A randomly initialised head is centred on the middle of the 1-10 scale.
-_RANDOM_HEAD_BIAS = 5.5
+# A randomly initialised head is centred on 0, outside the 1-10 scale trained heads regress to: its
+# placeholder scores must not read as ratings (centred on 5.5 they looked like plausible average ones).
+_RANDOM_HEAD_BIAS = 0.0
 
 
 class MissingWeightsError(RuntimeError):

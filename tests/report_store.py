@@ -39,7 +39,9 @@ from pipelines.jobs.split import clip_row
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 
 SOURCES = ("cuts.mp4", "looks.mp4")
-FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean >= 5 and duplicate_of is null"
+# The random aesthetic head's placeholder scores centre on 0: its rule keeps every clip and still puts a
+# threshold on the placeholder histogram.
+FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean >= -1 and duplicate_of is null"
 # A small CLIP tower keeps the placeholder aesthetic scores cheap; its weights are random.
 SCORE_CFG = ScoreConfig(
     frames=FrameSamplingConfig(count=3),

@@ -13,7 +13,7 @@ import torch
 from score_clips import decode_all, encode_mp4, even, sample_shots
 
 from curate import filtering
-from curate.aesthetic import AestheticHead, MissingWeightsError, load_head
+from curate.aesthetic import AestheticHead, MissingWeightsError, load_head, score_frames
 from curate.config import (
     AestheticConfig,
     ClipModelConfig,
@@ -251,6 +251,9 @@ def test_aesthetic_head_loads_the_laion_checkpoint_layout(tmp_path):
         load_head(AestheticConfig(), 32, allow_random=False, seed=0)
     random_head, placeholder = load_head(AestheticConfig(), 32, allow_random=True, seed=0)
     assert placeholder and isinstance(random_head, AestheticHead)
+    # its scores sit far from the 1-10 ratings of a trained head: nobody reads them as ratings
+    scores = score_frames(random_head, torch.nn.functional.normalize(torch.randn(200, 32), dim=-1).numpy())
+    assert np.abs(scores).max() < 1.0
 
 
 @pytest.mark.slow
