@@ -547,15 +547,27 @@ def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         f"train: {summary.steps} steps on {summary.train_clips} clips ({summary.val_clips} held out), "
         f"loss {summary.final_loss:.4f}, validation loss {val}, checkpoint {summary.checkpoint}"
     )
+    if summary.placeholder_inputs:
+        print(f"  PLACEHOLDER inputs (random-weight models): {_placeholder_list(summary.placeholder_inputs)}")
     return 0
+
+
+def _placeholder_list(marks: dict[str, str]) -> str:
+    return ", ".join(f"{column} from {source}" for column, source in sorted(marks.items()))
 
 
 def _sample(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.train import run_sample
 
     _preflight("sample", cfg)
-    for result in run_sample(cfg, args.prompt):
-        print(f"sample: {result.prompt!r} -> {result.mp4} and {result.gif}")
+    results = run_sample(cfg, args.prompt)
+    for result in results:
+        print(f"sample: {result.prompt!r} -> {result.mp4} and {result.gif} ({result.record.name})")
+    if results and results[0].placeholder_inputs:
+        print(
+            "  PLACEHOLDER: the checkpoint learnt from random-weight output "
+            f"({_placeholder_list(results[0].placeholder_inputs)})"
+        )
     return 0
 
 

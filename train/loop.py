@@ -21,16 +21,18 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import lance
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from store import Store
+from store.placeholders import schema_marks
 from train.checkpoint import latest_checkpoint, load_weights, read_state, restore_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader
@@ -52,6 +54,8 @@ class TrainSummary:
     checkpoint: Path | None
     train_clips: int
     val_clips: int
+    # {column: "stage/model"}: inputs made by random-weight models (their captions are random text)
+    placeholder_inputs: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -75,6 +79,15 @@ def latents_match(clips_uri: str, config: TrainConfig) -> bool:
     records = Store(Path(clips_uri).parent).stage_records()
     recorded = records.get("encode", {}).get("config", {}).get("signature")
     return recorded == encode_signature(config)
+
+
+def placeholder_inputs(clips_uri: str, version: int, config: TrainConfig) -> dict[str, str]:
+    """The placeholder mark (store/placeholders.py) of the caption column training learns from: a DiT
+    trained on a random-weight VLM's captions learnt random text (precomputed text embeddings are made
+    of the same captions)."""
+    marks = schema_marks(lance.dataset(clips_uri, version=version).schema)
+    caption = config.data.caption_column
+    return {caption: marks[caption]} if caption in marks else {}
 
 
 def distributed_context() -> tuple[int, int]:
@@ -243,12 +256,14 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
+    placeholders = placeholder_inputs(clips_uri, index.version, config)
     extra = {
         "config": config.model_dump(mode="json"),
         "text_dim": text_encoder.dim,
         "latent_channels": config.vae.latent_channels,
         "clips_uri": clips_uri,
         "dataset_version": index.version,
+        "placeholder_inputs": placeholders,
     }
     progress = tqdm(total=config.steps, initial=step, disable=rank != 0 or not config.progress, desc="train")
     loss_value, val = float("nan"), None
@@ -317,9 +332,10 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
             "train_clips": len(train_index),
             "val_clips": len(val_index),
             "skipped": index.skipped,
+            "placeholder_inputs": placeholders,
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return TrainSummary(step, loss_value, val, checkpoint, len(train_index), len(val_index))
+    return TrainSummary(step, loss_value, val, checkpoint, len(train_index), len(val_index), placeholders)
 
 
 def load_trained_dit(checkpoint: Path, use_ema: bool = True) -> tuple[DiT, TrainConfig]:

@@ -6,6 +6,7 @@ on which other prompts share the batch and the same seed reproduces the same fil
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from train.checkpoint import latest_checkpoint
+from train.checkpoint import latest_checkpoint, read_state
 from train.config import SampleConfig
 from train.data import tensor_to_frames
 from train.dit import DiT
@@ -33,6 +34,10 @@ class SampleResult:
     frames: np.ndarray  # (T, H, W, 3) uint8
     mp4: Path
     gif: Path
+    # <stem>.json beside the videos: prompt, seed, checkpoint and its placeholder inputs
+    record: Path
+    # {column: "stage/model"} the checkpoint learnt from random-weight output (e.g. random captions)
+    placeholder_inputs: dict[str, str]
 
 
 @torch.no_grad()
@@ -103,6 +108,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def sample(config: SampleConfig) -> list[SampleResult]:
     checkpoint = resolve_checkpoint(config.checkpoint)
     model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema)
+    placeholders = read_state(checkpoint).get("placeholder_inputs", {})
     vae = load_vae(train_config.vae)
     text_encoder = build_text_encoder(train_config.text)
     videos = generate(
@@ -123,12 +129,28 @@ def sample(config: SampleConfig) -> list[SampleResult]:
     for i, (prompt, video) in enumerate(zip(config.prompts, videos, strict=True)):
         frames = tensor_to_frames(video)
         stem = f"{i:02d}_{slug(prompt)}_seed{config.seed}"
+        record = out / f"{stem}.json"
+        # Whoever finds the video later learns what it came from, placeholders included.
+        record.write_text(
+            json.dumps(
+                {
+                    "prompt": prompt,
+                    "seed": config.seed,
+                    "checkpoint": str(checkpoint),
+                    "placeholder_inputs": placeholders,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         results.append(
             SampleResult(
                 prompt,
                 frames,
                 write_mp4(frames, out / f"{stem}.mp4", config.fps),
                 write_gif(frames, out / f"{stem}.gif", config.fps),
+                record,
+                placeholders,
             )
         )
     return results

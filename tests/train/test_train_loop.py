@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -17,11 +18,14 @@ import torch
 from safetensors.torch import load_file
 
 from store import Store
-from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig
+from store.placeholders import mark_placeholders
+from train.checkpoint import read_state
+from train.config import Bucket, DataConfig, DiTConfig, SampleConfig, TrainConfig, VAEConfig
 from train.dit import DiT
 from train.encode import LatentEncoder, encode_signature
 from train.flow import training_loss
 from train.loop import lr_factor, train
+from train.sample import sample
 from train.vae import VideoVAE, save_vae
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,3 +189,23 @@ def test_warmup_then_cosine_schedule():
     assert factors[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert lr_factor(100, config) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_checkpoints_and_samples_record_placeholder_captions(real_clips, small_vae, tmp_path):
+    store = Store(tmp_path / "store")  # a copy: the session's table stays unmarked
+    shutil.copytree(real_clips[0].root, store.root)
+    store.record("clips", "caption", {"models": {"vlm": {"placeholder": True, "columns": ["caption"]}}})
+    mark_placeholders(store)
+    out = tmp_path / "run"
+    summary = train(loop_config(out, small_vae, steps=2, ckpt_every=2, val_every=2), store.clips_uri)
+    assert summary.placeholder_inputs == {"caption": "caption/vlm"}
+    assert read_state(summary.checkpoint)["placeholder_inputs"] == {"caption": "caption/vlm"}
+
+    (result,) = sample(
+        SampleConfig(
+            prompts=("a test",), checkpoint=str(out), height=32, width=32, steps=1, out_dir=str(tmp_path)
+        )
+    )
+    assert result.placeholder_inputs == {"caption": "caption/vlm"}
+    assert json.loads(result.record.read_text())["placeholder_inputs"] == {"caption": "caption/vlm"}
