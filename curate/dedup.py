@@ -228,7 +228,8 @@ def _sample_keys(x: np.ndarray) -> np.ndarray:
     that depends on the rows only, not on their order (equal keys mean equal rows)."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     # Odd multipliers: a linear hash mod 2^64 that no single-coordinate change can leave unchanged.
-    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=x.shape[1], dtype=np.uint64) | np.uint64(1)
+    mult = np.asarray(np.random.default_rng(0x5EED).integers(1, 2**63, size=x.shape[1], dtype=np.uint64))
+    mult |= np.uint64(1)
     key = np.zeros(len(x), dtype=np.uint64)
     for start in range(0, x.shape[1], 64):  # 64 columns at a time bounds the uint64 temporary
         part = bits[:, start : start + 64].astype(np.uint64) * mult[start : start + 64]
