@@ -39,6 +39,13 @@ def reconstruction_psnr(vae: VideoVAE, index: ClipIndex, batch_size: int = 4) ->
     return sum(scores) / len(scores)
 
 
+def _warmup_fraction(steps: int) -> float:
+    """OneCycleLR's warm-up share: 5%, but at least 2 steps from 3 steps up. OneCycleLR divides by its
+    warm-up length minus one step, so a warm-up of exactly one step (20 steps x 5%) raised
+    ZeroDivisionError."""
+    return 0.05 if steps < 3 else max(2, round(0.05 * steps)) / steps
+
+
 def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     bucket = Bucket(height=config.height, width=config.width, frames=config.frames)
@@ -54,7 +61,7 @@ def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, pro
     vae.check_video_shape(config.frames, config.height, config.width)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.05
+        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=_warmup_fraction(config.steps)
     )
     batch_size = min(config.batch_size, len(train_index))
     generator = torch.Generator().manual_seed(config.seed)

@@ -69,3 +69,19 @@ def test_weights_folder_roundtrip_and_mismatch_errors(tmp_path):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json")))
         load_vae(config.model_copy(update={"weights_path": str(tmp_path / "empty")}))
+
+
+def test_the_vae_schedule_runs_for_any_step_count():
+    """OneCycleLR divides by its warm-up length minus one: 20 steps x 5% raised ZeroDivisionError."""
+    from train.vae_train import _warmup_fraction
+
+    for steps in range(1, 201):
+        weight = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([weight], lr=1e-3)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=1e-3, total_steps=steps, pct_start=_warmup_fraction(steps)
+        )
+        for _ in range(steps):
+            optimizer.step()
+            schedule.step()
+        assert 0 < _warmup_fraction(steps) < 1
