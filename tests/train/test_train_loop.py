@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from store import Store
 from store.placeholders import mark_placeholders
-from train.checkpoint import read_state
+from train.checkpoint import latest_checkpoint, read_state
 from train.config import Bucket, DataConfig, DiTConfig, SampleConfig, TrainConfig, VAEConfig
 from train.dit import DiT
 from train.encode import LatentEncoder, encode_signature
 from train.flow import training_loss
-from train.loop import lr_factor, train
+from train.loop import load_trained_dit, lr_factor, train
 from train.sample import sample
 from train.vae import VideoVAE, save_vae
 
@@ -209,3 +210,40 @@ def test_checkpoints_and_samples_record_placeholder_captions(real_clips, small_v
     )
     assert result.placeholder_inputs == {"caption": "caption/vlm"}
     assert json.loads(result.record.read_text())["placeholder_inputs"] == {"caption": "caption/vlm"}
+
+
+@pytest.mark.slow
+def test_torchrun_trains_two_ranks_and_writes_a_checkpoint_that_loads(real_clips, small_vae, tmp_path):
+    store, _ = real_clips
+    out_dir = tmp_path / "ddp"
+    train_section = loop_config(out_dir, small_vae, steps=4, batch_size=2, val_every=4).model_dump(
+        mode="json"
+    )
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump({"store": {"root": str(store.root)}, "train": train_section}))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",  # a free rendezvous port on this host
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pipelines.jobs.train",
+            "--config",
+            str(config_file),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("trained 4 steps") == 2, run.stdout  # one line per rank
+    assert [s for s, _ in losses(out_dir)] == [1, 2, 3, 4]
+    checkpoint = latest_checkpoint(out_dir)
+    assert checkpoint is not None and read_state(checkpoint)["step"] == 4
+    model, config = load_trained_dit(checkpoint)
+    assert isinstance(model, DiT) and config.steps == 4 and config.vae.weights_path == small_vae.weights_path
