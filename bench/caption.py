@@ -78,6 +78,7 @@ def _config(store_root: Path, model: Path, base_url: str, args: argparse.Namespa
                     mode="json", exclude_defaults=True
                 ),
                 "engine": "openai",
+                "only_selected": False,  # the bench's clips are not filtered: caption them all
                 "batch_size": args.batch_size,
                 "decode_num_cpus": 0.25,
                 "decode_concurrency": 2,

@@ -122,14 +122,19 @@ class CaptionSummary:
 
 
 def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None, str]:
-    """(Lance filter, description) choosing the clips to caption."""
+    """(Lance filter, description) choosing the clips to caption. Refuses (CaptionJobError) when
+    only selected clips are wanted and the filter has not run: captioning every clip instead would
+    spend the engine on clips the filter is about to drop."""
     if cfg.filter:
         return cfg.filter, f"filter: {cfg.filter}"
-    if cfg.only_selected and "selected" in columns:
-        return "selected = true", "selected by the filter stage"
-    if cfg.only_selected:
-        return None, "all clips: no `selected` column yet (run `reelforge filter` to select)"
-    return None, "all clips (only_selected is off)"
+    if not cfg.only_selected:
+        return None, "all clips (only_selected is off)"
+    if "selected" not in columns:
+        raise CaptionJobError(
+            "no clip is selected yet (clips have no 'selected' column): run `reelforge filter` first, "
+            "or set caption.only_selected=false to caption every clip"
+        )
+    return "selected = true", "selected by the filter stage"
 
 
 def failure_reason(error: str) -> str:

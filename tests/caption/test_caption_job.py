@@ -96,6 +96,8 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
                     "flush_every": 2,
                     "decode_num_cpus": 0.25,
                     "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0},
+                    # no filter has run on these clips: caption them all
+                    "only_selected": False,
                 },
             }
         )
@@ -121,14 +123,17 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
         rows = _captions(store)
         assert all(rows[c] == (CAPTION, None) for c in good)
 
-        # A `selected` column restricts captioning; recaption starts from scratch.
+        # Once the filter has run, only its `selected` clips are captioned; recaption starts from scratch.
         chosen = set(good[:3])
         store.add_columns(
             pa.table({"clip_id": list(rows), "selected": [c in chosen for c in rows]}),
             stage="filter",
             config={"expression": "test"},
         )
-        third = run_caption(cfg, recaption=True, progress=False)
+        selected_only = cfg.model_copy(
+            update={"caption": cfg.caption.model_copy(update={"only_selected": True})}
+        )
+        third = run_caption(selected_only, recaption=True, progress=False)
         assert third.attempted == 3 and third.skipped_done == 0
         rows = _captions(store)
         assert {c for c, (text, _) in rows.items() if text is not None} == chosen
@@ -151,6 +156,7 @@ def test_a_placeholder_model_marks_only_its_caption_column(ray_session, tmp_path
                     "model": str(model),
                     "decode_num_cpus": 0.25,
                     "openai": {"base_url": f"http://127.0.0.1:{server.port}/v1", "retries": 0},
+                    "only_selected": False,  # no filter has run on these clips
                 },
             }
         )

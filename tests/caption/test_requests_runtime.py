@@ -18,7 +18,7 @@ from caption.engines import template_messages, vllm_output, vllm_request_row
 from caption.prompts import get_prompt
 from caption.stage import prepare_frames
 from caption.vllm_runtime import TINY_VLM_MARKER, is_placeholder_model, server_args, tiny_cpu_config
-from pipelines.jobs.caption import selection_filter
+from pipelines.jobs.caption import CaptionJobError, selection_filter
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,10 @@ def test_selection_rule():
         "selected = true",
         "selected by the filter stage",
     )
-    assert selection_filter(cfg, ["clip_id"])[0] is None
+    with pytest.raises(
+        CaptionJobError, match=r"run `reelforge filter` first, or set caption\.only_selected=false"
+    ):
+        selection_filter(cfg, ["clip_id"])
     assert selection_filter(CaptionConfig(only_selected=False), ["selected"])[0] is None
     assert selection_filter(CaptionConfig(filter="motion > 1"), ["selected"])[0] == "motion > 1"
 

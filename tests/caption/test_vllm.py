@@ -139,7 +139,8 @@ def test_openai_engine_against_a_real_vllm_server(server, tiny_model, ray_sessio
     store, good = _store(tmp_path / "store")
     openai = {"base_url": server.base_url, "api_key_env": server.api_key_env, "concurrency": 4}
     section = _caption_section(tiny_model, engine="openai", openai=openai)
-    cfg = parse_config({"store": {"root": str(store.root)}, "caption": section})
+    # No filter has run on these clips: caption them all, until the `selected` column below.
+    cfg = parse_config({"store": {"root": str(store.root)}, "caption": {**section, "only_selected": False}})
 
     summary = run_caption(cfg, progress=False)
     assert (summary.attempted, summary.captioned, summary.failed) == (len(good) + 1, len(good), 1)
@@ -162,7 +163,8 @@ def test_openai_engine_against_a_real_vllm_server(server, tiny_model, ray_sessio
         stage="filter",
         config={"expression": "test"},
     )
-    redo = run_caption(cfg, recaption=True, progress=False)
+    selected_only = parse_config({"store": {"root": str(store.root)}, "caption": section})
+    redo = run_caption(selected_only, recaption=True, progress=False)
     assert redo.attempted == 2 and redo.selection == "selected by the filter stage"
     rows = _rows(store)
     assert {cid for cid, r in rows.items() if r["caption"] is not None} == chosen
@@ -174,7 +176,7 @@ def test_in_process_vllm_engine_through_ray_data(vllm_env, tiny_model, tmp_path)
     config = {
         "store": {"root": str(store.root)},
         "ray": {"num_cpus": 2, "temp_dir": ray_tmp},
-        "caption": _caption_section(tiny_model, engine="vllm"),
+        "caption": _caption_section(tiny_model, engine="vllm", only_selected=False),  # no filter ran
     }
     script = textwrap.dedent(
         """

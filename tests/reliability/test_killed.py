@@ -254,6 +254,7 @@ def test_caption_job_killed_then_rerun_equals_clean_run(reference, tmp_path, ray
     with ChatServer(delay_s=0.3) as server:
         sets = [
             "caption.engine=openai",
+            "caption.only_selected=false",  # split only: no filter has run
             "caption.openai.launch_server=false",
             "caption.model=tiny-test-vlm",
             f"caption.openai.base_url=http://127.0.0.1:{server.port}/v1",

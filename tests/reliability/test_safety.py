@@ -157,6 +157,7 @@ def run_caption_job(store: Store, port: int, ray_tmp: Path) -> subprocess.Comple
         f"store.root={store.root}",
         f"ray.temp_dir={ray_tmp}",
         "caption.engine=openai",
+        "caption.only_selected=false",  # no filter has run on these clips
         "caption.openai.launch_server=false",
         "caption.model=tiny-test-vlm",
         f"caption.openai.base_url=http://127.0.0.1:{port}/v1",
