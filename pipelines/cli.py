@@ -425,11 +425,13 @@ def _outcome(command: str, attempted: int, failed: int, args: argparse.Namespace
     return code
 
 
-def _preflight(command: str, cfg: PipelineConfig, filter_expression: str | None = None) -> None:
+def _preflight(
+    command: str, cfg: PipelineConfig, filter_expression: str | None = None, *, train_workers: int = 1
+) -> None:
     from pipelines.preflight import PreflightError, check
 
     try:
-        check(command, cfg, filter_expression)
+        check(command, cfg, filter_expression, train_workers=train_workers)
     except PreflightError as err:
         raise UsageError(str(err)) from None
 
@@ -532,11 +534,18 @@ def _train_vae(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.jobs.train import run_train, run_train_ray
 
-    _preflight("train", cfg)
+    if args.ray_workers < 0:
+        raise UsageError(f"--ray-workers {args.ray_workers}: give at least 1 (or leave it out to train here)")
+    _preflight("train", cfg, train_workers=max(1, args.ray_workers))
     if args.ray_workers:
+        from pipelines.preflight import PreflightError, check_ray_workers
         from pipelines.runtime import init_ray
 
         init_ray(cfg.ray)
+        try:
+            check_ray_workers(args.ray_workers)
+        except PreflightError as err:
+            raise UsageError(str(err)) from None
         with _job(cfg, "train"):
             print(f"train: Ray Train finished: {run_train_ray(cfg, args.ray_workers)}")
         return 0

@@ -50,9 +50,12 @@ def filter_columns(expression: str | None) -> list[str]:
     return sorted(found & set(COLUMNS[CLIPS]))
 
 
-def check(command: str, cfg: PipelineConfig, filter_expression: str | None = None) -> None:
+def check(
+    command: str, cfg: PipelineConfig, filter_expression: str | None = None, *, train_workers: int = 1
+) -> None:
     """Refuse `command` in one line when the store or the config cannot serve it (see module doc).
-    `filter_expression` replaces filter.expression (the filter command's --expression)."""
+    `filter_expression` replaces filter.expression (the filter command's --expression);
+    `train_workers` is how many ranks `train` runs (each needs a batch an epoch)."""
     store = Store(cfg.store.root)
     if command in ("score", "filter", "report", "train-vae", "caption", "encode", "train"):
         store.require(CLIPS)
@@ -80,24 +83,27 @@ def check(command: str, cfg: PipelineConfig, filter_expression: str | None = Non
         except (MissingWeightsError, FileNotFoundError) as err:
             raise PreflightError(str(err)) from None
     elif command == "caption":
+        from pipelines.jobs.caption import CaptionJobError, check_engine_setup, selection_filter
+
         caption = cfg.caption
         if caption.filter:
             require_clip_columns(store, filter_columns(caption.filter), "caption.filter")
-        elif caption.only_selected and "selected" not in store.require(CLIPS).schema.names:
-            # Captioning every clip because the filter has not run would spend the engine on clips
-            # the filter is about to drop.
-            raise PreflightError(
-                f"no clip in {store.root} is selected yet (no 'selected' column): run `reelforge filter` "
-                "first, or set caption.only_selected=false to caption every clip"
-            )
-        from pipelines.jobs.caption import CaptionJobError, check_engine_setup
-
         try:
+            selection_filter(caption, store.require(CLIPS).schema.names)
             check_engine_setup(caption)
         except CaptionJobError as err:
             raise PreflightError(str(err)) from None
     elif command == "train-vae":
+        from train.data import TrainDataError
+        from train.vae_train import vae_training_index
+
         require_clip_columns(store, filter_columns(cfg.train.vae_train.filter), "train.vae_train.filter")
+        try:
+            vae_training_index(cfg.train.vae, cfg.train.vae_train, store.clips_uri)
+        except TrainDataError as err:
+            raise PreflightError(str(err)) from None
+        except ValueError as err:  # the clip shape does not fit the autoencoder's compression
+            raise PreflightError(f"train.vae_train.frames/height/width: {err}") from None
     elif command in ("encode", "train"):
         data = cfg.train.data
         require_clip_columns(store, [data.caption_column], f"{command} (train.data.caption_column)")
@@ -108,11 +114,51 @@ def check(command: str, cfg: PipelineConfig, filter_expression: str | None = Non
                 f"train.data.latents=precomputed but clips in {store.root} have no latents: "
                 "run `reelforge encode` first"
             )
-        # encode always runs the VAE; train does when it decodes clips (no precomputed latents)
-        if command == "encode" or "latent" not in names:
+        _require_text_encoder(cfg, command)
+        if command == "encode":
             _require_vae_weights(cfg, command)
+        else:
+            from train.data import TrainDataError
+            from train.loop import training_index
+
+            try:
+                index, _, _ = training_index(cfg.train, store.clips_uri, train_workers)
+            except TrainDataError as err:
+                raise PreflightError(str(err)) from None
+            if not index.has_latents:  # train decodes the clips with the VAE
+                _require_vae_weights(cfg, command)
     elif command == "sample":
         _require_checkpoint(cfg)
+
+
+def check_ray_workers(num_workers: int, use_gpu: bool = False) -> None:
+    """Refuse a Ray Train run that asks for more than the cluster (Ray already started) has: Ray
+    Train would wait for the resources forever instead of failing."""
+    import ray
+
+    from pipelines.jobs.train import ray_worker_resources
+
+    cluster = ray.cluster_resources()
+    for resource, each in ray_worker_resources(use_gpu).items():
+        has = cluster.get(resource, 0.0)
+        if num_workers * each > has:
+            fits = int(has // each)
+            raise PreflightError(
+                f"--ray-workers {num_workers} needs {num_workers * each:g} {resource} ({each:g} a worker) and "
+                f"the Ray cluster has {has:g}: use --ray-workers {fits} or fewer, or a larger cluster "
+                "(ray.address, ray.num_cpus)"
+                if fits
+                else f"--ray-workers {num_workers} needs {resource} and the Ray cluster has none: "
+                "use a cluster that has (ray.address)"
+            )
+
+
+def _require_text_encoder(cfg: PipelineConfig, command: str) -> None:
+    from train.text import text_encoder_problem
+
+    problem = text_encoder_problem(cfg.train.text)
+    if problem:
+        raise PreflightError(f"{command} cannot load its text encoder: train.{problem}: set it to the model")
 
 
 def _require_vae_weights(cfg: PipelineConfig, command: str) -> None:
@@ -133,12 +179,16 @@ def _require_vae_weights(cfg: PipelineConfig, command: str) -> None:
 
 
 def _require_checkpoint(cfg: PipelineConfig) -> None:
-    from train.sample import resolve_checkpoint
+    from train.sample import SampleSetupError, check_sample_setup, resolve_checkpoint
 
     try:
-        resolve_checkpoint(cfg.sample.checkpoint)
+        checkpoint = resolve_checkpoint(cfg.sample.checkpoint)
     except FileNotFoundError:
         raise PreflightError(
             f"no trained checkpoint at {cfg.sample.checkpoint} (sample.checkpoint): run `reelforge train` "
             "first, or set sample.checkpoint to a training out_dir or a step folder"
         ) from None
+    try:
+        check_sample_setup(cfg.sample, checkpoint)
+    except SampleSetupError as err:
+        raise PreflightError(str(err)) from None

@@ -47,6 +47,48 @@ SCAN_METADATA_CACHE_BYTES = 16 << 20
 NO_BUCKET = -1  # bucket code of a clip shorter than every bucket
 
 
+class TrainDataError(ValueError):
+    """The clips cannot serve this training config (none fit, too few for the workers, latents from
+    another encoder): a user's setting or an earlier stage fixes it, and the message names which."""
+
+
+# What brings back clips left out for each reason (build_index's `skipped` keys), per config section
+# that trains: the DiT's buckets (train.data) or the autoencoder's one clip shape (train.vae_train).
+_FIXES = {
+    "train.data": {
+        "no caption": "run `reelforge caption`",
+        "shorter than every bucket": "add a bucket of fewer frames to train.data.buckets",
+        "not encoded for its bucket": "run `reelforge encode`",
+        "validation": "lower train.val_fraction",
+    },
+    "train.vae_train": {
+        "shorter than every bucket": "lower train.vae_train.frames",
+        "validation": "lower train.vae_train.val_fraction",
+    },
+}
+
+
+def no_clips_error(what: str, index: ClipIndex, settings: str) -> TrainDataError:
+    """The one-line refusal when `index` (before the validation split) leaves nothing to train on: how
+    many clips the filter chose, why each was left out, and the setting or command that brings them
+    back. `settings` is the config section (train.data, train.vae_train) the fixes name."""
+    chosen = len(index) + sum(index.skipped.values())
+    if chosen == 0:
+        return TrainDataError(
+            f"no clip in {index.uri} matches {settings}.filter, so there is nothing to {what}: "
+            f"run `reelforge filter` or change {settings}.filter"
+        )
+    reasons = [f"{count} {reason}" for reason, count in index.skipped.items()]
+    fixes = [_FIXES[settings][reason] for reason in index.skipped]
+    if len(index):  # every clip that fits was held out for validation
+        reasons.append(f"{len(index)} held out for validation")
+        fixes.append(_FIXES[settings]["validation"])
+    return TrainDataError(
+        f"none of the {chosen} clips {settings}.filter chooses in {index.uri} is left to {what} "
+        f"({', '.join(reasons)}): {' or '.join(fixes)}"
+    )
+
+
 def bucket_name(bucket: Bucket) -> str:
     return f"{bucket.height}x{bucket.width}x{bucket.frames}"
 
@@ -199,7 +241,7 @@ def _check_filter(ds: lance.LanceDataset, expression: str) -> None:
         ds.scanner(columns=["clip_id"], filter=expression).explain_plan()
     except Exception as err:  # Lance raises several types for bad SQL; name the expression.
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
+        raise TrainDataError(
             f"train.data.filter {expression!r} is not a valid filter on clips: {reason}"
         ) from err
 

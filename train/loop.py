@@ -35,7 +35,15 @@ from store import Store
 from store.placeholders import schema_marks
 from train.checkpoint import latest_checkpoint, load_weights, read_state, restore_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader
+from train.data import (
+    BucketBatchSampler,
+    ClipBatches,
+    ClipIndex,
+    TrainDataError,
+    build_index,
+    make_loader,
+    no_clips_error,
+)
 from train.dit import DiT
 from train.encode import encode_signature
 from train.flow import drop_captions, sample_timesteps, training_loss
@@ -90,6 +98,37 @@ def placeholder_inputs(clips_uri: str, version: int, config: TrainConfig) -> dic
     return {caption: marks[caption]} if caption in marks else {}
 
 
+def training_index(
+    config: TrainConfig, clips_uri: str, world_size: int = 1
+) -> tuple[ClipIndex, ClipIndex, ClipIndex]:
+    """(every clip to learn from, its training part, its validation part). Raises TrainDataError when
+    precomputed latents are required but made by another encoder, when no clip is left to train on,
+    or when there are fewer batches an epoch than ranks (a rank without a batch would wait forever).
+    Only reads the clips: the CLI's preflight calls it before a run takes the store."""
+    index = build_index(clips_uri, config.data)
+    if index.has_latents and not latents_match(clips_uri, config):
+        if config.data.latents == "precomputed":
+            raise TrainDataError(
+                f"train.data.latents=precomputed but the latents in {clips_uri} were made with another "
+                "autoencoder, text encoder or bucket set (train.vae, train.text, train.data.buckets): run "
+                "`reelforge encode` again, or set train.data.latents=auto to decode the clips instead"
+            )
+        log.warning("precomputed latents do not match this config; decoding clips on the fly")
+        index = build_index(clips_uri, config.data.model_copy(update={"latents": "decode"}))
+    train_index, val_index = index.split(config.val_fraction)
+    if len(train_index) == 0:
+        raise no_clips_error("train on", index, "train.data")
+    batches = len(BucketBatchSampler(train_index, config.batch_size, config.seed, world_size=world_size))
+    if batches == 0:
+        per_epoch = len(BucketBatchSampler(train_index, config.batch_size, config.seed))
+        raise TrainDataError(
+            f"{world_size} training workers need a batch each, and the {len(train_index)} training clips "
+            f"in {clips_uri} make {per_epoch} batch(es) of train.batch_size={config.batch_size}: use at "
+            "most that many workers, lower train.batch_size, or select more clips"
+        )
+    return index, train_index, val_index
+
+
 def distributed_context() -> tuple[int, int]:
     """(rank, world_size); initialises the process group when launched by torchrun/Ray Train."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -136,9 +175,7 @@ class BatchPreparer:
 def _batches_forever(
     loader: torch.utils.data.DataLoader, sampler: BucketBatchSampler, step: int
 ) -> Iterator[dict[str, Any]]:
-    per_epoch = len(sampler)
-    if per_epoch == 0:
-        raise ValueError("no full training batch: fewer clips per bucket than train.batch_size")
+    per_epoch = len(sampler)  # at least 1: training_index refuses fewer batches than ranks
     epoch, start = divmod(step, per_epoch)
     while True:
         sampler.set_epoch(epoch, start)
@@ -205,18 +242,7 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
 
     text_encoder = build_text_encoder(config.text)
     null_text, null_mask = (x.to(dev) for x in text_encoder.null())
-    index = build_index(clips_uri, config.data)
-    if index.has_latents and not latents_match(clips_uri, config):
-        if config.data.latents == "precomputed":
-            raise ValueError(
-                "the clips' latent columns were made with another VAE/text encoder/buckets: "
-                "run `reelforge encode` again"
-            )
-        log.warning("precomputed latents do not match this config; decoding clips on the fly")
-        index = build_index(clips_uri, config.data.model_copy(update={"latents": "decode"}))
-    train_index, val_index = index.split(config.val_fraction)
-    if len(train_index) == 0:
-        raise ValueError(f"no training clips at {clips_uri} (left out: {index.skipped})")
+    index, train_index, val_index = training_index(config, clips_uri, world)
     vae = None if index.has_latents else load_vae(config.vae).to(dev)
     prepare = BatchPreparer(vae, text_encoder, dev)
 

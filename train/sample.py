@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 
 from train.checkpoint import latest_checkpoint, read_state
-from train.config import SampleConfig
+from train.config import SampleConfig, TrainConfig
 from train.data import tensor_to_frames
 from train.dit import DiT
 from train.flow import euler_sample
 from train.loop import load_trained_dit
 from train.text import TextEncoder, build_text_encoder
-from train.vae import VideoVAE, load_vae
+from train.vae import VideoVAE, check_video_shape, load_vae, stored_vae_config
 
 
 @dataclass
@@ -105,8 +105,47 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return latest
 
 
+class SampleSetupError(ValueError):
+    """The checkpoint cannot generate what sample asks for (its autoencoder is gone or changed, the
+    video shape does not fit it): one line naming the setting or command that fixes it."""
+
+
+def check_sample_setup(config: SampleConfig, checkpoint: Path) -> None:
+    """Refuse before loading any weights when `checkpoint` cannot serve `config`: the autoencoder it
+    was trained with (recorded in its state) must still be in its folder with the same architecture,
+    and the sample shape must fit that autoencoder's compression and the DiT's patch size."""
+    trained = TrainConfig.model_validate(read_state(checkpoint)["config"])
+    try:
+        stored_vae_config(trained.vae)
+    except (FileNotFoundError, ValueError) as err:
+        raise SampleSetupError(
+            f"checkpoint {checkpoint} decodes with the autoencoder it was trained with, and that one is "
+            f"not usable: {err}; put those weights back, or train again on the current one "
+            "(`reelforge train --fresh`)"
+        ) from None
+    shape = f"sample.frames={config.frames}, sample.height={config.height}, sample.width={config.width}"
+    try:
+        check_video_shape(trained.vae, config.frames, config.height, config.width)
+    except ValueError as err:
+        raise SampleSetupError(
+            f"{shape}: {err}; set sample.frames/height/width to a shape that does"
+        ) from None
+    grid = (
+        1 + (config.frames - 1) // trained.vae.temporal_compression,
+        config.height // trained.vae.spatial_compression,
+        config.width // trained.vae.spatial_compression,
+    )
+    if any(size % patch for size, patch in zip(grid, trained.dit.patch_size, strict=True)):
+        raise SampleSetupError(
+            f"{shape} give a latent grid {grid} that the checkpoint's DiT patch size "
+            f"{tuple(trained.dit.patch_size)} does not divide: set sample.frames/height/width to a shape "
+            "whose latent grid it divides (e.g. one of train.data.buckets)"
+        )
+
+
 def sample(config: SampleConfig) -> list[SampleResult]:
     checkpoint = resolve_checkpoint(config.checkpoint)
+    check_sample_setup(config, checkpoint)
     model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema)
     placeholders = read_state(checkpoint).get("placeholder_inputs", {})
     vae = load_vae(train_config.vae)

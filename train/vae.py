@@ -115,6 +115,16 @@ class Posterior:
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).mean()
 
 
+def check_video_shape(config: VAEConfig, frames: int, height: int, width: int) -> None:
+    """Raise ValueError unless videos of this shape fit the autoencoder's compression."""
+    r, s = config.temporal_compression, config.spatial_compression
+    if (frames - 1) % r or height % s or width % s:
+        raise ValueError(
+            f"video of {frames} frames at {height}x{width} does not fit this VAE: frames must be "
+            f"1 + k*{r} and height/width multiples of {s}"
+        )
+
+
 class VideoVAE(nn.Module):
     # per-channel latent statistics, registered as buffers (saved with the weights, not trained)
     latent_mean: torch.Tensor
@@ -162,12 +172,7 @@ class VideoVAE(nn.Module):
         return self.config.latent_channels, t, height // s, width // s
 
     def check_video_shape(self, frames: int, height: int, width: int) -> None:
-        r, s = self.config.temporal_compression, self.config.spatial_compression
-        if (frames - 1) % r or height % s or width % s:
-            raise ValueError(
-                f"video of {frames} frames at {height}x{width} does not fit this VAE: frames must be "
-                f"1 + k*{r} and height/width multiples of {s}"
-            )
+        check_video_shape(self.config, frames, height, width)
 
     def encode(self, video: torch.Tensor) -> Posterior:
         self.check_video_shape(*video.shape[2:])
@@ -214,12 +219,9 @@ def save_vae(vae: VideoVAE, folder: str | Path) -> Path:
     return folder
 
 
-def load_vae(config: VAEConfig) -> VideoVAE:
-    """Load the VAE named by `config.weights_path` (a folder from `save_vae`, or an externally trained one).
-
-    The folder's config must agree with the requested architecture: the DiT's channel count and
-    the data buckets depend on it, so a silent mismatch would train on the wrong latents.
-    """
+def stored_vae_config(config: VAEConfig) -> VAEConfig:
+    """The config saved with the weights `config.weights_path` names; raises (FileNotFoundError,
+    ValueError) when there are none or their architecture is not the one `config` asks for."""
     if config.weights_path is None:
         raise ValueError(
             "train.vae.weights_path is not set: train one with `reelforge train-vae` or name a folder"
@@ -239,6 +241,17 @@ def load_vae(config: VAEConfig) -> VideoVAE:
     if wrong:
         detail = ", ".join(f"{f}: folder has {a}, config asks {b}" for f, (a, b) in wrong.items())
         raise ValueError(f"VAE folder {folder} does not match train.vae ({detail})")
+    return stored
+
+
+def load_vae(config: VAEConfig) -> VideoVAE:
+    """Load the VAE named by `config.weights_path` (a folder from `save_vae`, or an externally trained one).
+
+    The folder's config must agree with the requested architecture: the DiT's channel count and
+    the data buckets depend on it, so a silent mismatch would train on the wrong latents.
+    """
+    stored = stored_vae_config(config)
+    folder = Path(str(stored.weights_path))
     vae = VideoVAE(stored)
     state = load_file(str(folder / WEIGHTS_FILE))
     result = vae.load_state_dict(state, strict=False)

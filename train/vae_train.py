@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from train.config import Bucket, DataConfig, VAEConfig, VAETrainConfig
-from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index
-from train.vae import VideoVAE, psnr, save_vae
+from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, no_clips_error
+from train.vae import VideoVAE, check_video_shape, psnr, save_vae
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,13 @@ def _warmup_fraction(steps: int) -> float:
     return 0.05 if steps < 3 else max(2, round(0.05 * steps)) / steps
 
 
-def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
-    torch.manual_seed(config.seed)
+def vae_training_index(
+    vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str
+) -> tuple[ClipIndex, ClipIndex]:
+    """(training clips, validation clips) of the autoencoder. Raises ValueError when its clip shape
+    does not fit the architecture and TrainDataError when no clip is left to train on. Only reads the
+    clips: the CLI's preflight calls it before a run takes the store."""
+    check_video_shape(vae_config, config.frames, config.height, config.width)
     bucket = Bucket(height=config.height, width=config.width, frames=config.frames)
     index = build_index(
         clips_uri,
@@ -56,9 +61,14 @@ def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, pro
     )
     train_index, val_index = index.split(config.val_fraction)
     if len(train_index) == 0:
-        raise ValueError(f"no clips to train the VAE on at {clips_uri} (left out: {index.skipped})")
+        raise no_clips_error("train the autoencoder on", index, "train.vae_train")
+    return train_index, val_index
+
+
+def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
+    torch.manual_seed(config.seed)
+    train_index, val_index = vae_training_index(vae_config, config, clips_uri)
     vae = VideoVAE(vae_config)
-    vae.check_video_shape(config.frames, config.height, config.width)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=_warmup_fraction(config.steps)

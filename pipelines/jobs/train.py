@@ -42,6 +42,11 @@ def run_train(config: PipelineConfig, *, fresh: bool = False, device: str = "cpu
     return train(config.train, store.clips_uri, device=device)
 
 
+def ray_worker_resources(use_gpu: bool) -> dict[str, float]:
+    """What each Ray Train worker asks the cluster for: one CPU, and one GPU when training on GPUs."""
+    return {"CPU": 1.0, **({"GPU": 1.0} if use_gpu else {})}
+
+
 def run_train_ray(config: PipelineConfig, num_workers: int = 2, use_gpu: bool = False) -> Any:
     """The same loop on a Ray cluster: one TorchTrainer worker per process, DDP between them."""
     from ray.train import ScalingConfig
@@ -57,7 +62,9 @@ def run_train_ray(config: PipelineConfig, num_workers: int = 2, use_gpu: bool = 
 
     trainer = TorchTrainer(
         loop_per_worker,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=ray_worker_resources(use_gpu)
+        ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
     )
     return trainer.fit()
