@@ -162,6 +162,7 @@ def test_every_caption_is_its_own_clips_first_frame_digest(ray_session, tmp_path
             "caption.engine=openai",
             "caption.openai.launch_server=false",
             "caption.model=digest-server",
+            "caption.only_selected=false",  # no filter ran: caption every clip
             f"caption.openai.base_url=http://127.0.0.1:{server.port}/v1",
             "caption.openai.retries=2",
             "caption.openai.backoff_s=0",
