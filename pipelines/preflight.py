@@ -116,6 +116,14 @@ def check(
             )
         _require_text_encoder(cfg, command)
         if command == "encode":
+            from train.data import TrainDataError, build_index, no_clips_error
+
+            try:  # what the encode job selects: every clip of the filter that fits a bucket
+                index = build_index(store.clips_uri, data.model_copy(update={"latents": "decode"}))
+            except TrainDataError as err:
+                raise PreflightError(str(err)) from None
+            if len(index) == 0:
+                raise PreflightError(str(no_clips_error("encode", index, "train.data")))
             _require_vae_weights(cfg, command)
         else:
             from train.data import TrainDataError

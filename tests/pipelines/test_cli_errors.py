@@ -4,6 +4,7 @@ fixes it, a non-zero exit, and the store exactly as it was. Plus --debug, --vers
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -14,15 +15,27 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+import torch
 from synthetic_store import make_store
 
 from caption.config import CaptionConfig
 from pipelines.cli import main
+from pipelines.config import load_config
 from pipelines.jobs.caption import CaptionJobError, check_engine
 from pipelines.outcome import exit_code
+from store import Store, contract
+from train.checkpoint import save_checkpoint
+from train.config import VAEConfig
+from train.dit import DiT
+from train.sample import check_sample_setup, resolve_checkpoint
+from train.vae import VideoVAE, save_vae
 
 CLIPS = 40
+# The demo config's autoencoder and text encoder (MiniLM: 384-dimensional tokens).
+DEMO = load_config("demo")
+TEXT_DIM = 384
 
 
 def paths_in(folder: Path) -> list[str]:
@@ -67,6 +80,22 @@ def stores(tmp_path_factory) -> dict[str, Path]:
     ):
         made[state] = base / state
         make_store(made[state] / "store", CLIPS, embed_dim=8, stages=stages)
+    # Captioned, with the autoencoder train.vae.weights_path names (untrained weights: nothing here
+    # decodes the synthetic clips), so train gets as far as the clips it would learn from.
+    made["trainable"] = base / "trainable"
+    shutil.copytree(made["caption"], made["trainable"])
+    save_vae(VideoVAE(DEMO.train.vae), made["trainable"] / "vae")
+    # ... plus latent columns whose encode record names another autoencoder and text encoder.
+    made["encoded-elsewhere"] = base / "encoded-elsewhere"
+    shutil.copytree(made["trainable"], made["encoded-elsewhere"])
+    store = Store(made["encoded-elsewhere"] / "store")
+    ids = store.read_clips(columns=["clip_id"])["clip_id"]
+    schema = contract.stage_schema("encode")
+    columns = {f.name: pa.nulls(len(ids), f.type) for f in schema if f.name != "clip_id"}
+    columns["latent_bucket"] = pa.array(["64x64x9"] * len(ids))
+    store.add_columns(
+        pa.table({"clip_id": ids, **columns}), stage="encode", config={"signature": {"vae": "another"}}
+    )
     return made
 
 
@@ -137,6 +166,50 @@ CASES = [
         ["caption", "--set", "caption.model=./no-such-model"],
         ["caption.model ./no-such-model is not a folder"],
     ),
+    # clips that exist but that training cannot use
+    (
+        "trainable",
+        ["train", "--set", "train.data.filter=selected and num_frames > 1000"],
+        ["no clip", "train.data.filter", "reelforge filter"],
+    ),
+    (
+        "trainable",
+        ["train", "--set", "train.data.buckets=[{height: 64, width: 64, frames: 97}]"],
+        ["14 shorter than every bucket", "add a bucket of fewer frames to train.data.buckets"],
+    ),
+    ("trainable", ["train", "--set", "train.data.filter=selected and"], ["train.data.filter", "not a valid"]),
+    (
+        "trainable",
+        ["encode", "--set", "train.data.buckets=[{height: 64, width: 64, frames: 97}]"],
+        ["14 shorter than every bucket", "left to encode", "train.data.buckets"],
+    ),
+    (
+        "trainable",
+        ["train", "--ray-workers", "2", "--set", "train.batch_size=100"],
+        ["2 training workers", "1 batch(es) of train.batch_size=100", "lower train.batch_size"],
+    ),
+    ("trainable", ["train", "--ray-workers", "-1"], ["--ray-workers -1", "at least 1"]),
+    (
+        "trainable",
+        ["train", "--set", "train.text.kind=t5", "--set", "train.text.path=no-such-t5"],
+        ["text encoder", "train.text.path no-such-t5"],
+    ),
+    (
+        "encoded-elsewhere",
+        ["train", "--set", "train.data.latents=precomputed"],
+        ["another autoencoder", "reelforge encode", "train.data.latents=auto"],
+    ),
+    (
+        "split",
+        ["train-vae", "--set", "train.vae_train.frames=97"],
+        [f"{CLIPS} shorter than every bucket", "lower train.vae_train.frames"],
+    ),
+    ("split", ["train-vae", "--set", "train.vae_train.frames=10"], ["train.vae_train.frames", "1 + k*4"]),
+    (
+        "split",
+        ["train-vae", "--set", "train.vae_train.filter=num_frames > 1000"],
+        ["no clip", "train.vae_train.filter"],
+    ),
     # a config typo: the key and the allowed ones, on one line
     ("filter", ["report", "--set", "report.thumbnale=3"], ["unknown key 'report.thumbnale'", "thumbnails"]),
 ]
@@ -147,6 +220,67 @@ def test_refused_in_one_line_with_the_store_unchanged(stores, tmp_path, capsys, 
     folder = tmp_path / state
     shutil.copytree(stores[state], folder)
     line = refused(capsys, folder, argv)
+    for word in words:
+        assert word in line, (word, line)
+
+
+@pytest.mark.slow  # ~20 s when it is the first test to start the session's Ray
+def test_more_ray_workers_than_the_cluster_has(ray_session, stores, tmp_path, capsys):
+    """The session's Ray has 2 CPUs; Ray Train would wait for a third forever."""
+    folder = tmp_path / "trainable"
+    shutil.copytree(stores["trainable"], folder)
+    line = refused(capsys, folder, ["train", "--ray-workers", "3", "--set", "train.batch_size=1"])
+    assert "needs 3 CPU" in line and "has 2" in line and "--ray-workers 2 or fewer" in line
+
+
+def write_checkpoint(folder: Path) -> None:
+    """A real (untrained) DiT checkpoint in folder/train, trained (it says) with the demo config and
+    the autoencoder in folder/vae."""
+    config = DEMO.train.model_copy(
+        update={"vae": DEMO.train.vae.model_copy(update={"weights_path": str(folder / "vae")})}
+    )
+    model = DiT(config.dit, latent_channels=config.vae.latent_channels, text_dim=TEXT_DIM)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    extra = {
+        "config": config.model_dump(mode="json"),
+        "text_dim": TEXT_DIM,
+        "latent_channels": config.vae.latent_channels,
+    }
+    save_checkpoint(
+        folder / "train", 1, model, copy.deepcopy(model), optimizer, scheduler, torch.Generator(), extra
+    )
+
+
+# (what to do to the checkpoint's autoencoder folder, sample settings, words the line must hold)
+SAMPLE_CASES = [
+    (
+        "keep",
+        ["--set", "sample.height=60"],
+        ["sample.height=60", "multiples of 8", "sample.frames/height/width"],
+    ),
+    ("keep", ["--set", "sample.width=72"], ["latent grid (3, 8, 9)", "patch size (1, 2, 2)"]),
+    ("keep", ["--set", "sample.frames=8"], ["sample.frames=8", "1 + k*4"]),
+    ("retrain", [], ["latent_channels: folder has 4, config asks 8", "reelforge train --fresh"]),
+    ("delete", [], ["has no vae_config.json", "put those weights back"]),
+]
+
+
+@pytest.mark.parametrize(("autoencoder", "settings", "words"), SAMPLE_CASES)
+def test_sample_with_a_checkpoint_that_cannot_serve_it(
+    stores, tmp_path, capsys, autoencoder, settings, words
+):
+    folder = tmp_path / "trained"
+    shutil.copytree(stores["trainable"], folder)
+    write_checkpoint(folder)
+    # The checkpoint passes as it was trained: only the change below makes sample refuse.
+    check_sample_setup(DEMO.sample, resolve_checkpoint(folder / "train"))
+    if autoencoder == "retrain":  # train-vae --fresh with another latent size, after training
+        small = VAEConfig(**{**DEMO.train.vae.model_dump(), "latent_channels": 4, "weights_path": None})
+        save_vae(VideoVAE(small), folder / "vae")
+    elif autoencoder == "delete":
+        shutil.rmtree(folder / "vae")
+    line = refused(capsys, folder, ["sample", *settings])
     for word in words:
         assert word in line, (word, line)
 
