@@ -124,7 +124,8 @@ class CaptionConfig(_Frozen):
     # Captions shorter than this (after cleanup) are rejected; longer ones are cut at a word boundary.
     min_chars: int = Field(default=8, ge=1)
     max_chars: int = Field(default=2000, ge=16)
-    # Caption only clips with `selected` true when that column exists (set by the filter stage).
+    # Caption only clips with `selected` true (set by the filter stage; the job refuses to start before
+    # the filter has run). false: caption every clip.
     only_selected: bool = True
     # An explicit filter over clip columns (Lance/SQL syntax), e.g. "aesthetic > 5 AND motion > 0.1".
     # When set it replaces the `selected` rule.
