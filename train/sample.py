@@ -24,7 +24,7 @@ from train.data import tensor_to_frames
 from train.dit import DiT
 from train.flow import euler_sample
 from train.loop import load_trained_dit
-from train.text import TextEncoder, build_text_encoder
+from train.text import TextEncoder, build_text_encoder, text_encoder_problem
 from train.vae import VideoVAE, check_video_shape, load_vae, stored_vae_config
 
 
@@ -111,9 +111,9 @@ class SampleSetupError(ValueError):
 
 
 def check_sample_setup(config: SampleConfig, checkpoint: Path) -> None:
-    """Refuse before loading any weights when `checkpoint` cannot serve `config`: the autoencoder it
-    was trained with (recorded in its state) must still be in its folder with the same architecture,
-    and the sample shape must fit that autoencoder's compression and the DiT's patch size."""
+    """Refuse before loading any weights when `checkpoint` cannot serve `config`: the autoencoder and
+    text encoder it was trained with (recorded in its state) must still be there, the autoencoder with
+    the same architecture, and the sample shape must fit that autoencoder's compression and the DiT's patch size."""
     trained = TrainConfig.model_validate(read_state(checkpoint)["config"])
     try:
         stored_vae_config(trained.vae)
@@ -123,6 +123,12 @@ def check_sample_setup(config: SampleConfig, checkpoint: Path) -> None:
             f"not usable: {err}; put those weights back, or train again on the current one "
             "(`reelforge train --fresh`)"
         ) from None
+    problem = text_encoder_problem(trained.text)
+    if problem:
+        raise SampleSetupError(
+            f"checkpoint {checkpoint} encodes prompts with the text encoder it was trained with, and that "
+            f"one is gone: train.{problem}; put it back, or train again (`reelforge train --fresh`)"
+        )
     shape = f"sample.frames={config.frames}, sample.height={config.height}, sample.width={config.width}"
     try:
         check_video_shape(trained.vae, config.frames, config.height, config.width)

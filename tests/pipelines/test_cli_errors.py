@@ -30,6 +30,7 @@ from train.checkpoint import save_checkpoint
 from train.config import VAEConfig
 from train.dit import DiT
 from train.sample import check_sample_setup, resolve_checkpoint
+from train.text import minilm_path
 from train.vae import VideoVAE, save_vae
 
 CLIPS = 40
@@ -234,10 +235,14 @@ def test_more_ray_workers_than_the_cluster_has(ray_session, stores, tmp_path, ca
 
 
 def write_checkpoint(folder: Path) -> None:
-    """A real (untrained) DiT checkpoint in folder/train, trained (it says) with the demo config and
-    the autoencoder in folder/vae."""
+    """A real (untrained) DiT checkpoint in folder/train, trained (it says) with the demo config, the
+    autoencoder in folder/vae and the MiniLM text encoder in folder/minilm."""
+    (folder / "minilm").symlink_to(minilm_path())  # the packaged weights, at a path that can go away
     config = DEMO.train.model_copy(
-        update={"vae": DEMO.train.vae.model_copy(update={"weights_path": str(folder / "vae")})}
+        update={
+            "vae": DEMO.train.vae.model_copy(update={"weights_path": str(folder / "vae")}),
+            "text": DEMO.train.text.model_copy(update={"path": str(folder / "minilm")}),
+        }
     )
     model = DiT(config.dit, latent_channels=config.vae.latent_channels, text_dim=TEXT_DIM)
     optimizer = torch.optim.AdamW(model.parameters())
@@ -252,7 +257,7 @@ def write_checkpoint(folder: Path) -> None:
     )
 
 
-# (what to do to the checkpoint's autoencoder folder, sample settings, words the line must hold)
+# (what to do to the checkpoint's autoencoder or text encoder, sample settings, words the line must hold)
 SAMPLE_CASES = [
     (
         "keep",
@@ -263,23 +268,24 @@ SAMPLE_CASES = [
     ("keep", ["--set", "sample.frames=8"], ["sample.frames=8", "1 + k*4"]),
     ("retrain", [], ["latent_channels: folder has 4, config asks 8", "reelforge train --fresh"]),
     ("delete", [], ["has no vae_config.json", "put those weights back"]),
+    ("delete text encoder", [], ["text encoder it was trained with", "minilm is not a folder"]),
 ]
 
 
-@pytest.mark.parametrize(("autoencoder", "settings", "words"), SAMPLE_CASES)
-def test_sample_with_a_checkpoint_that_cannot_serve_it(
-    stores, tmp_path, capsys, autoencoder, settings, words
-):
+@pytest.mark.parametrize(("change", "settings", "words"), SAMPLE_CASES)
+def test_sample_with_a_checkpoint_that_cannot_serve_it(stores, tmp_path, capsys, change, settings, words):
     folder = tmp_path / "trained"
     shutil.copytree(stores["trainable"], folder)
     write_checkpoint(folder)
     # The checkpoint passes as it was trained: only the change below makes sample refuse.
     check_sample_setup(DEMO.sample, resolve_checkpoint(folder / "train"))
-    if autoencoder == "retrain":  # train-vae --fresh with another latent size, after training
+    if change == "retrain":  # train-vae --fresh with another latent size, after training
         small = VAEConfig(**{**DEMO.train.vae.model_dump(), "latent_channels": 4, "weights_path": None})
         save_vae(VideoVAE(small), folder / "vae")
-    elif autoencoder == "delete":
+    elif change == "delete":
         shutil.rmtree(folder / "vae")
+    elif change == "delete text encoder":
+        (folder / "minilm").unlink()
     line = refused(capsys, folder, ["sample", *settings])
     for word in words:
         assert word in line, (word, line)
