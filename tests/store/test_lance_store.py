@@ -147,6 +147,25 @@ def test_staging_resumes_exactly_once(tmp_store):
     assert staging.done_row_ids() is None
 
 
+def test_staging_stays_compact_over_many_appends(tmp_store):
+    """A long pass appends thousands of small batches; the staging's fragments and versions stay
+    bounded (a commit's cost grows with them) and every staged row is still there, in order."""
+    import numpy as np
+
+    from store.lance_store import _STAGING_FRAGMENT_BOUND
+
+    staging = ColumnStaging(tmp_store, "score")
+    appends, rows = 3 * _STAGING_FRAGMENT_BOUND, 4
+    for i in range(appends):
+        ids = np.arange(i * rows, (i + 1) * rows, dtype=np.uint64)
+        staging.append(pa.table({ROW_ID: ids, "clip_id": [f"c{j}" for j in ids], "motion": ids / 10.0}))
+    ds = lance.dataset(staging.uri)
+    assert len(ds.get_fragments()) <= _STAGING_FRAGMENT_BOUND
+    assert len(ds.versions()) <= _STAGING_FRAGMENT_BOUND
+    assert staging.done_row_ids().to_pylist() == list(range(appends * rows))
+    assert ds.to_table(columns=["motion"])["motion"].to_pylist() == [j / 10.0 for j in range(appends * rows)]
+
+
 def test_merge_updates_only_the_staged_rows_of_existing_columns(tmp_store):
     """A second run (clips added by a later split) leaves the earlier values as they are."""
     tmp_store.append(CLIPS, _clips("a", 3))
