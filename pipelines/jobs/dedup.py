@@ -22,7 +22,10 @@ def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
 
     def batches():  # a fresh pass over one version each call: the index makes several
         return store.scan(
-            CLIPS, ["clip_id", "content_hash", *([vectors] if vectors else [])], version=version
+            CLIPS,
+            ["clip_id", "content_hash", *([vectors] if vectors else [])],
+            batch_rows=cfg.batch_rows,
+            version=version,
         )
 
     duplicates = find_duplicates_streaming(batches, vectors, cfg)
