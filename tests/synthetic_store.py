@@ -39,6 +39,13 @@ FILTER = "motion > 0.002 and technical_quality >= 0.3 and aesthetic_mean >= 4.5 
 SCORE_COLUMNS = ("motion", "technical_quality", "aesthetic_mean", "text_area")  # floats: histograms
 # The column stages make_store runs, in order.
 COLUMN_STAGES = ("score", "dedup", "filter", "caption")
+# A store after each of split, score (with its dedup), filter and caption: the column stages made.
+STATES = {
+    "split": (),
+    "score": ("score", "dedup"),
+    "filter": ("score", "dedup", "filter"),
+    "caption": COLUMN_STAGES,
+}
 # Rows and fragment files written per write_fragments call; clips per Append commit.
 _WRITE_ROWS = 20_000
 _FRAGMENTS_PER_WRITE = 100

@@ -5,7 +5,6 @@ against a real vLLM server.)"""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import pyarrow as pa
@@ -13,7 +12,7 @@ import pytest
 from aiohttp import web
 from caption_clips import clips_rows, photo_clips
 
-from caption.vllm_runtime import TINY_VLM_MARKER
+from caption.vllm_runtime import TINY_VLM_MARKER, free_port
 from pipelines.config import parse_config
 from pipelines.jobs.caption import CaptionJobError, run_caption
 from store import Store
@@ -29,7 +28,7 @@ class FlakyServer:
     def __init__(self):
         self.failing = True
         self.requests = 0
-        self.port = _free_port()
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -66,12 +65,6 @@ class FlakyServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _captions(store: Store) -> dict[str, tuple[str | None, str | None]]:

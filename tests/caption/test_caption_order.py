@@ -15,7 +15,6 @@ import base64
 import hashlib
 import io
 import shutil
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -31,6 +30,7 @@ from reliability.faults import caption_command, committed_versions, kill_when, r
 
 from caption.frames import encode_jpeg, sample_frames
 from caption.stage import batches_in_flight
+from caption.vllm_runtime import free_port
 from pipelines.config import load_config
 from pipelines.jobs.caption import run_caption
 from store import Store
@@ -63,7 +63,7 @@ class DigestServer:
         self.answered = 0
         self.attempts: dict[str, int] = {}
         self.statuses: dict[int, int] = {}
-        self.port = _free_port()
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._released = asyncio.Event()
         self._ready = threading.Event()
@@ -119,12 +119,6 @@ class DigestServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def staged_captions(staging: Path) -> int:

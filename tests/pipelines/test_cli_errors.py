@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
-from synthetic_store import make_store
+from synthetic_store import STATES, make_store
 
 from caption.config import CaptionConfig
 from pipelines.cli import main
@@ -73,12 +73,7 @@ def stores(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("states")
     made = {"empty": base / "empty"}
     made["empty"].mkdir()
-    for state, stages in (
-        ("split", ()),
-        ("score", ("score", "dedup")),
-        ("filter", ("score", "dedup", "filter")),
-        ("caption", ("score", "dedup", "filter", "caption")),
-    ):
+    for state, stages in STATES.items():
         made[state] = base / state
         make_store(made[state] / "store", CLIPS, embed_dim=8, stages=stages)
     # Captioned, with the autoencoder train.vae.weights_path names (untrained weights: nothing here

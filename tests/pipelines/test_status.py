@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from synthetic_store import CLIPS_PER_VIDEO, FILTER, append_clips, make_store
+from synthetic_store import CLIPS_PER_VIDEO, FILTER, STATES, append_clips, make_store
 
 from pipelines.cli import main
 from pipelines.config import load_config
@@ -47,12 +47,7 @@ def status(capsys, folder: Path, *extra: str) -> dict:
 def states(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("status")
     made = {}
-    for state, stages in (
-        ("split", ()),
-        ("score", ("score", "dedup")),
-        ("filter", ("score", "dedup", "filter")),
-        ("caption", ("score", "dedup", "filter", "caption")),
-    ):
+    for state, stages in STATES.items():
         made[state] = base / state
         make_store(made[state] / "store", N, embed_dim=8, stages=stages)
     return made
