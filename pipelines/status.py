@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lance
+import pyarrow.compute as pc
 
 from curate import filtering
 from curate.probe import reason_of
@@ -63,16 +64,18 @@ def store_status(cfg: PipelineConfig, command_options: Sequence[str] = ()) -> di
 def _videos(ds: lance.LanceDataset | None) -> dict[str, Any]:
     if ds is None:
         return {"total": 0, "ok": 0, "partial": 0, "failed": 0, "failed_by_reason": {}, "hours": 0.0}
-    table = ds.to_table(columns=["status", "error", "duration_s"]).to_pylist()  # one row per file
-    ok = [r for r in table if r["status"] == "ok"]
-    failed = Counter(reason_of(r["error"] or "unknown") for r in table if r["status"] != "ok")
+    # Counted by Lance over the table; only the failed rows' reasons reach Python (one per failed file).
+    ok = "status = 'ok'"
+    seconds = ds.to_table(columns=["duration_s"], filter=ok)["duration_s"]  # 8 bytes per file
+    errors = ds.to_table(columns=["error"], filter="status != 'ok'")["error"].to_pylist()
+    failed = Counter(reason_of(e or "unknown") for e in errors)
     return {
-        "total": len(table),
-        "ok": len(ok),
-        "partial": sum(1 for r in ok if r["error"]),
+        "total": ds.count_rows(),
+        "ok": ds.count_rows(filter=ok),
+        "partial": ds.count_rows(filter=f"{ok} AND error IS NOT NULL AND error != ''"),
         "failed": sum(failed.values()),
         "failed_by_reason": dict(failed.most_common()),
-        "hours": sum(r["duration_s"] or 0.0 for r in ok) / 3600,
+        "hours": (pc.sum(seconds).as_py() or 0.0) / 3600,
     }
 
 
