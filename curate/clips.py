@@ -1,19 +1,20 @@
 """Clip rules (shots -> planned clips) and exact clip extraction with verification.
 
 A plan is a half-open range of source frames [start_frame, end_frame) in decoding order with
-the container times of its first frame and of the frame after it. Extraction decodes the file
-once more, streams the frames of each planned clip into its own H.264 encoder (size, frame
+the container times of its first frame and of the frame after it. `extract_clips` is the
+extraction pass of the two-pass split (stride mode, stream copy; curate.single_pass cuts on the
+detection pass otherwise): it decodes the file once more, streams the frames of each planned clip into its own H.264 encoder (size, frame
 rate and display rotation from the config) and closes the clip as soon as its last frame has
-passed, so memory holds one clip's encoded bytes, never the video. Each clip is then decoded
-again and its frame count and duration compared with the plan; a mismatch is a failure with
-the numbers in its message, never a silently wrong clip.
+passed, so memory holds one clip's encoded bytes, never the video. Each clip's container is then
+read back (packets, no decoding: `verify_clip` says what that proves) and its frame count and
+duration compared with the plan; a mismatch is a failure with the numbers in its message, never a
+silently wrong clip.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -24,23 +25,22 @@ from pathlib import Path
 
 import av
 import av.error
-import av.logging
-import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from curate.config import ClipRules, ExtractConfig, SplitConfig
-from curate.decode import (
+from curate.borders import ContentBox, file_content_box
+from curate.config import BorderConfig, ClipRules, ExtractConfig
+from curate.probe import Reason
+from curate.scenes import Boundary, Scan
+from media import Mp4Writer, jpeg
+from media.decode import (
     Deadline,
     DecodedFrame,
     DecodeStats,
-    FileTimeout,
     iter_frames,
-    open_container,
+    open_input,
     rotate,
 )
-from curate.probe import Probe, Reason, path_id, probe_file
-from curate.scenes import Boundary, Scan, scan_file
 
 # Seconds of slack when comparing times that went through float conversions.
 _EPS = 1e-6
@@ -74,6 +74,7 @@ class Clip:
     height: int
     codec: str
     stream_copied: bool
+    crop_box: ContentBox | None  # the source's picture the clip shows (split.extract.crop_borders)
 
 
 @dataclass(frozen=True)
@@ -174,24 +175,48 @@ def _windows(times: Sequence[float], first: int, stop: int, rules: ClipRules) ->
 
 @dataclass(frozen=True)
 class OutputGeometry:
-    """Encoder input size before rotation, and the displayed (encoded) size after it."""
+    """Encoder input size before rotation, and the displayed (encoded) size after it.
+
+    With a crop (split.extract.crop_borders), the whole frame is scaled to scale_width x
+    scale_height and the picture is the window of the encoder's input size at (crop_x, crop_y)."""
 
     scale_width: int
     scale_height: int
     width: int
     height: int
     rotation: int
+    crop_x: int = 0
+    crop_y: int = 0
+    crop: ContentBox | None = None  # the source's picture cut out, in source pixels before rotation
 
 
-def output_geometry(width: int, height: int, rotation: int, cfg: ExtractConfig) -> OutputGeometry:
+def output_geometry(
+    width: int, height: int, rotation: int, cfg: ExtractConfig, box: ContentBox | None = None
+) -> OutputGeometry:
+    """Output size of a source frame, or of its picture `box` (pixels before rotation) when cropping."""
     rotation = rotation if cfg.apply_rotation else 0
-    shown_w, shown_h = (height, width) if rotation in (90, 270) else (width, height)
+    x, y, w, h = (box.x, box.y, box.w, box.h) if box is not None else (0, 0, width, height)
+    shown_w, shown_h = (h, w) if rotation in (90, 270) else (w, h)
     short = min(shown_w, shown_h)
     scale = cfg.short_side / short if 0 < cfg.short_side < short else 1.0
     out_w = max(2, round(shown_w * scale) // 2 * 2)
     out_h = max(2, round(shown_h * scale) // 2 * 2)
     pre_w, pre_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
-    return OutputGeometry(pre_w, pre_h, out_w, out_h, rotation)
+    if box is None:
+        return OutputGeometry(pre_w, pre_h, out_w, out_h, rotation)
+    full_w, full_h = max(pre_w, round(width * scale)), max(pre_h, round(height * scale))
+    crop_x = min(round(x * scale), full_w - pre_w)
+    crop_y = min(round(y * scale), full_h - pre_h)
+    return OutputGeometry(full_w, full_h, out_w, out_h, rotation, crop_x, crop_y, box)
+
+
+def picture(image: np.ndarray, g: OutputGeometry) -> np.ndarray:
+    """The encoder's input from a frame scaled to (scale_width, scale_height): the crop window when
+    cropping to the content box, else the frame itself."""
+    pre_w, pre_h = (g.height, g.width) if g.rotation in (90, 270) else (g.width, g.height)
+    if (pre_w, pre_h) == (g.scale_width, g.scale_height):
+        return image
+    return np.ascontiguousarray(image[g.crop_y : g.crop_y + pre_h, g.crop_x : g.crop_x + pre_w])
 
 
 class _ClipWriter:
@@ -216,37 +241,33 @@ class _ClipWriter:
         # built a swscale context with a thread per core on every frame (two thread starts per frame
         # here), which borrowed the idle core of a 1-worker run and fought the other worker's.
         self._to_rgb = VideoReformatter()
-        self._buffer = io.BytesIO()
-        self._out = av.open(self._buffer, mode="w", format="mp4")
         self._src_time_base = time_base
         self._start_pts = start_pts
         if cfg.fps > 0:
             rate = Fraction(cfg.fps).limit_denominator(1001)
-            self._time_base = 1 / rate
+            out_time_base = 1 / rate
         else:
             rate = Fraction(max(1, round(plan.num_frames / max(plan.duration_s, _EPS)))).limit_denominator(
                 1001
             )
-            self._time_base = time_base
+            out_time_base = time_base
         self._rate = rate
-        options = {"crf": str(cfg.crf), "preset": cfg.preset}
-        simd = x264_simd_without_avx512()
-        if simd:
-            options["x264-params"] = f"asm={simd}"
-        stream = self._out.add_stream("libx264", rate=rate, options=options)
-        stream.width, stream.height = geometry.width, geometry.height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = self._time_base
-        stream.codec_context.time_base = self._time_base
         # One thread per encoder: the per-file task owns one CPU and decoding already uses threads.
-        stream.codec_context.thread_count = 1
-        self._stream = stream
+        self._writer = Mp4Writer(
+            geometry.width,
+            geometry.height,
+            rate,
+            crf=cfg.crf,
+            preset=cfg.preset,
+            time_base=out_time_base,
+            threads=1,
+        )
         self._thumb_at = plan.num_frames // 2
 
     def add(self, item: DecodedFrame, next_seconds: float) -> None:
         image = self._convert(item.frame)
         if self.frames_in == self._thumb_at:
-            self.thumbnail = _jpeg(image, self.cfg)
+            self.thumbnail = jpeg(image, self.cfg.thumbnail_quality, self.cfg.thumbnail_width)
         if self.cfg.fps > 0:
             # Constant output rate: emit this frame for every output tick inside its display time.
             rel_end = next_seconds - self.plan.start_s
@@ -263,65 +284,25 @@ class _ClipWriter:
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         g = self.geometry
-        image = self._to_rgb.reformat(
+        image: np.ndarray = self._to_rgb.reformat(
             frame, width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
-        return rotate(image, g.rotation)
+        return rotate(picture(image, g), g.rotation)
 
     def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = pts
-        frame.time_base = self._time_base
-        frame.duration = duration
-        for packet in self._stream.encode(frame):
-            self._out.mux(packet)
+        self._writer.add(image, pts, duration)
         self.frames_out += 1
 
     def finish(self) -> bytes:
-        for packet in self._stream.encode(None):
-            self._out.mux(packet)
-        self._out.close()
-        return self._buffer.getvalue()
+        return self._writer.finish()
 
     def abort(self) -> None:
-        with contextlib.suppress(av.error.FFmpegError):
-            self._out.close()
+        self._writer.abort()
 
     def expected_frames(self) -> int:
         if self.cfg.fps > 0:
             return max(1, math.ceil(self.plan.duration_s * float(self._rate) - _EPS))
         return self.plan.num_frames
-
-
-@functools.cache
-def x264_simd_without_avx512() -> str:
-    """x264's detected SIMD levels without AVX-512 ('' when it detected no AVX-512: keep its default).
-
-    Why: x264's AVX-512 MB-tree code (the lookahead's propagation of costs to reference frames)
-    reads memory it never wrote, so on AVX-512 CPUs the bytes and pixels of a clip depended on
-    what the process had freed before (measured: identical frames in, a different file out on
-    most runs; mbtree=0, bframes=0 or no AVX-512 each make it exact). Clips of a resumed or
-    multi-node run then differed from a clean run, and so did their scores. Without AVX-512
-    x264 encodes the same bytes on every run, identical to what AVX2 and SSSE3 machines make,
-    and MB-tree keeps its bitrate saving (turning it off made clips 19-60% larger).
-    The detected levels come from x264 itself (its start-up log line), so no level the CPU
-    lacks is ever forced on.
-    """
-    previous = av.logging.get_level()
-    av.logging.set_level(av.logging.INFO)
-    try:
-        with av.logging.Capture() as logs, av.open(io.BytesIO(), mode="w", format="mp4") as probe:
-            stream = probe.add_stream("libx264", rate=25)
-            stream.width = stream.height = 16
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.open()
-    finally:
-        av.logging.set_level(previous)
-    prefix = "using cpu capabilities:"
-    levels = next((line.split(prefix, 1)[1].split() for _, _, line in logs if prefix in line), [])
-    if "AVX512" not in levels:
-        return ""
-    return ",".join(level for level in levels if level != "AVX512")
 
 
 class _CopyWriter:
@@ -374,7 +355,7 @@ class _CopyWriter:
             image = item.frame.reformat(
                 width=g.scale_width, height=g.scale_height, format="rgb24", threads=1
             ).to_ndarray()
-            self.thumbnail = _jpeg(image, self.cfg)
+            self.thumbnail = jpeg(image, self.cfg.thumbnail_quality, self.cfg.thumbnail_width)
         self.frames_in += 1
 
     def finish(self) -> bytes:
@@ -414,22 +395,6 @@ def _copyable(
     return out
 
 
-def _jpeg(image_rgb: np.ndarray, cfg: ExtractConfig) -> bytes:
-    h, w = image_rgb.shape[:2]
-    if w > cfg.thumbnail_width:
-        image_rgb = cv2.resize(
-            image_rgb,
-            (cfg.thumbnail_width, max(1, round(h * cfg.thumbnail_width / w))),
-            interpolation=cv2.INTER_AREA,
-        )
-    ok, encoded = cv2.imencode(
-        ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.thumbnail_quality]
-    )
-    if not ok:
-        raise ValueError("JPEG encoding of the thumbnail failed")
-    return encoded.tobytes()
-
-
 def extract_clips(
     path: str | Path,
     plans: Sequence[ClipPlan],
@@ -445,11 +410,12 @@ def extract_clips(
     deadline = deadline or Deadline(None)
     if not plans:
         return
-    geometry = output_geometry(width, height, rotation, cfg)
+    box = file_content_box(path, BorderConfig()) if cfg.crop_borders else None
+    geometry = output_geometry(width, height, rotation, cfg, box)
     stats = DecodeStats()
     pending = list(plans)
     writer: _ClipWriter | _CopyWriter | None = None
-    with open_container(path) as container:
+    with open_input(path) as container:
         source = container.streams.video[0]
         copyable = _copyable(
             plans, scan, geometry, width, height, source.codec_context.name, container.format.name, cfg
@@ -535,7 +501,9 @@ def _close(writer: _ClipWriter | _CopyWriter, scan: Scan) -> Clip | ClipFailure:
     g = writer.geometry
     fps = writer.frames_out / plan.duration_s if plan.duration_s > 0 else float(writer._rate)
     copied = isinstance(writer, _CopyWriter)
-    return Clip(plan, data, writer.thumbnail, writer.frames_out, fps, g.width, g.height, "h264", copied)
+    return Clip(
+        plan, data, writer.thumbnail, writer.frames_out, fps, g.width, g.height, "h264", copied, g.crop
+    )
 
 
 def _frame_tolerance(scan: Scan, plan: ClipPlan) -> float:
@@ -548,153 +516,42 @@ def _frame_tolerance(scan: Scan, plan: ClipPlan) -> float:
 
 
 def verify_clip(data: bytes, expected_frames: int, expected_duration: float, tolerance_s: float) -> str:
-    """Decode an encoded clip; '' if it has exactly the expected frames and duration, else what differs."""
+    """Check an encoded clip from its container index alone: '' if it holds, else what differs.
+
+    What this proves: the bytes are an MP4 that opens, its video track holds exactly
+    `expected_frames` samples (one per frame in MP4), the first is a keyframe (the clip starts
+    decodable) and their timestamps span the planned duration within `tolerance_s`. It reads
+    packets and decodes nothing, so it does not re-prove the bitstream: those packets came out of
+    libx264 in this process from exactly the frames counted in (or, stream-copied, decoded
+    without error in the same pass). The frame count and timing are what a wrong cut or a lost
+    frame would change.
+    """
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with open_input(data) as container:
             stream = container.streams.video[0]
-            first = last = None
-            last_duration = 0
             count = 0
-            for frame in container.decode(stream):
-                if first is None:
-                    first = frame.pts
-                last = frame.pts
-                last_duration = frame.duration or 0
+            first: int | None = None
+            end: int | None = None
+            first_is_key = False
+            for packet in container.demux(stream):
+                if not packet.size or packet.pts is None:
+                    continue
+                if count == 0:
+                    first_is_key = packet.is_keyframe
                 count += 1
+                stop = packet.pts + (packet.duration or 0)
+                first = packet.pts if first is None else min(first, packet.pts)
+                end = stop if end is None else max(end, stop)
             time_base = stream.time_base
     except (av.error.FFmpegError, IndexError) as err:
-        return f"the encoded clip does not decode: {err}"
+        return f"the encoded clip does not open: {err}"
     if count != expected_frames:
         return f"encoded clip has {count} frames, plan has {expected_frames}"
-    if first is None or last is None or time_base is None:
+    if first is None or end is None or time_base is None:
         return "encoded clip has no timestamps"
-    duration = float((last + last_duration - first) * time_base)
+    if not first_is_key:
+        return "encoded clip does not start with a keyframe"
+    duration = float((end - first) * time_base)
     if abs(duration - expected_duration) > tolerance_s:
         return f"encoded clip lasts {duration:.4f} s, plan {expected_duration:.4f} s"
     return ""
-
-
-# ---- one file, end to end --------------------------------------------------------------------------
-
-
-class VideoSplit:
-    """Probe, detect and extract one file; `clips()` yields verified clips as they are encoded.
-
-    Afterwards `probe` (refined with the measured frame count, duration, rate and VFR),
-    `boundaries`, `failures` and `status`/`error` describe the file for its `videos` row. Bad
-    input never raises: it ends as status "error" with a specific reason. A partly decodable
-    file keeps its clips, and the row names what was lost.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        cfg: SplitConfig,
-        *,
-        scenes_only: bool = False,
-        identity: tuple[str, int] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.cfg = cfg
-        self.scenes_only = scenes_only
-        self._identity = identity
-        self.probe: Probe | None = None
-        self.boundaries: list[Boundary] = []
-        self.failures: list[ClipFailure] = []
-        self.num_clips = 0
-        self.status = "error"
-        self.error = ""
-        self._notes: list[str] = []
-
-    def clips(self) -> Iterator[Clip]:
-        deadline = Deadline(self.cfg.time_limit_s)
-        try:
-            yield from self._run(deadline)
-        except FileTimeout as err:
-            self._fail(Reason.TIMEOUT, str(err))
-        except (av.error.FFmpegError, OSError) as err:
-            self._fail(
-                Reason.UNDECODABLE if isinstance(err, av.error.FFmpegError) else Reason.UNREADABLE,
-                f"{type(err).__name__}: {err}",
-            )
-        except Exception as err:  # a library bug on one file must not end the job: record it
-            self._fail(Reason.INTERNAL, f"{type(err).__name__}: {err}")
-
-    def _run(self, deadline: Deadline) -> Iterator[Clip]:
-        probe = probe_file(self.path, self.cfg.probe, deadline, self._identity)
-        self.probe = probe
-        if not probe.ok:
-            self.error = probe.error
-            return
-        detect = self.cfg.detect
-        scan = scan_file(self.path, detect, deadline, detect=detect.mode == "scenes")
-        header_duration = probe.duration_s
-        self.probe = probe = probe.refine(
-            scan.frame_pts, scan.time_base, scan.end_pts, self.cfg.probe.vfr_tolerance
-        )
-        self.boundaries = scan.boundaries
-        self._note_decode_losses(scan, header_duration)
-        if scan.num_frames == 0:
-            self._fail(Reason.UNDECODABLE, "no frame decoded in the detection pass")
-            return
-        if self.scenes_only:
-            self.status, self.error = "ok", " | ".join(self._notes)
-            return
-        if detect.mode == "stride":
-            plans = stride_plans(scan, self.cfg.clips, detect.stride_s)
-        else:
-            plans = plan_clips(scan, self.cfg.clips)
-        if not plans:
-            self._notes.append(
-                f"{Reason.TOO_SHORT}: no shot of at least {self.cfg.clips.min_length_s:g} s "
-                f"(file lasts {probe.duration_s:.2f} s)"
-            )
-        for result in extract_clips(
-            self.path,
-            plans,
-            scan,
-            probe.width,
-            probe.height,
-            probe.rotation,
-            self.cfg.extract,
-            deadline,
-            threads=detect.decode_threads,
-        ):
-            if isinstance(result, ClipFailure):
-                self.failures.append(result)
-            else:
-                self.num_clips += 1
-                yield result
-        if self.failures:
-            first = self.failures[0]
-            self._notes.append(
-                f"{first.reason}: {len(self.failures)} of {len(plans)} clips failed; {first.message}"
-            )
-        if plans and self.num_clips == 0:
-            self.status, self.error = "error", " | ".join(self._notes)
-        else:
-            self.status, self.error = "ok", " | ".join(self._notes)
-
-    def _note_decode_losses(self, scan: Scan, header_duration: float) -> None:
-        stats = scan.stats
-        decoded = scan.seconds_of(scan.num_frames)
-        if not stats.demux_error and header_duration - decoded > max(0.5, 0.05 * header_duration):
-            self._notes.append(
-                f"{Reason.TRUNCATED}: frames end at {decoded:.2f} s, the header says {header_duration:.2f} s"
-            )
-        if stats.bad_packets:
-            self._notes.append(
-                f"{Reason.CORRUPT_PACKETS}: {stats.bad_packets} of {stats.packets} packets failed to decode "
-                f"({stats.first_bad_packet_error}); {scan.num_frames} frames kept"
-            )
-        if stats.demux_error:
-            self._notes.append(
-                f"{Reason.TRUNCATED}: container ended early after {scan.num_frames} frames ({stats.demux_error})"
-            )
-
-    def _fail(self, reason: Reason, detail: str) -> None:
-        self.status, self.error = "error", f"{reason}: {detail}"
-
-    @property
-    def video_id(self) -> str:
-        return self.probe.video_id if self.probe is not None else path_id(self.path)

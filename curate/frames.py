@@ -1,17 +1,18 @@
 """One decode per clip: the sampled frames every scorer shares.
 
-A clip's encoded MP4 bytes are decoded once with PyAV. Frames are picked by timestamp (count
-spread evenly, or a fixed rate), so variable frame rate clips sample the right moments. Around each
-sampled point a short run of consecutive frames is kept as small grey images for optical flow, and,
-when asked, the codec's motion vectors are read from the same decode. `clip_input` turns sampled
+A clip's encoded MP4 bytes are decoded once (`media.read_clip`). Frames are picked by timestamp
+(media.sampling: a count spread evenly, or a fixed rate whose cap spreads the frames over the
+whole clip), so variable frame rate clips sample the right moments. Around each sampled point a
+short run of consecutive frames is kept as small grey images for optical flow, and, when asked,
+the codec's motion vectors are read from the same decode; decoding stops once the last sampled
+frame and its run are in (or runs to the end for motion vectors). `clip_input` turns sampled
 frames into the CLIP tower's square input here, in the CPU tasks, so they never import torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import cv2
@@ -19,9 +20,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from curate.config import FrameSamplingConfig
+from media import MediaError, Sampling, read_clip, spread_indices
+from media.decode import DecodedFrame
+
+__all__ = ["ClipFrames", "CodecMotion", "FrameDecodeError", "clip_input", "decode_clip", "spread_indices"]
 
 
-class FrameDecodeError(ValueError):
+class FrameDecodeError(MediaError):
     """A clip whose bytes do not decode to any video frame."""
 
 
@@ -39,6 +44,8 @@ class ClipFrames:
     times_s: np.ndarray  # (n,) seconds from the clip's first frame
     # One (k, h, w) uint8 grey array per sampled point: k consecutive frames, downscaled.
     motion_runs: tuple[np.ndarray, ...]
+    # Seconds from the clip's first frame of every frame of each run (the camera model's pair rates).
+    motion_run_times_s: tuple[np.ndarray, ...]
     codec_motion: CodecMotion | None
     frames_decoded: int
 
@@ -58,15 +65,8 @@ class ClipFrames:
         return digest.hexdigest()
 
 
-def sample_times(duration_s: float, cfg: FrameSamplingConfig) -> np.ndarray:
-    """Target timestamps (seconds from the first frame) of the frames to sample."""
-    duration_s = max(float(duration_s), 0.0)
-    if cfg.mode == "count":
-        n = cfg.count
-        return (np.arange(n, dtype=np.float64) + 0.5) * duration_s / n
-    n = min(cfg.max_frames, max(1, int(np.floor(duration_s * cfg.rate_fps))))
-    step = 1.0 / cfg.rate_fps
-    return (np.arange(n, dtype=np.float64) + 0.5) * step
+def sampling_of(cfg: FrameSamplingConfig) -> Sampling:
+    return Sampling(mode=cfg.mode, count=cfg.count, rate_fps=cfg.rate_fps, max_frames=cfg.max_frames)
 
 
 def decode_clip(
@@ -84,118 +84,81 @@ def decode_clip(
     spread over the clip (`spread_indices`), or at every sampled frame when 0. Raises
     FrameDecodeError when nothing decodes.
     """
-    if not data:
-        raise FrameDecodeError("clip has no bytes")
+    sampling = sampling_of(cfg)
+    observer = _MotionObserver(motion_width, motion_run_length, codec_motion_vectors, motion_points)
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise FrameDecodeError("clip has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = cfg.decode_threads
-            if codec_motion_vectors:
-                stream.codec_context.options = {"flags2": "+export_mvs"}
-            duration = _stream_duration(container, stream)
-            return _decode(
-                container,
-                stream,
-                duration,
-                cfg,
-                motion_width,
-                motion_run_length,
-                motion_points,
-                codec_motion_vectors,
-            )
-    except av.FFmpegError as err:
-        raise FrameDecodeError(f"clip does not decode: {err}") from err
-
-
-def _stream_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
-    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    # No duration in the headers: the packets' timestamps tell it without decoding anything.
-    ends = [
-        float((p.pts + (p.duration or 0)) * p.time_base) for p in container.demux(stream) if p.pts is not None
-    ]
-    container.seek(0, stream=stream)
-    return (max(ends) - min(ends)) if ends else 0.0
-
-
-def _decode(
-    container, stream, duration, cfg, motion_width, run_length, motion_points, want_mvs
-) -> ClipFrames:
-    targets = sample_times(duration, cfg)
-    run_targets = set(spread_indices(len(targets), motion_points or len(targets)).tolist())
-    picked: list[np.ndarray] = []
-    times: list[float] = []
-    runs: list[list[np.ndarray]] = []
-    open_run: list[np.ndarray] | None = None
-    mv_mag: list[float] = []
-    mv_glob: list[tuple[float, float]] = []
-    motion_size: tuple[int, int] | None = None
-    t0: float | None = None
-    last: av.VideoFrame | None = None
-    # One converter per output kind, reused for the whole clip: frame.to_ndarray(format=...) and
-    # frame.reformat(...) set up a fresh swscale context with automatic threading on every call,
-    # which cost more (0.6-4 ms a frame) than decoding the frame.
-    to_rgb = VideoReformatter()
-    to_grey = VideoReformatter()
-    decoded = 0
-    next_target = 0
-    for frame in container.decode(stream):
-        decoded += 1
-        t = float(frame.time) if frame.time is not None else decoded / float(stream.average_rate or 25)
-        if t0 is None:
-            t0 = t
-        rel = t - t0
-        last = frame
-        if motion_width and motion_size is None:
-            motion_size = _motion_size(frame.width, frame.height, motion_width)
-        if open_run is not None:
-            open_run.append(_grey_small(to_grey, frame, motion_size))
-            if len(open_run) >= run_length:
-                open_run = None
-        if next_target < len(targets) and rel + 1e-6 >= targets[next_target]:
-            picked.append(_rgb(to_rgb, frame))
-            times.append(rel)
-            # Several targets can fall on one frame when the clip has fewer frames than targets.
-            starts_run = False
-            while next_target < len(targets) and rel + 1e-6 >= targets[next_target]:
-                starts_run |= next_target in run_targets
-                next_target += 1
-            if motion_size is not None and open_run is None and starts_run:
-                open_run = [_grey_small(to_grey, frame, motion_size)]
-                runs.append(open_run)
-        if want_mvs:
-            _collect_mvs(frame, mv_mag, mv_glob)
-    if last is None:
-        raise FrameDecodeError("clip has a video stream but no frame decodes")
-    if not picked:
-        picked.append(_rgb(to_rgb, last))
-        times.append(float(last.time or 0.0) - (t0 or 0.0))
-    codec_motion = None
-    if want_mvs:
-        codec_motion = CodecMotion(
-            magnitude_px=np.asarray(mv_mag, dtype=np.float64),
-            global_px=np.asarray(mv_glob, dtype=np.float64).reshape(-1, 2),
+        clip = read_clip(
+            data,
+            sampling,
+            threads=cfg.decode_threads,
+            export_mvs=codec_motion_vectors,
+            observer=observer,
         )
+    except MediaError as err:
+        raise FrameDecodeError(str(err)) from err
     return ClipFrames(
-        frames=np.stack(picked),
-        times_s=np.asarray(times, dtype=np.float64),
-        motion_runs=tuple(np.stack(r) for r in runs if len(r) >= 2),
-        codec_motion=codec_motion,
-        frames_decoded=decoded,
+        frames=clip.frames,
+        times_s=clip.times_s,
+        motion_runs=tuple(np.stack(r) for r in observer.runs if len(r) >= 2),
+        motion_run_times_s=tuple(np.asarray(t, dtype=np.float64) for t in observer.run_times if len(t) >= 2),
+        codec_motion=observer.codec_motion(),
+        frames_decoded=clip.frames_decoded,
     )
 
 
-def spread_indices(n: int, k: int) -> np.ndarray:
-    """k of the indices 0..n-1 spread evenly: the (floored) centres of k equal groups; all when k >= n."""
-    if k >= n:
-        return np.arange(n)
-    j = np.arange(k)
-    return (2 * j * n + n - k) // (2 * k)
+@dataclass
+class _MotionObserver:
+    """Collects the grey motion runs after sampled frames and the codec's motion vectors."""
+
+    width: int
+    run_length: int
+    want_mvs: bool
+    run_points: int = 0
+    runs: list[list[np.ndarray]] = field(default_factory=list)
+    run_times: list[list[float]] = field(default_factory=list)
+    _open: list[np.ndarray] | None = None
+    _size: tuple[int, int] | None = None
+    _run_targets: set[int] | None = None
+    _to_grey: VideoReformatter = field(default_factory=VideoReformatter)
+    _mv_mag: list[float] = field(default_factory=list)
+    _mv_glob: list[tuple[float, float]] = field(default_factory=list)
+
+    def start(self, targets: int) -> None:
+        # Which targets start a run is known once their count is (it depends on the duration only).
+        self._run_targets = set(spread_indices(targets, self.run_points or targets).tolist())
+
+    def see(self, item: DecodedFrame, seconds: float, targets: list[int]) -> bool:
+        frame = item.frame
+        if self.width and self._size is None:
+            w = min(self.width, frame.width)
+            self._size = (w, max(2, round(frame.height * w / frame.width)))
+        if self._open is not None:
+            self._open.append(self._grey(frame))
+            self.run_times[-1].append(seconds)
+            if len(self._open) >= self.run_length:
+                self._open = None
+        if targets and self._size is not None and self._open is None:
+            assert self._run_targets is not None
+            if any(t in self._run_targets for t in targets):
+                self._open = [self._grey(frame)]
+                self.runs.append(self._open)
+                self.run_times.append([seconds])
+        if self.want_mvs:
+            _collect_mvs(frame, self._mv_mag, self._mv_glob)
+        return self.want_mvs or self._open is not None
+
+    def _grey(self, frame: av.VideoFrame) -> np.ndarray:
+        assert self._size is not None
+        w, h = self._size
+        return self._to_grey.reformat(frame, width=w, height=h, format="gray", threads=1).to_ndarray()
+
+    def codec_motion(self) -> CodecMotion | None:
+        if not self.want_mvs:
+            return None
+        return CodecMotion(
+            magnitude_px=np.asarray(self._mv_mag, dtype=np.float64),
+            global_px=np.asarray(self._mv_glob, dtype=np.float64).reshape(-1, 2),
+        )
 
 
 def clip_input(frames: np.ndarray, size: int) -> np.ndarray:
@@ -210,24 +173,6 @@ def clip_input(frames: np.ndarray, size: int) -> np.ndarray:
         top, left = (nh - size) // 2, (nw - size) // 2
         out[i] = resized[top : top + size, left : left + size]
     return out
-
-
-def _motion_size(width: int, height: int, target_width: int) -> tuple[int, int]:
-    w = min(target_width, width)
-    h = max(2, round(height * w / width))
-    return w, h
-
-
-# One scaling thread: the decode already holds its CPU slot (FrameSamplingConfig.decode_threads).
-def _rgb(converter: VideoReformatter, frame: av.VideoFrame) -> np.ndarray:
-    return converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-
-
-def _grey_small(
-    converter: VideoReformatter, frame: av.VideoFrame, size: tuple[int, int] | None
-) -> np.ndarray:
-    assert size is not None
-    return converter.reformat(frame, width=size[0], height=size[1], format="gray", threads=1).to_ndarray()
 
 
 def _collect_mvs(frame: av.VideoFrame, magnitudes: list[float], globals_: list[tuple[float, float]]) -> None:

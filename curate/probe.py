@@ -22,14 +22,14 @@ import av
 import av.error
 
 from curate.config import ProbeConfig
-from curate.decode import (
+from media.decode import (
     Deadline,
     DecodeStats,
     FileTimeout,
     display_rotation,
     iter_frames,
     nominal_rate,
-    open_container,
+    open_input,
 )
 
 
@@ -149,10 +149,13 @@ def probe_file(
     cfg: ProbeConfig,
     deadline: Deadline | None = None,
     identity: tuple[str, int] | None = None,
+    *,
+    decode_sample: bool = True,
 ) -> Probe:
     """Read the header and decode a sample of frames. Never raises for a bad input file.
 
     `identity` = (video_id, size) when the caller already hashed the file (saves a second read).
+    `decode_sample=False` reads the header only: the split's one decode pass measures the rest.
     """
     path = Path(path)
     deadline = deadline or Deadline(None)
@@ -166,7 +169,7 @@ def probe_file(
     if size == 0:
         return probe.failed(Reason.EMPTY_FILE, "the file has zero bytes")
     try:
-        return _probe_media(path, probe, cfg, deadline)
+        return _probe_media(path, probe, cfg, deadline, decode_sample)
     except ProbeError as err:
         return probe.failed(err.reason, err.detail)
     except FileTimeout as err:
@@ -192,9 +195,11 @@ def _identify(path: Path, cfg: ProbeConfig, identity: tuple[str, int] | None) ->
         raise ProbeError(Reason.UNREADABLE, f"{err.strerror or err}") from None
 
 
-def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline) -> Probe:
+def _probe_media(
+    path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline, decode_sample: bool
+) -> Probe:
     try:
-        container = open_container(path)
+        container = open_input(path)
     except av.error.InvalidDataError as err:
         kind = _container_signature(path)
         if kind:
@@ -232,6 +237,8 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
             )
         if ctx.name not in av.codecs_available:
             raise ProbeError(Reason.UNSUPPORTED_CODEC, f"no decoder for codec '{ctx.name}'")
+        if not decode_sample:
+            return probe
         stats = DecodeStats()
         pts: list[int] = []
         rotation = 0
@@ -243,7 +250,7 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
             if len(pts) >= cfg.sample_frames:
                 break
         if not pts:
-            raise ProbeError(*_no_frames_reason(stats))
+            raise ProbeError(*no_frames_reason(stats))
         probe = replace(probe, rotation=rotation)
         deltas = [b - a for a, b in pairwise(pts)]
         if probe.num_frames <= 0 and probe.duration_s > 0 and deltas:
@@ -253,7 +260,7 @@ def _probe_media(path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline)
         return replace(probe, is_vfr=is_variable_rate(deltas, cfg.vfr_tolerance))
 
 
-def _no_frames_reason(stats: DecodeStats) -> tuple[Reason, str]:
+def no_frames_reason(stats: DecodeStats) -> tuple[Reason, str]:
     if stats.bad_packets:
         return Reason.UNDECODABLE, (
             f"0 frames decoded, {stats.bad_packets} of {stats.packets} packets failed "

@@ -28,14 +28,15 @@ from scenedetect.detectors import (
 )
 
 from curate.config import DetectConfig, DetectorName
-from curate.decode import (
+from media.decode import (
     Deadline,
     DecodedFrame,
     DecodeStats,
     detection_bgr,
+    display_rotation,
     iter_frames,
     nominal_rate,
-    open_container,
+    open_input,
     stream_info,
 )
 
@@ -66,6 +67,8 @@ class Scan:
     # Timestamp just after the last frame (its pts + its duration), when the container says so.
     end_pts: int | None = None
     stats: DecodeStats = field(default_factory=DecodeStats)
+    # Clockwise degrees a player turns the picture by (the first frame's display matrix).
+    rotation: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -133,14 +136,60 @@ class BoundaryDetector:
         # Mean intensity of every frame (4 bytes a frame), to tell a fade from a dark shot.
         self._fade = cfg.threshold
         self._means = array("f")
+        # Frames a hard-cut detector may report a cut behind the newest frame: the flash filter
+        # merges cuts over min_scene_frames, the adaptive detector judges window_width frames back.
+        self._latency = (
+            cfg.min_scene_frames + (cfg.adaptive.window_width if cfg.detector == "adaptive" else 0) + 2
+        )
+        self._fades = [d for d, _ in self._detectors if isinstance(d, ThresholdDetector)]
+        # Faded runs (first frame, first frame after) whose dark-shot test still waits for a cut.
+        self._open_runs: list[tuple[int, int]] = []
 
     def add(self, index: int, image: np.ndarray) -> None:
         timecode = FrameTimecode(index, fps=self._rate)
         self._last_index = index
         self._means.append(float(image.mean()))
+        faded_from = [self._faded_since(d) for d in self._fades]
         for detector, kind in self._detectors:
             for cut in detector.process_frame(timecode, image):
                 self._record(cut.frame_num, kind)
+        for detector, start in zip(self._fades, faded_from, strict=True):
+            if start is not None and self._faded_since(detector) is None:
+                self._open_runs.append((start, index))
+
+    @staticmethod
+    def _faded_since(detector: ThresholdDetector) -> int | None:
+        """First frame of the faded run the fade detector is in, None when not faded out."""
+        last = detector.last_fade
+        if last["type"] != "out" or last["frame"] is None:
+            return None
+        return int(last["frame"].frame_num)
+
+    def settled_before(self) -> int:
+        """Every frame before this index has its final boundary status: no detector can still
+        report a boundary there, and no fade there can still turn out to be a dark shot.
+
+        A fade boundary lands inside its faded run, reported only when the run ends, and a dark
+        shot needs the cuts within 2 frames of both ends of its run: so the horizon stays before
+        an open run, and before a closed one until its closing cut can no longer arrive.
+        """
+        horizon = self._last_index + 1 - self._latency - 3
+        for detector in self._fades:
+            start = self._faded_since(detector)
+            if start is not None:
+                horizon = min(horizon, start - 3)
+        self._open_runs = [r for r in self._open_runs if self._last_index < r[1] + 3 + self._latency]
+        for start, _ in self._open_runs:
+            horizon = min(horizon, start - 3)
+        return max(0, horizon)
+
+    def settled_boundaries(self, since: int, before: int) -> list[tuple[int, BoundaryKind]]:
+        """(frame, kind) of the final boundaries in [since, before) (`before` from `settled_before()`)."""
+        return [
+            (frame, kind)
+            for frame, kind in sorted(self._found.items())
+            if since <= frame < before and not (kind == "gradual" and self._is_dark_shot(frame))
+        ]
 
     def finish(self) -> list[int]:
         if self._last_index >= 0:
@@ -193,7 +242,7 @@ def scan_file(
     pixel conversion.
     """
     deadline = deadline or Deadline(None)
-    with open_container(path) as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         info = stream_info(stream)
         rate = nominal_rate(stream) or Fraction(25)
@@ -204,10 +253,12 @@ def scan_file(
             container, scan.stats, deadline, threads=cfg.decode_threads, where="scene detection"
         ):
             assert isinstance(item, DecodedFrame)
+            if not scan.frame_pts:
+                scan.rotation = display_rotation(item.frame)
             scan.frame_pts.append(item.pts)
             if detector is not None:
                 detector.add(item.index, detection_bgr(item.frame, cfg.downscale_width, converter))
-        scan.end_pts = _stream_end_pts(stream, info.start_pts)
+        scan.end_pts = stream_end_pts(stream, info.start_pts)
         if detector is not None:
             scan.boundaries = [
                 Boundary(frame, scan.seconds_of(frame), detector.kind_of(frame))
@@ -217,7 +268,7 @@ def scan_file(
     return scan
 
 
-def _stream_end_pts(stream: av.video.stream.VideoStream, start_pts: int) -> int | None:
+def stream_end_pts(stream: av.video.stream.VideoStream, start_pts: int) -> int | None:
     if stream.duration:
         return start_pts + int(stream.duration)
     return None

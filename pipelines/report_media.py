@@ -10,12 +10,10 @@ import base64
 import io
 from collections.abc import Sequence
 
-import av
-import av.error
 import matplotlib
 import numpy as np
-from av.video.reformatter import VideoReformatter
-from PIL import Image
+
+from media import MediaError, clip_preview
 
 matplotlib.use("Agg")  # headless: the report is rendered in jobs and tests without a display
 
@@ -31,45 +29,11 @@ def data_uri(data: bytes, mime: str) -> str:
 
 
 def animated_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: int = 250) -> bytes:
-    """An animated WebP of `frames` frames spread evenly over the clip, `width` pixels wide.
-
-    The clip is decoded once; every frame is scaled down right away (cheap at this size), so the
-    evenly spaced picks are exact whatever the container says about its frame count.
-    """
-    if frames < 1 or width < 8:
-        raise ValueError(f"a preview needs frames >= 1 and width >= 8, got frames={frames}, width={width}")
-    small: list[np.ndarray] = []
+    """An animated WebP of `frames` frames sampled over the clip (media.clip_preview)."""
     try:
-        with av.open(io.BytesIO(mp4), mode="r") as container:
-            if not container.streams.video:
-                raise PreviewError("the clip has no video stream")
-            stream = container.streams.video[0]
-            height = max(
-                2, round(stream.codec_context.height * width / max(1, stream.codec_context.width)) // 2 * 2
-            )
-            to_rgb = VideoReformatter()  # one single-threaded swscale context per clip, not one per frame
-            for frame in container.decode(stream):
-                small.append(
-                    to_rgb.reformat(frame, format="rgb24", width=width, height=height, threads=1).to_ndarray()
-                )
-    except av.error.FFmpegError as err:
-        raise PreviewError(f"clip bytes do not decode: {type(err).__name__}: {err}") from err
-    if not small:
-        raise PreviewError("no frame decoded from the clip bytes")
-    picks = np.linspace(0, len(small) - 1, num=min(frames, len(small))).round().astype(int)
-    images = [Image.fromarray(small[i]) for i in picks]
-    out = io.BytesIO()
-    images[0].save(
-        out,
-        format="WEBP",
-        save_all=True,
-        append_images=images[1:],
-        duration=frame_ms,
-        loop=0,
-        quality=70,
-        method=4,
-    )
-    return out.getvalue()
+        return clip_preview(mp4, frames, width, frame_ms)
+    except MediaError as err:
+        raise PreviewError(f"clip bytes do not decode: {err}") from err
 
 
 def svg_of(figure: plt.Figure) -> bytes:

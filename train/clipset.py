@@ -1,24 +1,21 @@
 """Write a small captioned `clips` table straight from footage files.
 
 The split and caption stages produce the real table; this cuts named frame ranges out of files
-(PyAV decode, resize, H.264 encode) and writes rows in the store's clips schema plus a caption
+(media.read_clip, resize, media.encode_mp4) and writes rows in the store's clips schema plus a caption
 column, so the trainer's tests and benchmark can run on real footage without the whole pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pyarrow as pa
-from av.video.reformatter import VideoReformatter
 
+from media import MediaError, encode_mp4, read_clip
 from store import CLIPS, ROW_ID, Store
 
 
@@ -32,35 +29,11 @@ class ClipSpec:
 
 def read_frames(path: Path, start_frame: int, num_frames: int) -> tuple[list[np.ndarray], float]:
     """RGB frames [start_frame, start_frame + num_frames) in decoding order, and the stream's fps."""
-    frames: list[np.ndarray] = []
-    to_rgb = VideoReformatter()  # one single-threaded swscale context per file, not one per frame
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        for i, frame in enumerate(container.decode(stream)):
-            if i >= start_frame + num_frames:
-                break
-            if i >= start_frame:
-                frames.append(to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
-    if len(frames) < num_frames:
-        raise ValueError(
-            f"{path} has only {start_frame + len(frames)} frames, asked for {start_frame}+{num_frames}"
-        )
-    return frames, fps
-
-
-def encode_mp4(frames: list[np.ndarray], fps: float) -> bytes:
-    """H.264 MP4 bytes (yuv420p, so width and height must be even)."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+    try:
+        clip = read_clip(path, indices=range(start_frame, start_frame + num_frames))
+    except MediaError as err:
+        raise ValueError(f"{path}: {err} (asked for frames {start_frame}+{num_frames})") from err
+    return list(clip.frames), clip.nominal_fps
 
 
 def _resize(frame: np.ndarray, width: int) -> np.ndarray:
@@ -75,7 +48,7 @@ def write_clipset(store: Store, specs: list[ClipSpec], width: int = 128) -> pa.T
     for index, spec in enumerate(specs):
         frames, fps = read_frames(spec.path, spec.start_frame, spec.num_frames)
         frames = [_resize(f, width) for f in frames]
-        data = encode_mp4(frames, fps)
+        data = encode_mp4(frames, fps, crf=18, preset="veryfast")
         video_id = hashlib.sha1(spec.path.read_bytes()).hexdigest()[:16]
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
         rows.append(
@@ -96,6 +69,7 @@ def write_clipset(store: Store, specs: list[ClipSpec], width: int = 128) -> pa.T
                 "size_bytes": len(data),
                 "video": data,
                 "thumbnail": jpeg.tobytes() if ok else b"",
+                "crop_box": None,  # generated at its own size: nothing cropped
             }
         )
     table = pa.Table.from_pylist(rows)

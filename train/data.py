@@ -9,29 +9,29 @@
   epoch from the seed, sharded across DDP ranks, and able to start mid-epoch (exact resume).
 - `ClipBatches` turns one batch of positions into tensors: it opens the pinned dataset version
   lazily in each process (Lance is not fork-safe, so loader workers use the spawn context) and
-  either decodes the MP4 blobs with PyAV or reads the encode stage's latent/text columns.
+  either decodes the MP4 blobs (media.read_clip: only the frames a bucket takes) or reads the encode stage's latent/text columns.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-from collections.abc import Iterator, Sequence
+import re
+import string
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
-import cv2
 import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from av.video.reformatter import VideoReformatter
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from media import MediaError, read_clip
 from store import ROW_ID, ClipReader
+from store.filters import FilterError, check_on, parse_filter
 from train.config import Bucket, DataConfig
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,35 @@ def _sha1_prefix(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, bloc
     return (h[0].astype(np.uint64) << np.uint64(32)) | h[1].astype(np.uint64)
 
 
+def template_columns(template: str) -> list[str]:
+    """The clips columns a prompt template names, in order."""
+    return list(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(template) if f))
+
+
+def prompt_template(config: DataConfig) -> str:
+    """train.data.prompt_template, or the caption column as it is."""
+    return config.prompt_template or f"{{{config.caption_column}}}"
+
+
+def render_prompts(columns: Mapping[str, Sequence[Any]], template: str, rows: int) -> list[str]:
+    """One prompt per row: `template` filled with the row's values (null = empty), with the spaces
+    and punctuation an empty value leaves behind tidied ("a cat, ." -> "a cat.")."""
+    names = template_columns(template)
+    out = []
+    for i in range(rows):
+        values = {n: "" if columns[n][i] is None else str(columns[n][i]).strip() for n in names}
+        text = template.format(**values)
+        text = _SPACE_BEFORE_MARK.sub(r"\1", _SPACES.sub(" ", text)).strip()
+        out.append(_LONE_MARKS.sub("", text).lstrip(".,;:!? ").strip())
+    return out
+
+
+_SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_MARK = re.compile(r"\s+([.,;:!?])")
+# A run of marks keeps its last ("a car, ." -> "a car."); a prompt never starts with one.
+_LONE_MARKS = re.compile(r"[.,;:!?]+(?=[.,;:!?])")
+
+
 @dataclass
 class ClipIndex:
     """Which clips train, in which bucket: numpy arrays only, aligned by position.
@@ -201,6 +230,8 @@ class ClipIndex:
     split_keys: np.ndarray  # uint64
     has_latents: bool
     skipped: dict[str, int] = field(default_factory=dict)
+    # train.data.prompt_template (None: the caption column as it is).
+    prompt_template: str | None = None
 
     def bucket(self, position: int) -> Bucket:
         return self.bucket_list[int(self.bucket_codes[position])]
@@ -215,6 +246,7 @@ class ClipIndex:
             self.split_keys[keep],
             self.has_latents,
             dict(self.skipped),
+            self.prompt_template,
         )
 
     def validation_mask(self, fraction: float) -> np.ndarray:
@@ -235,26 +267,32 @@ class ClipIndex:
         return len(self.row_ids)
 
 
-def _check_filter(ds: lance.LanceDataset, expression: str) -> None:
-    """Fail early, in one line, on SQL Lance cannot plan (a scan would fail only when first read)."""
+def _check_filter(ds: lance.LanceDataset, expression: str, key: str) -> None:
+    """Fail early, in one line, on a filter Lance cannot run (a scan would fail only when first read)."""
     try:
-        ds.scanner(columns=["clip_id"], filter=expression).explain_plan()
-    except Exception as err:  # Lance raises several types for bad SQL; name the expression.
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TrainDataError(
-            f"train.data.filter {expression!r} is not a valid filter on clips: {reason}"
-        ) from err
+        check_on(ds, parse_filter(expression, key, ds.schema.names))
+    except FilterError as err:
+        raise TrainDataError(str(err)) from None
 
 
-def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> ClipIndex:
+def build_index(
+    uri: str, config: DataConfig, require_captions: bool = True, settings: str = "train.data"
+) -> ClipIndex:
     """Select, bucket and index the clips to train on; `require_captions=False` for the autoencoder,
-    which learns from pixels alone. Streams the clips once; memory is the index plus one batch."""
+    which learns from pixels alone; `settings` is the config section errors name. Streams the clips
+    once; memory is the index plus one batch."""
     ds = lance.dataset(uri, metadata_cache_size_bytes=SCAN_METADATA_CACHE_BYTES)
     names = set(ds.schema.names)
     if require_captions and config.caption_column not in names:
         raise ValueError(
             f"clips at {uri} have no '{config.caption_column}' column: run `reelforge caption` first "
             "or set train.data.caption_column"
+        )
+    unknown = [c for c in template_columns(config.prompt_template or "") if c not in names]
+    if require_captions and unknown:
+        raise ValueError(
+            f"train.data.prompt_template names {unknown}, not columns of the clips at {uri} "
+            "(caption_camera, caption_motion and caption_text come from `reelforge score`)"
         )
     has_latents = all(c in names for c in LATENT_COLUMNS)
     if config.latents == "precomputed" and not has_latents:
@@ -263,7 +301,7 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
         )
     use_latents = has_latents and config.latents != "decode"
     if config.filter:
-        _check_filter(ds, config.filter)
+        _check_filter(ds, config.filter, f"{settings}.filter")
     buckets = tuple(config.buckets)
     columns = ["clip_id", "width", "height", "num_frames"]
     columns += [config.caption_column] if require_captions else []
@@ -312,7 +350,7 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
     if use_latents and skipped.get("not encoded for its bucket") and config.latents == "auto":
         # Some clips lack latents for the configured buckets: decoding everything is the honest fallback.
         log.warning("some clips are not encoded for the configured buckets; decoding clips on the fly")
-        return build_index(uri, config.model_copy(update={"latents": "decode"}), require_captions)
+        return build_index(uri, config.model_copy(update={"latents": "decode"}), require_captions, settings)
     if skipped:
         log.info("clips left out of training: %s", skipped)
     return ClipIndex(
@@ -324,6 +362,7 @@ def build_index(uri: str, config: DataConfig, require_captions: bool = True) -> 
         np.concatenate(keys) if keys else np.zeros(0, np.uint64),
         use_latents,
         skipped,
+        config.prompt_template,
     )
 
 
@@ -399,35 +438,15 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 def decode_clip(data: bytes, bucket: Bucket) -> np.ndarray:
     """MP4 bytes -> (frames, H, W, 3) uint8: the middle `bucket.frames` frames, resized to cover the
-    bucket and centre-cropped. Raises ValueError naming the problem when the clip cannot fill it."""
+    bucket and centre-cropped. Raises ValueError naming the problem when the clip cannot fill it.
+
+    Only those frames are converted, and decoding stops after the last of them."""
     try:
-        to_rgb = VideoReformatter()  # one single-threaded swscale context per clip, not one per frame
-        with av.open(io.BytesIO(data), mode="r") as container:
-            frames = [
-                to_rgb.reformat(f, format="rgb24", threads=1).to_ndarray() for f in container.decode(video=0)
-            ]
-    except av.error.FFmpegError as err:
-        raise ValueError(f"clip bytes do not decode: {err}") from err
-    if len(frames) < bucket.frames:
+        return read_clip(data, middle=bucket.frames, cover=(bucket.width, bucket.height)).frames
+    except MediaError as err:
         raise ValueError(
-            f"clip decodes to {len(frames)} frames, bucket {bucket_name(bucket)} needs {bucket.frames}"
-        )
-    start = (len(frames) - bucket.frames) // 2
-    out = np.empty((bucket.frames, bucket.height, bucket.width, 3), np.uint8)
-    for i, frame in enumerate(frames[start : start + bucket.frames]):
-        out[i] = resize_cover_crop(frame, bucket.height, bucket.width)
-    return out
-
-
-def resize_cover_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    resized = cv2.resize(
-        frame, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    )
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return resized[top : top + height, left : left + width]
+            f"bucket {bucket_name(bucket)} needs {bucket.frames} frames, the clip bytes do not decode to them: {err}"
+        ) from err
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -466,16 +485,18 @@ class ClipBatches(Dataset):
         ds = self._dataset()
         row_ids = self.index.row_ids[np.asarray(positions, np.int64)].tolist()
         bucket = self.index.bucket(positions[0])
-        columns = ["clip_id"] + ([self.caption_column] if self.caption_column in ds.schema.names else [])
+        template = self.index.prompt_template or f"{{{self.caption_column}}}"
+        wanted = [c for c in template_columns(template) if c in ds.schema.names]
+        columns = ["clip_id", *wanted]
         if self.index.has_latents:
             columns += list(LATENT_INPUTS)
         reader = ClipReader(ds)
         table = reader.columns(row_ids, columns)
         ids = table["clip_id"].to_pylist()
-        if self.caption_column in table.column_names:
-            captions = [str(c or "") for c in table[self.caption_column].to_pylist()]
-        else:
-            captions = [""] * len(ids)
+        values = {
+            c: table[c].to_pylist() if c in wanted else [None] * len(ids) for c in template_columns(template)
+        }
+        captions = render_prompts(values, template, len(ids))
         if self.index.has_latents:
             return {"clip_id": ids, "caption": captions, **latent_tensors(table)}
         videos = []
@@ -513,8 +534,12 @@ def latent_tensors(table: pa.Table) -> dict[str, torch.Tensor]:
     }
 
 
-def make_loader(batches: ClipBatches, sampler: BucketBatchSampler, num_workers: int) -> DataLoader:
-    """A DataLoader over whole batches; workers are spawned (Lance is not fork-safe) and persistent."""
+def make_loader(
+    batches: ClipBatches, sampler: BucketBatchSampler, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over whole batches; workers are spawned (Lance is not fork-safe) and persistent.
+    `pin_memory` (training on CUDA) puts batches in page-locked memory so their copies to the GPU do
+    not block."""
     return DataLoader(
         batches,
         sampler=sampler,
@@ -523,4 +548,5 @@ def make_loader(batches: ClipBatches, sampler: BucketBatchSampler, num_workers: 
         multiprocessing_context="spawn" if num_workers else None,
         persistent_workers=bool(num_workers),
         collate_fn=None,
+        pin_memory=pin_memory,
     )

@@ -25,11 +25,13 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from curate.clips import Clip, VideoSplit, clip_id
+from curate.clips import Clip, clip_id
 from curate.config import SplitConfig
-from curate.decode import use_cpus
 from curate.probe import content_id, path_id, reason_of
+from curate.split_file import VideoSplit
+from media.decode import use_cpus
 from pipelines.config import InputConfig, PipelineConfig
+from pipelines.plan import start_job
 from pipelines.runtime import init_ray, task_pool
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store, write_fragment_json
 
@@ -164,6 +166,7 @@ def clip_row(video_id: str, uri: str, clip: Clip) -> dict[str, Any]:
         "size_bytes": len(clip.data),
         "video": clip.data,
         "thumbnail": clip.thumbnail,
+        "crop_box": None if clip.crop_box is None else clip.crop_box.as_dict(),
     }
 
 
@@ -298,7 +301,7 @@ def run_split(
     cfg = config.split
     clips_uri = store.clips_uri
 
-    init_ray(config.ray)
+    start_job(config, "split")
 
     def task(row: dict[str, Any]) -> dict[str, Any]:
         result = split_one(row["path"], cfg, clips_uri, done)

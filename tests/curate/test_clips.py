@@ -15,7 +15,6 @@ import pytest
 
 from curate.clips import (
     Clip,
-    VideoSplit,
     clip_id,
     extract_clips,
     output_geometry,
@@ -26,6 +25,8 @@ from curate.clips import (
 from curate.config import ClipRules, ExtractConfig, SplitConfig
 from curate.probe import Reason, probe_file, reason_of
 from curate.scenes import Boundary, Scan, scan_file
+from curate.split_file import VideoSplit
+from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input
 
 CFG = SplitConfig()
 
@@ -96,10 +97,12 @@ def test_output_geometry_scales_rotates_and_keeps_even_sizes():
 
 
 def decode_clip(data: bytes) -> tuple[list[int], Fraction, tuple[int, int]]:
-    with av.open(io.BytesIO(data)) as container:
+    with open_input(data) as container:
         stream = container.streams.video[0]
-        frames = list(container.decode(stream))
-        return [f.pts for f in frames], stream.time_base, (frames[0].width, frames[0].height)
+        frames = [
+            f for f in iter_frames(container, DecodeStats(), Deadline(None)) if isinstance(f, DecodedFrame)
+        ]
+        return [f.pts for f in frames], stream.time_base, (frames[0].frame.width, frames[0].frame.height)
 
 
 def split(path: Path, cfg: SplitConfig = CFG) -> tuple[VideoSplit, list[Clip]]:
@@ -157,7 +160,30 @@ def test_verification_reports_mismatches(sample_footage):
     assert verify_clip(clip.data, clip.num_frames, clip.plan.duration_s, 0.05) == ""
     assert "frames" in verify_clip(clip.data, clip.num_frames + 1, clip.plan.duration_s, 0.05)
     assert "lasts" in verify_clip(clip.data, clip.num_frames, clip.plan.duration_s + 1.0, 0.05)
-    assert "does not decode" in verify_clip(b"not an mp4", 1, 1.0, 0.05)
+    assert "does not open" in verify_clip(b"not an mp4", 1, 1.0, 0.05)
+    # A clip that lost its last frames (packets cut off the end) fails on its count.
+    short, _ = _first_packets(clip.data, clip.num_frames - 2)
+    assert "frames" in verify_clip(short, clip.num_frames, 1.0, 9.0)
+    # One that starts mid-GOP (its keyframe cut off) does not start decodable.
+    headless, _ = _first_packets(clip.data, None, skip=1)
+    with av.open(io.BytesIO(headless)) as container:
+        count = sum(1 for p in container.demux(video=0) if p.size and p.pts is not None)
+    assert "keyframe" in verify_clip(headless, count, 1.0, 9.0)
+
+
+def _first_packets(data: bytes, count: int | None, skip: int = 0) -> tuple[bytes, int]:
+    """The clip remuxed with only packets [skip, count) (in decoding order), and their number."""
+    with av.open(io.BytesIO(data)) as source:
+        stream = source.streams.video[0]
+        out_buffer = io.BytesIO()
+        with av.open(out_buffer, "w", format="mp4") as out:
+            copied = out.add_stream_from_template(stream)
+            packets = [p for p in source.demux(stream) if p.size]
+            kept = [p for p in packets[skip:count] if p.dts is not None]
+            for packet in kept:
+                packet.stream = copied
+                out.mux(packet)
+    return out_buffer.getvalue(), len(kept)
 
 
 def test_time_limit_gives_a_timeout_row(sample_footage):

@@ -1,18 +1,24 @@
-"""One shared PyAV decode loop: threaded decoding, container timestamps, per-file deadline.
+"""The one PyAV decode loop: threaded decoding, container timestamps, per-file deadline.
 
-Every pass over a video (probe sample, scene detection, clip extraction) goes through
-`iter_frames`, so the frames are numbered identically in each pass: index = position in the
+Every pass over a video or a clip (probe sample, scene detection, clip extraction, scoring,
+captioning, encoding, previews) opens its input with `open_input` and decodes through
+`iter_frames`, so frames are numbered identically in each pass: index = position in the
 decoder's output order, time = the frame's presentation timestamp from the container. Bad
 packets are skipped and counted instead of ending the pass, so a partly corrupt file still
 yields the frames that decode; a container that breaks off mid-file ends the pass early and
-the caller sees it in `DecodeStats`.
+the caller sees it in `DecodeStats`. `count_decodes` records every open and every decoded frame
+per input, so tests can hold each stage to its decode budget.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -78,9 +84,57 @@ def use_cpus(cpus: float) -> None:
     cv2.setNumThreads(max(1, int(cpus)))
 
 
-def open_container(path: str | Path) -> av.container.InputContainer:
-    # A bounded probe keeps a malformed header from stalling the open; errors surface as av errors.
-    return av.open(os.fspath(path), mode="r", options={"probesize": str(32 << 20)})
+Source = bytes | str | Path
+
+
+@dataclass
+class DecodeLog:
+    """Per input (a path, or `bytes:<sha1 prefix>` for bytes): container opens, decoding passes
+    (`iter_frames` runs, each one decoder) and decoded frames."""
+
+    opens: Counter[str] = field(default_factory=Counter)
+    passes: Counter[str] = field(default_factory=Counter)
+    frames: Counter[str] = field(default_factory=Counter)
+
+
+_logs: list[DecodeLog] = []
+
+
+@contextmanager
+def count_decodes() -> Iterator[DecodeLog]:
+    """Record every `open_input`, every `iter_frames` pass and every frame it decodes in the block."""
+    log = DecodeLog()
+    _logs.append(log)
+    try:
+        yield log
+    finally:
+        _logs.remove(log)
+
+
+def source_label(source: Source) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "bytes:" + hashlib.sha1(source).hexdigest()[:12]
+    return os.fspath(source)
+
+
+def open_input(source: Source) -> av.container.InputContainer:
+    """Open a file path or in-memory bytes for decoding (the only way media opens an input)."""
+    if _logs:
+        label = source_label(source)
+        for log in _logs:
+            log.opens[label] += 1
+    if isinstance(source, bytes | bytearray | memoryview):
+        container = av.open(io.BytesIO(source), mode="r")
+    else:
+        # A bounded probe keeps a malformed header from stalling the open; errors surface as av errors.
+        container = av.open(os.fspath(source), mode="r", options={"probesize": str(32 << 20)})
+    if _logs:
+        _labels[id(container)] = label
+    return container
+
+
+# Container -> label while a DecodeLog is active (ids of closed containers are overwritten on reuse).
+_labels: dict[int, str] = {}
 
 
 def configure_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
@@ -106,6 +160,9 @@ def iter_frames(
     """
     stream = container.streams.video[0]
     configure_threads(stream, threads)
+    label = _labels.get(id(container), "unlabelled") if _logs else ""
+    for log in _logs:
+        log.passes[label] += 1
     info = stream_info(stream)
     nominal = _nominal_duration_pts(stream)
     last_pts: int | None = None
@@ -143,6 +200,8 @@ def iter_frames(
                 pts = last_pts + 1
             last_pts = pts
             seconds = float((pts - info.start_pts) * info.time_base)
+            for log in _logs:
+                log.frames[label] += 1
             yield DecodedFrame(stats.frames, pts, seconds, frame)
             stats.frames += 1
         if packet is None:

@@ -1,0 +1,102 @@
+"""A clip encoded as its frames pass, before its end is known (the one-pass split's writer).
+
+It feeds the encoder exactly as `curate.clips._ClipWriter` does, so a clip's bytes are the same;
+what it cannot know at the start it settles at `close`: the plan (and so the frame count to
+verify) and the thumbnail, the middle frame, kept as small copies of every frame that can still
+be the middle.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+from curate.clips import Clip, ClipFailure, ClipPlan, OutputGeometry, verify_clip
+from curate.config import ExtractConfig
+from curate.probe import Reason
+from media import Mp4Writer, jpeg
+from media.decode import DecodedFrame
+
+_EPS = 1e-6
+
+
+class StreamWriter:
+    """One clip encoded as its frames pass, before its end is known (cf. curate.clips._ClipWriter)."""
+
+    def __init__(
+        self,
+        geometry: OutputGeometry,
+        cfg: ExtractConfig,
+        rate: Fraction,
+        time_base: Fraction,
+        start_s: float,
+        start_pts: int,
+        src_time_base: Fraction,
+    ) -> None:
+        self.cfg, self.geometry, self.rate = cfg, geometry, rate
+        self.start_s, self.start_pts, self.src_time_base = start_s, start_pts, src_time_base
+        self.frames_in = self.frames_out = 0
+        # The thumbnail is the middle frame: small copies of every frame that can still be it.
+        self._candidates: dict[int, np.ndarray] = {}
+        self._mp4 = Mp4Writer(
+            geometry.width,
+            geometry.height,
+            rate,
+            crf=cfg.crf,
+            preset=cfg.preset,
+            time_base=time_base,
+            threads=1,
+        )
+
+    def add(self, item: DecodedFrame, image: np.ndarray, next_seconds: float) -> None:
+        self._candidates[self.frames_in] = _thumbnail_size(image, self.cfg.thumbnail_width)
+        for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:
+            del self._candidates[offset]
+        if self.cfg.fps > 0:
+            rel_end = next_seconds - self.start_s
+            while self.frames_out / float(self.rate) < rel_end - _EPS:
+                self._mp4.add(image, self.frames_out, 1)
+                self.frames_out += 1
+        else:
+            duration = (
+                max(1, round((next_seconds - item.seconds) / self.src_time_base))
+                if next_seconds > item.seconds
+                else 1
+            )
+            self._mp4.add(image, item.pts - self.start_pts, duration)
+            self.frames_out += 1
+        self.frames_in += 1
+
+    def close(self, plan: ClipPlan, tolerance: float) -> Clip | ClipFailure:
+        data = self._mp4.finish()
+        thumb = jpeg(
+            self._candidates[plan.num_frames // 2], self.cfg.thumbnail_quality, self.cfg.thumbnail_width
+        )
+        expected = (
+            max(1, int(np.ceil(plan.duration_s * float(self.rate) - _EPS)))
+            if self.cfg.fps > 0
+            else plan.num_frames
+        )
+        if self.frames_in != plan.num_frames:
+            return ClipFailure(
+                plan, Reason.CLIP_VERIFY, f"{self.frames_in} frames encoded, plan has {plan.num_frames}"
+            )
+        check = verify_clip(data, expected, plan.duration_s, tolerance)
+        if check:
+            return ClipFailure(plan, Reason.CLIP_VERIFY, check)
+        g = self.geometry
+        fps = self.frames_out / plan.duration_s if plan.duration_s > 0 else float(self.rate)
+        return Clip(plan, data, thumb, self.frames_out, fps, g.width, g.height, "h264", False, g.crop)
+
+    def abort(self) -> None:
+        self._mp4.abort()
+
+
+def _thumbnail_size(image: np.ndarray, width: int) -> np.ndarray:
+    """What `jpeg(image, quality, width)` encodes: scaled down (area) when wider than `width`."""
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,66 @@
+"""The one-pass split cuts the same clips as detection followed by a separate extraction pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import curate.single_pass as single_pass
+from curate.clips import ClipFailure, extract_clips, plan_clips
+from curate.config import SplitConfig
+from curate.probe import probe_file
+from curate.scenes import scan_file
+from curate.single_pass import SinglePass
+from media.decode import Deadline
+
+
+def two_pass(path: Path, cfg: SplitConfig) -> list[tuple[int, int, int, bytes, bytes]]:
+    probe = probe_file(path, cfg.probe)
+    scan = scan_file(path, cfg.detect)
+    plans = plan_clips(scan, cfg.clips)
+    clips = extract_clips(path, plans, scan, probe.width, probe.height, probe.rotation, cfg.extract)
+    return [_key(c) for c in clips]
+
+
+def one_pass(path: Path, cfg: SplitConfig) -> tuple[SinglePass, list[tuple[int, int, int, bytes, bytes]]]:
+    probe = probe_file(path, cfg.probe, decode_sample=False)
+    run = SinglePass(path, cfg, probe.width, probe.height, Deadline(None))
+    return run, [_key(c) for c in run.run()]
+
+
+def _key(clip) -> tuple[int, int, int, bytes, bytes]:
+    assert not isinstance(clip, ClipFailure), clip.message
+    return clip.plan.index, clip.plan.start_frame, clip.plan.end_frame, clip.data, clip.thumbnail
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {},
+        {"trim_s": 0.0, "min_length_s": 0.5, "max_length_s": 1.5},
+        {"long_scenes": "first", "max_length_s": 1.0, "drop_transitions": False},
+    ],
+)
+def test_one_pass_cuts_the_clips_of_two_passes(sample_footage, rules):
+    cfg = SplitConfig.model_validate({"clips": rules})
+    for name in ("cuts.mp4", "looks.mp4"):
+        run, clips = one_pass(sample_footage / name, cfg)
+        assert clips and clips == two_pass(sample_footage / name, cfg)
+        assert not run.second_pass
+
+
+@pytest.mark.slow
+def test_one_pass_on_real_fades_and_cuts(shared_footage):
+    video = shared_footage / "multishot" / "fades.mp4"
+    run, clips = one_pass(video, SplitConfig())
+    assert clips == two_pass(video, SplitConfig()) and not run.second_pass
+
+
+def test_a_full_delay_line_finishes_in_a_second_pass(sample_footage, monkeypatch):
+    # A delay line allowed to hold only a few frames overflows at once: the file's clips then
+    # come from the extraction-only second pass, still exactly the planned ones.
+    monkeypatch.setattr(single_pass, "_MAX_DELAY_BYTES", 1)
+    video = sample_footage / "cuts.mp4"
+    run, clips = one_pass(video, SplitConfig())
+    assert run.second_pass and clips == two_pass(video, SplitConfig())
