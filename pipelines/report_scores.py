@@ -21,10 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import filtering
-from pipelines.jobs.score import FILTER_STAGE, SCORE_STAGE
+from curate.camera import LABELS
+from pipelines.jobs.filter import FILTER_STAGE, selection_sql
+from pipelines.jobs.score import SCORE_STAGE
 from pipelines.report import SCAN_ROWS, finite_ranges, floats, streaming
 from store import CLIPS, CLIPS_SCHEMA, Store
+from store.filters import parse_filter, selects
 from store.placeholders import placeholder_columns
 
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -130,6 +132,10 @@ def render(store: Store, expression: str | None = None) -> str:
         flags.append(f"duplicates: {ds.count_rows(filter='duplicate_of IS NOT NULL')}{mark('duplicate_of')}")
     if flags:
         lines += ["", "flags: " + "; ".join(flags)]
+    if "camera_motion" in score_columns:
+        counts = {label: ds.count_rows(filter=f"camera_motion = '{label}'") for label in LABELS}
+        counts["not measured"] = ds.count_rows(filter="camera_motion IS NULL")
+        lines += ["", "camera_motion: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
     if expression is None:
         expression = records.get(FILTER_STAGE, {}).get("config", {}).get("expression", "")
     lines += ["", *filter_lines(ds, expression, marked)]
@@ -142,38 +148,33 @@ def render(store: Store, expression: str | None = None) -> str:
 
 
 def filter_lines(ds: lance.LanceDataset, expression: str, marked: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    """What each top-level rule of `expression` removes, counted batch by batch over the clips."""
-    node = filtering.parse(expression)
-    if node is None:
+    """What each top-level rule of `expression` removes, in one scan: Lance evaluates every rule as a
+    projected boolean column, and the counts add up batch by batch."""
+    checked = parse_filter(expression, "filter.expression", ds.schema.names)
+    if checked.tree is None:
         return ["filter: no expression (every clip scored without error is selected)"]
-    rules = filtering.rules(node)
-    names = set(ds.schema.names)
-    columns = sorted((filtering.columns(node) | {"score_error"}) & names)
-    fails = [0] * len(rules)
-    only = [0] * len(rules)
+    rules = checked.rules
+    projection = {f"rule_{i}": selects(rule) for i, rule in enumerate(rules)}
+    scored = "score_error" in ds.schema.names
+    projection["chosen"] = selection_sql(checked.source) if scored else selects(checked.source)
+    fails = np.zeros(len(rules), np.int64)
+    only = np.zeros(len(rules), np.int64)
     selected = total = 0
-    for batch in _batches(ds, columns) if columns else ():
-        table = pa.Table.from_batches([batch])
-        total += table.num_rows
-        masks = [
-            np.asarray(filtering.selection(str(rule), table).to_numpy(zero_copy_only=False), bool)
-            for rule in rules
-        ]
-        passed = np.sum(masks, axis=0) if masks else np.zeros(table.num_rows, int)
-        for i, mask in enumerate(masks):
-            fails[i] += int(np.count_nonzero(~mask))
-            # fails this rule and passes every other one
-            only[i] += int(np.count_nonzero(~mask & (passed == len(rules) - 1)))
-        chosen = filtering.selection(expression, table)
-        if "score_error" in table.column_names:
-            chosen = pc.and_(chosen, pc.is_null(table["score_error"]).combine_chunks())
-        selected += int(pc.sum(chosen).as_py() or 0)
-    lines = [f"filter: {node}"]
+    for batch in ds.to_batches(columns=projection, batch_size=SCAN_ROWS):
+        total += batch.num_rows
+        passed = np.stack(
+            [batch[f"rule_{i}"].to_numpy(zero_copy_only=False) for i in range(len(rules))]
+        ).astype(bool)
+        fails += np.count_nonzero(~passed, axis=1)
+        # fails this rule and passes every other one
+        only += np.count_nonzero(~passed & (passed.sum(axis=0) == len(rules) - 1), axis=1)
+        selected += int(pc.sum(batch["chosen"]).as_py() or 0)
+    lines = [f"filter: {checked.sql}"]
     for rule, fail, alone in zip(rules, fails, only, strict=True):
-        uses_placeholder = filtering.columns(rule) & marked
+        uses_placeholder = parse_filter(rule, "filter.expression").columns & marked
         lines.append(
-            f"  {rule!s:<44} removes {fail:>5}   (only this rule: {alone})"
+            f"  {rule:<44} removes {fail:>5}   (only this rule: {alone})"
             + ("  [PLACEHOLDER input]" if uses_placeholder else "")
         )
-    lines.append(f"  selected: {selected} of {total if columns else ds.count_rows()}")
+    lines.append(f"  selected: {selected} of {total}")
     return lines

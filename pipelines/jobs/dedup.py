@@ -26,6 +26,7 @@ def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
             ["clip_id", "content_hash", *([vectors] if vectors else [])],
             batch_rows=cfg.batch_rows,
             version=version,
+            readahead=1,  # the search is far slower than the read: batches decoded ahead only wait in memory
         )
 
     duplicates = find_duplicates_streaming(batches, vectors, cfg)

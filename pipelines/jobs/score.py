@@ -1,9 +1,10 @@
-"""`reelforge score` and `reelforge filter`: score columns, duplicates and the recorded selection.
+"""`reelforge score`: score columns and duplicates.
 
 The score job is one flat Ray Data chain:
 
     work list: row ids of the clips lacking scores, at one clips version
-      -> decode_and_measure   CPU tasks: read blobs by row id, decode once, motion + quality + hashes,
+      -> decode_and_measure   CPU tasks: read blobs by row id, decode once, motion + camera (same
+                              flow) + quality + hashes,
                               resize frames for the models                    (score.decode_*)
       -> ClipStage            actors: CLIP embedding + aesthetic head            (score.clip.*)
       -> TextAreaStage        actors: EasyOCR detector text area                 (score.ocr.*)
@@ -11,14 +12,14 @@ The score job is one flat Ray Data chain:
                               fragment by fragment
 
 Then dedup (pipelines/jobs/dedup.py) streams the signatures through a vector index and adds
-`duplicate_of`; filtering is a separate step that adds `selected` and records its expression.
+`duplicate_of`; the filter (pipelines/jobs/filter.py) is a step of its own that adds `selected`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,23 +29,27 @@ import pyarrow.compute as pc
 
 # curate.embed (torch + open_clip, ~5 s to import) is imported inside the functions that need it:
 # this module is what every CPU decode worker unpickles, and those must start in well under a second.
-from curate import filtering
+from curate.borders import content_box
+from curate.camera import CameraScores
 from curate.config import ScoreConfig
-from curate.decode import use_cpus
 from curate.dedup import frame_signature
+from curate.describe import CAPTION_COLUMNS, with_descriptions
 from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer, MotionScores
 from curate.ocr import ocr_input
 from curate.quality import QualityScorer, QualityScores
+from media.decode import use_cpus
 from pipelines.config import PipelineConfig
 from pipelines.jobs.dedup import run_dedup
 from pipelines.outcome import errors_of
-from pipelines.runtime import actor_pool, blocks_of, init_ray, task_pool, work_dataset
+from pipelines.plan import start_job
+from pipelines.runtime import actor_pool, blocks_of, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 from store.placeholders import mark_placeholders
 
-SCORE_STAGE, FILTER_STAGE = "score", "filter"
+SCORE_STAGE = "score"
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
+OCR_COLUMNS = ("text_area", "text_area_max", "overlay_text_area", "subtitle_band", "corner_logo")
 
 
 def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
@@ -52,6 +57,10 @@ def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
     names = ["score_error", "frames_sampled", "content_hash"]
     if cfg.motion.enabled:
         names += [f.name for f in fields(MotionScores)]
+    if cfg.camera.enabled:
+        names += [f.name for f in fields(CameraScores)]
+    if cfg.borders.enabled:
+        names += ["content_box", "border_fraction"]
     if cfg.quality.enabled:
         names += [f.name for f in fields(QualityScores)]
     if _signature_wanted(cfg):
@@ -62,9 +71,16 @@ def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
         if cfg.aesthetic.enabled:
             names += ["aesthetic_mean", "aesthetic_min"]
     if cfg.ocr.enabled:
-        names += ["text_area", "text_area_max"]
+        names += list(OCR_COLUMNS)
+    if _describes(cfg):
+        names += list(CAPTION_COLUMNS)
     widths = {"clip_embedding": embed_dim} if embed_dim else {}
     return contract.stage_schema(SCORE_STAGE, names, widths=widths)
+
+
+def _describes(cfg: ScoreConfig) -> bool:
+    """The scores in words (curate/describe.py) come from the camera and OCR scores."""
+    return cfg.camera.enabled or cfg.ocr.enabled
 
 
 def _runs_clip(cfg: ScoreConfig) -> bool:
@@ -81,7 +97,7 @@ def decode_and_measure(
     use_cpus(cfg.decode_num_cpus)
     ids = [str(c) for c in batch["clip_id"]]
     blobs = dict(zip(ids, ClipReader.at(store_root, version).blobs(batch[ROW_ID]), strict=True))
-    motion = MotionScorer(cfg.motion) if cfg.motion.enabled else None
+    motion = MotionScorer(cfg.motion, cfg.camera) if cfg.motion.enabled else None
     quality = QualityScorer(cfg.quality) if cfg.quality.enabled else None
     rows: list[dict[str, Any]] = []
     for clip_id in ids:
@@ -108,7 +124,14 @@ def decode_and_measure(
             row["frames_sampled"] = int(frames.frames.shape[0])
             row["content_hash"] = frames.content_hash()
             if motion is not None:
-                row.update(vars(motion(frames)))
+                motion_scores, camera_scores = motion.measure(frames)
+                row.update(vars(motion_scores))
+                if camera_scores is not None:
+                    row.update(vars(camera_scores))
+            if cfg.borders.enabled:
+                box = content_box(frames.frames, cfg.borders)
+                row["content_box"] = np.array([box.x, box.y, box.w, box.h], dtype=np.float64)
+                row["border_fraction"] = box.border_fraction
             if quality is not None:
                 row.update(vars(quality(frames.frames)))
             if "frame_signature" in _signature_wanted(cfg):
@@ -142,20 +165,32 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
     n = len(rows)
     out: dict[str, Any] = {
         "clip_id": np.array([r["clip_id"] for r in rows], dtype=object),
-        "score_error": np.array([r["score_error"] for r in rows], dtype=object),
+        "score_error": np.array([r["score_error"] or "" for r in rows], dtype=object),
         "frames_sampled": np.array([r["frames_sampled"] for r in rows], dtype=np.int32),
-        "content_hash": np.array([r["content_hash"] for r in rows], dtype=object),
+        "content_hash": np.array([r["content_hash"] or "" for r in rows], dtype=object),
     }
-    numeric = {}
+    measured = {}
     if cfg.motion.enabled:
-        numeric.update(_types(MotionScores))
+        measured.update(_types(MotionScores))
+    if cfg.camera.enabled:
+        measured.update(_types(CameraScores))
     if cfg.quality.enabled:
-        numeric.update(_types(QualityScores))
-    for name, typ in numeric.items():
-        if typ == pa.bool_():
+        measured.update(_types(QualityScores))
+    for name, typ in measured.items():
+        if typ == pa.string():
+            # "" for a missing text: a batch whose texts are all None would reach the driver typed as
+            # float by Ray's Arrow conversion and clash with the batches that have text.
+            out[name] = np.array([r.get(name) or "" for r in rows], dtype=object)
+        elif typ == pa.bool_():
             out[name] = np.array([bool(r.get(name, False)) for r in rows])
         else:
             out[name] = np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)
+    if cfg.borders.enabled:
+        # x, y, w, h as a float row (NaN: not measured) through Ray; a struct in the table.
+        out["content_box"] = (
+            np.stack([r.get("content_box", np.full(4, np.nan)) for r in rows]) if n else np.zeros((0, 4))
+        )
+        out["border_fraction"] = np.array([r.get("border_fraction", np.nan) for r in rows], dtype=np.float64)
     if _signature_wanted(cfg):
         out["frame_signature"] = (
             np.stack([r.get("frame_signature", np.full(SIGNATURE_SIZE, np.nan, np.float32)) for r in rows])
@@ -178,15 +213,18 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
 
 
 # ---- driver side -----------------------------------------------------------------------------------
-def _types(scores: type[MotionScores] | type[QualityScores]) -> dict[str, pa.DataType]:
+def _types(scores: type[MotionScores] | type[CameraScores] | type[QualityScores]) -> dict[str, pa.DataType]:
     """The contract's type of each field of a scorer's result dataclass."""
     return {f.name: contract.COLUMNS[contract.CLIPS][f.name].type for f in fields(scores)}
 
 
 def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
-    """A finished Ray batch as a typed Arrow table: NaN scores of failed clips become nulls."""
+    """A finished Ray batch as a typed Arrow table: NaN scores of failed clips become nulls; the scores
+    in words (curate/describe.py) are added from the table's own scores when the schema has them."""
     errors = [e if isinstance(e, str) and e else None for e in batch["score_error"]]
     failed = np.array([e is not None for e in errors])
+    words = [name for name in CAPTION_COLUMNS if name in schema.names]
+    schema = pa.schema([f for f in schema if f.name not in words])
     arrays = []
     for field_ in schema:
         values: Sequence[Any] | np.ndarray = batch[field_.name] if field_.name != "score_error" else errors
@@ -199,16 +237,32 @@ def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
             arr = pa.FixedSizeListArray.from_arrays(flat, field_.type.list_size)
             mask = np.isnan(matrix).any(axis=1) if matrix.size else failed
             arrays.append(pc.if_else(pa.array(mask), pa.nulls(len(arr), field_.type), arr))
+        elif pa.types.is_struct(field_.type):
+            boxes = np.asarray(np.stack(list(values)) if len(values) else np.zeros((0, 4)), dtype=np.float64)
+            unmeasured = np.isnan(boxes).any(axis=1)
+            parts = [
+                pa.array(np.nan_to_num(boxes[:, i]).astype(np.int32)) for i in range(field_.type.num_fields)
+            ]
+            arrays.append(
+                pa.StructArray.from_arrays(parts, fields=list(field_.type), mask=pa.array(unmeasured))
+            )
         elif pa.types.is_floating(field_.type):
             vals = np.asarray(values, dtype=np.float64)
             arrays.append(pa.array(vals, field_.type, mask=np.isnan(vals)))
         elif pa.types.is_boolean(field_.type):
-            arrays.append(pa.array(np.asarray(values, dtype=bool), field_.type, mask=failed))
+            flags = np.asarray(values)
+            # Flags a model stage measured travel as floats, NaN where it measured nothing.
+            unmeasured = failed | (np.isnan(flags) if flags.dtype.kind == "f" else False)
+            arrays.append(pa.array(flags.astype(bool), field_.type, mask=unmeasured))
         else:
-            # A string column that is None for every clip of a batch (all failed) comes back from
-            # Ray's Arrow round trip as float NaN.
-            arrays.append(pa.array([None if _missing(v) else v for v in list(values)], field_.type))
+            # Texts travel as "" when missing (see _columns); NaN is what an all-None column of an
+            # older batch turns into in Ray's Arrow round trip.
+            arrays.append(
+                pa.array([None if _missing(v) or v == "" else v for v in list(values)], field_.type)
+            )
     table = pa.Table.from_arrays(arrays, schema=schema)
+    if words:
+        table = with_descriptions(table)
     return table.append_column(ROW_ID, pa.array(np.asarray(batch[ROW_ID], dtype=np.uint64)))
 
 
@@ -221,6 +275,20 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
     records: dict[str, Any] = {"frames": cfg.frames.model_dump(mode="json")}
     if cfg.motion.enabled:
         records["motion"] = {"method": cfg.motion.method, "placeholder": False}
+    if _describes(cfg):
+        records["describe"] = {
+            "rules": "curate/describe.py",
+            "placeholder": False,
+            "columns": list(CAPTION_COLUMNS),
+        }
+    if cfg.borders.enabled:
+        records["borders"] = {"measures": ["content_box", "border_fraction"], "placeholder": False}
+    if cfg.camera.enabled:
+        records["camera"] = {
+            "model": "similarity fitted with RANSAC to the motion flow",
+            "placeholder": False,
+            "columns": [f.name for f in fields(CameraScores)],
+        }
     if cfg.quality.enabled:
         records["quality"] = {"measures": sorted(f.name for f in fields(QualityScores)), "placeholder": False}
     if _runs_clip(cfg):
@@ -246,7 +314,7 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
             "library": "easyocr",
             "detector": "craft_mlt_25k",
             "placeholder": False,
-            "columns": ["text_area", "text_area_max"],
+            "columns": list(OCR_COLUMNS),
         }
     return records
 
@@ -356,7 +424,9 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
     schema = score_schema(cfg, embed_dim)
     if len(todo):
-        init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
+        # Before Ray Data would start a default Ray (ignoring ray.address/num_cpus/temp_dir); refuses
+        # what the cluster could never schedule.
+        start_job(config, "score")
         ds = build_dataset(store, cfg, todo, clip_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=cfg.commit_every, batch_format="numpy"):
@@ -406,64 +476,3 @@ def _embed_dim(cfg: ScoreConfig) -> int:
     import open_clip
 
     return int(open_clip.get_model_config(cfg.clip.resolved_model())["embed_dim"])
-
-
-@dataclass
-class FilterSummary:
-    expression: str
-    total: int
-    selected: int
-
-    def lines(self) -> list[str]:
-        return [
-            f"filter: {self.selected}/{self.total} clips selected by: {self.expression or '(everything scored)'}"
-        ]
-
-
-def run_filter(config: PipelineConfig, expression: str | None = None) -> FilterSummary:
-    """Evaluate the filter expression and store it as the `selected` column + the recorded expression.
-
-    Clips whose scoring failed are never selected. The canonical expression and the dataset version
-    it was evaluated on are recorded, so training reads exactly this selection. The table is read in
-    batches of the columns the expression names (bounded memory at any size).
-    """
-    store = Store(config.store.root)
-    text = config.filter.expression if expression is None else expression
-    node = filtering.parse(text)
-    needed = sorted(filtering.columns(node) | {"clip_id", "score_error"})
-    clips = store.require("clips")
-    available = set(clips.schema.names)
-    if "score_error" not in available:
-        raise filtering.FilterExpressionError(
-            "no score columns in the clips table: run `reelforge score` first"
-        )
-    missing = sorted(set(needed) - available)
-    if missing:
-        raise filtering.FilterExpressionError(
-            f"filter names unknown column(s) {missing}; available: {', '.join(sorted(available))}"
-        )
-    counts = {"total": 0, "selected": 0}
-
-    def selections() -> Iterator[pa.Table]:
-        for batch in store.scan("clips", needed):
-            table = pa.Table.from_batches([batch])
-            mask = pc.and_(
-                filtering.selection(text, table), pc.is_null(table["score_error"]).combine_chunks()
-            )
-            counts["total"] += table.num_rows
-            counts["selected"] += int(pc.sum(mask).as_py() or 0)
-            yield pa.table({ROW_ID: table[ROW_ID], "clip_id": table["clip_id"], "selected": mask})
-
-    store.add_columns(
-        selections(),
-        FILTER_STAGE,
-        {
-            "expression": "" if node is None else str(node),
-            "source_expression": text,
-            "evaluated_on_version": clips.version,
-        },
-        schema=pa.schema([(ROW_ID, pa.uint64()), ("clip_id", pa.string()), ("selected", pa.bool_())]),
-    )
-    return FilterSummary(
-        expression="" if node is None else str(node), total=counts["total"], selected=counts["selected"]
-    )
