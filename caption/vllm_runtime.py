@@ -27,6 +27,10 @@ from caption.config import CaptionConfig, OpenAIEngineConfig, VLLMEngineConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
+# One environment per vLLM build (caption.vllm.device): the same vLLM release, caption code and entry
+# points; only torch and vLLM's kernels differ. The make target that builds each names it in errors.
+VENVS = {"CPU": DEFAULT_VENV, "GPU": REPO_ROOT / ".venv-vllm-cuda"}
+MAKE_TARGETS = {"CPU": "make vllm-env", "GPU": "make vllm-env VLLM=cuda"}
 CACHE_DIR = REPO_ROOT / ".cache"
 # The tiny model built by caption/tiny_vlm.py: its served name and the file marking a finished build.
 TINY_VLM_NAME = "tiny-qwen2-vl"
@@ -44,13 +48,15 @@ class ServerError(RuntimeError):
     """The vLLM server did not come up (the message carries the end of its log)."""
 
 
-def vllm_python() -> Path:
-    """The vLLM environment's interpreter: $REELFORGE_VLLM_PYTHON or <repo>/.venv-vllm/bin/python."""
+def vllm_python(device: str = "CPU") -> Path:
+    """The interpreter of the vLLM environment for `device` (caption.vllm.device): $REELFORGE_VLLM_PYTHON,
+    else <repo>/.venv-vllm/bin/python (CPU) or <repo>/.venv-vllm-cuda/bin/python (GPU)."""
     override = os.environ.get("REELFORGE_VLLM_PYTHON")
-    python = Path(override) if override else DEFAULT_VENV / "bin" / "python"
+    python = Path(override) if override else VENVS[device] / "bin" / "python"
     if not python.is_file():
         raise VLLMEnvMissing(
-            f"no vLLM environment at {python}: build it with `make vllm-env` (caption/vllm_env.sh)"
+            f"no vLLM environment for caption.vllm.device={device} at {python}: build it with "
+            f"`{MAKE_TARGETS[device]}`"
         )
     return python
 
@@ -210,7 +216,9 @@ class VLLMServer:
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         api_key: str | None = None,
+        python: Path | None = None,
     ):
+        self._python = python
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.api_key = api_key or secrets.token_urlsafe(32)
@@ -230,7 +238,7 @@ class VLLMServer:
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 (closed in stop())
         started = time.perf_counter()
         self._process = subprocess.Popen(
-            [str(vllm_python()), "-m", "caption.serve", *self._args],
+            [str(self._python or vllm_python()), "-m", "caption.serve", *self._args],
             cwd=REPO_ROOT,
             env=self._env,
             stdout=self._log_file,
@@ -297,7 +305,12 @@ def launched_server(cfg: CaptionConfig) -> Iterator[CaptionConfig]:
         return
     env = vllm_env_vars(kvcache_gib=cfg.vllm.cpu_kvcache_gib)
     with (
-        VLLMServer(server_args(cfg), ready_timeout_s=cfg.openai.launch_timeout_s, env=env) as server,
+        VLLMServer(
+            server_args(cfg),
+            ready_timeout_s=cfg.openai.launch_timeout_s,
+            env=env,
+            python=vllm_python(cfg.vllm.device),
+        ) as server,
         server_key_in_environment(server),
     ):
         yield cfg.model_copy(update={"openai": client_settings(cfg.openai, server)})

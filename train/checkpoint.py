@@ -1,5 +1,8 @@
 """Checkpoints: safetensors for every tensor (weights, EMA, optimizer state, RNG states), JSON for the rest.
 
+Every rank's random state is kept (`rng.safetensors` holds `<rank>.<name>` tensors, state.json the
+Python and NumPy states per rank): rank r resumes with its own noise stream, not rank 0's copied to it.
+
 Layout: <out_dir>/checkpoints/step_0000100/{model,ema,optimizer,rng}.safetensors + state.json, and
 <out_dir>/checkpoints/latest naming the newest complete one. A checkpoint is written into a temp
 folder and renamed, then `latest` is replaced atomically, so a kill at any moment leaves the
@@ -9,9 +12,12 @@ previous checkpoint intact. Nothing is unpickled on load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +26,40 @@ import torch
 from safetensors.torch import load_file, save_file
 
 LATEST = "latest"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankRng:
+    """One rank's random state: torch tensors (global CPU and CUDA generators, the step-noise generator)
+    and the Python and NumPy states as JSON-able lists."""
+
+    tensors: dict[str, torch.Tensor]
+    python: list[Any]
+    numpy: list[Any]
+
+
+def capture_rng(noise_generator: torch.Generator) -> RankRng:
+    tensors = {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()}
+    if noise_generator.device.type == "cuda":
+        tensors["torch_cuda"] = torch.cuda.get_rng_state(noise_generator.device)
+    # the default (legacy) form is this tuple; numpy's stub types the default call as the dict form
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    return RankRng(
+        tensors,
+        [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    )
+
+
+def apply_rng(rng: RankRng, noise_generator: torch.Generator) -> None:
+    torch.set_rng_state(rng.tensors["torch_cpu"])
+    noise_generator.set_state(rng.tensors["noise"])
+    if "torch_cuda" in rng.tensors and noise_generator.device.type == "cuda":
+        torch.cuda.set_rng_state(rng.tensors["torch_cuda"], noise_generator.device)
+    random.setstate((rng.python[0], tuple(rng.python[1]), rng.python[2]))
+    numpy_state = rng.numpy
+    np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
 
 
 def checkpoint_root(out_dir: str | Path) -> Path:
@@ -55,32 +95,30 @@ def save_checkpoint(
     ema: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    noise_generator: torch.Generator,
+    rank_rngs: Sequence[RankRng],
     extra: dict[str, Any],
 ) -> Path:
+    """Write step `step` (`rank_rngs[r]` is rank r's random state, gathered by the caller)."""
     root = checkpoint_root(out_dir)
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp_step_{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors")
-    )
-    save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+    save_file(_host(model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(_host(ema.state_dict()), str(tmp / "ema.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file(_host(opt_tensors), str(tmp / "optimizer.safetensors"))
     save_file(
-        {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()},
+        {f"{rank}.{name}": t for rank, rng in enumerate(rank_rngs) for name, t in _host(rng.tensors).items()},
         str(tmp / "rng.safetensors"),
     )
-    # the default (legacy) form is this tuple; numpy's stub types the default call as the dict form
-    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "step": step,
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict(),
-        "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-        "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "world_size": len(rank_rngs),
+        "python_rng": [rng.python for rng in rank_rngs],
+        "numpy_rng": [rng.numpy for rng in rank_rngs],
         **extra,
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -90,6 +128,10 @@ def save_checkpoint(
     pointer.write_text(final.name)
     os.replace(pointer, root / LATEST)
     return final
+
+
+def _host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -115,7 +157,12 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     noise_generator: torch.Generator,
+    rank: int = 0,
 ) -> dict[str, Any]:
+    """Load the weights, optimizer and schedule into the given objects (tensors land on the devices
+    of the objects they load into) and rank `rank`'s random state. A checkpoint written by fewer
+    ranks has no state for this one: the rank keeps its seeded state, so the run goes on but is no
+    longer an exact continuation (logged)."""
     state = read_state(path)
     model.load_state_dict(load_weights(path, ema=False))
     ema.load_state_dict(load_weights(path, ema=True))
@@ -123,11 +170,17 @@ def restore_checkpoint(
         _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
     )
     scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(str(path / "rng.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    noise_generator.set_state(rng["noise"])
-    python_state = state["python_rng"]
-    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    numpy_state = state["numpy_rng"]
-    np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+    saved = load_file(str(path / "rng.safetensors"))
+    prefix = f"{rank}."
+    tensors = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
+    if "noise" in tensors:
+        apply_rng(RankRng(tensors, state["python_rng"][rank], state["numpy_rng"][rank]), noise_generator)
+    else:
+        log.warning(
+            "%s holds the random state of %s rank(s), none for rank %d: this rank continues from its seed "
+            "(the resumed run is not an exact continuation)",
+            path,
+            state.get("world_size", "?"),
+            rank,
+        )
     return state

@@ -8,9 +8,31 @@ files stay portable.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class DeviceError(ValueError):
+    """A device setting this machine (or Ray cluster) cannot serve, e.g. `cuda` without CUDA: one line
+    naming the key and the values it takes."""
+
+
+def _device_setting(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}")
+    return value
+
+
+# Where a stage runs: auto (CUDA when present, else the CPU), cpu, cuda (the first GPU, or under
+# torchrun / Ray Train the rank's own) or cuda:N. Resolved in one place: train.device.resolve_device.
+Device = Annotated[str, AfterValidator(_device_setting)]
+# Autocast dtype: auto is bf16 on CUDA and fp32 on the CPU (bf16 matmuls are ~0.6x fp32 on CPUs
+# without AMX, and fp32 keeps CPU results exactly as they were).
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 class _Frozen(BaseModel):
@@ -59,6 +81,8 @@ class VAETrainConfig(_Frozen):
     out_dir: str = "out/vae"
     seed: int = 0
     filter: str | None = None
+    device: Device = "auto"
+    precision: Precision = "auto"
 
 
 class DiTConfig(_Frozen):
@@ -107,9 +131,29 @@ class DataConfig(_Frozen):
     # A Lance SQL filter on clips columns, e.g. "aesthetic > 4.5 AND motion > 0.1".
     filter: str | None = None
     caption_column: str = "caption"
+    # How each training prompt is built from clips columns, e.g. "{caption} {caption_camera}." (the
+    # score stage's caption_camera / caption_motion / caption_text): the wording is chosen here, at
+    # training time, never baked into the dataset. A null column reads as empty. None: the caption.
+    prompt_template: str | None = None
     # "auto" uses the encode stage's latent/text_emb columns when every selected clip has them.
     latents: Literal["auto", "precomputed", "decode"] = "auto"
     num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _template_names_columns(self) -> DataConfig:
+        if self.prompt_template is not None:
+            import string
+
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(self.prompt_template) if f is not None]
+            except ValueError as err:
+                raise ValueError(f"train.data.prompt_template: {err}") from err
+            if not fields or any(not f.isidentifier() for f in fields):
+                raise ValueError(
+                    "train.data.prompt_template must name clips columns in braces, e.g. "
+                    f"'{{caption}} {{caption_camera}}.'; got {self.prompt_template!r}"
+                )
+        return self
 
 
 class TrainConfig(_Frozen):
@@ -123,8 +167,8 @@ class TrainConfig(_Frozen):
     min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
     grad_clip: float = Field(default=1.0, gt=0.0)
     ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
-    # "auto": fp32 on CPU (bf16 matmuls are ~0.6x fp32 on CPUs without AMX), bf16 on CUDA.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: Device = "auto"
+    precision: Precision = "auto"
     compile: bool = False
     grad_checkpointing: bool = False
     caption_dropout: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -134,6 +178,9 @@ class TrainConfig(_Frozen):
     val_every: int = Field(default=100, ge=1)
     log_every: int = Field(default=10, ge=1)
     ckpt_every: int = Field(default=100, ge=1)
+    # Every this many steps (and at the last) the EMA model samples eval.prompts with eval.seed and the
+    # samples are scored on VBench's dimensions, logged to eval.csv and TensorBoard; 0 = never.
+    eval_every: int = Field(default=0, ge=0)
     tensorboard: bool = True
     progress: bool = True
     out_dir: str = "out/train"
@@ -152,6 +199,11 @@ class EncodeConfig(_Frozen):
     batch_size: int = Field(default=8, ge=1)
     concurrency: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, gt=0.0)
+    # The encoder actors' device, resolved against the Ray cluster's GPUs (auto: CUDA when it has
+    # any); each actor asks Ray for num_gpus GPUs when it runs on CUDA. The autocast dtype is
+    # train.precision's, so latents match what the trainer would compute on the fly.
+    device: Device = "auto"
+    num_gpus: float = Field(default=1.0, gt=0.0)
     # Encode only clips not yet encoded for the current VAE/text config (resume), or all.
     overwrite: bool = False
 
@@ -169,3 +221,5 @@ class SampleConfig(_Frozen):
     use_ema: bool = True
     fps: int = Field(default=8, ge=1)
     out_dir: str = "out/samples"
+    # Autocast follows the checkpoint's train.precision on this device.
+    device: Device = "auto"

@@ -3,8 +3,8 @@
 A model stage in the project's sense: the constructor loads the VAE and the text encoder, and
 `__call__(batch)` maps a batch holding clip_id, the clip's MP4 bytes, its size, frame count and
 caption to a batch with the columns the trainer reads (see train.data.LATENT_COLUMNS). Each clip
-is cut to the bucket the trainer would put it in, so a precomputed latent is bit-for-bit what the
-trainer would have computed on the fly. Clips that fit no bucket or fail to decode get null
+is cut to the bucket the trainer would put it in, and the VAE runs under the trainer's autocast (train.precision on this
+device), so a precomputed latent is bit-for-bit what the trainer would have computed on the fly. Clips that fit no bucket or fail to decode get null
 columns and a reason in `encode_error`, and the batch goes on.
 """
 
@@ -17,7 +17,15 @@ import torch
 
 from store import ROW_ID, contract
 from train.config import TrainConfig
-from train.data import assign_bucket, bucket_name, decode_clip, frames_to_tensor
+from train.data import (
+    assign_bucket,
+    bucket_name,
+    decode_clip,
+    frames_to_tensor,
+    prompt_template,
+    render_prompts,
+)
+from train.device import Placement
 from train.text import build_text_encoder
 from train.vae import load_vae
 
@@ -32,21 +40,26 @@ def encode_signature(config: TrainConfig) -> dict[str, Any]:
         "text": config.text.model_dump(mode="json"),
         "buckets": [bucket_name(b) for b in config.data.buckets],
         "caption_column": config.data.caption_column,
+        "prompt_template": prompt_template(config.data),
     }
 
 
 class LatentEncoder:
-    def __init__(self, config: TrainConfig):
+    """`device` is a resolved setting (cpu, cuda): the encode job resolves encode.device against the
+    Ray cluster, and a Ray actor given a GPU sees it as cuda:0."""
+
+    def __init__(self, config: TrainConfig, device: str = "cpu"):
         self.config = config
-        self.vae = load_vae(config.vae)
-        self.text = build_text_encoder(config.text)
+        self.placement = Placement.resolve(device, config.precision, "encode.device")
+        self.vae = load_vae(config.vae).to(self.placement.device)
+        self.text = build_text_encoder(config.text).to(self.placement.device)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        """batch: clip_id, video (bytes), width, height, num_frames, <caption column> -> ENCODE_SCHEMA table.
+        """batch: clip_id, video (bytes), width, height, num_frames, the prompt columns -> ENCODE_SCHEMA table.
 
         Arrow out, not numpy: the bytes and list columns keep their exact types through Ray."""
         ids = list(batch["clip_id"])
-        captions = [str(c) if c is not None else "" for c in batch[self.config.data.caption_column]]
+        captions = render_prompts(batch, prompt_template(self.config.data), len(ids))
         out: dict[str, list[Any]] = {name: [None] * len(ids) for name in ENCODE_SCHEMA.names}
         out["clip_id"] = ids
         tokens, mask = self.text.encode(captions)
@@ -70,11 +83,12 @@ class LatentEncoder:
             buckets[bucket_name(bucket)] = bucket
             by_bucket.setdefault(bucket_name(bucket), []).append((i, video))
         for name, items in by_bucket.items():
-            with torch.no_grad():
-                latents = self.vae.encode_normalized(torch.stack([v for _, v in items]))
+            videos = torch.stack([v for _, v in items])
+            with torch.no_grad(), self.placement.autocast():
+                latents = self.vae.encode_normalized(self.placement.put(videos)).float().cpu()
             for (i, _), latent in zip(items, latents, strict=True):
-                array = latent.float().contiguous().numpy()
-                text = tokens[i].float().contiguous().numpy()
+                array = latent.contiguous().numpy()
+                text = tokens[i].float().cpu().contiguous().numpy()
                 out["latent"][i] = array.tobytes()
                 out["latent_shape"][i] = list(array.shape)
                 out["latent_bucket"][i] = name

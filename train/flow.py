@@ -20,8 +20,8 @@ VelocityModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 def sample_timesteps(
     batch: int, mean: float, std: float, generator: torch.Generator, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """t = sigmoid(n), n ~ N(mean, std): (B,) in (0, 1)."""
-    normal = torch.randn(batch, generator=generator) * std + mean
+    """t = sigmoid(n), n ~ N(mean, std): (B,) in (0, 1), drawn on the generator's device."""
+    normal = torch.randn(batch, generator=generator, device=generator.device) * std + mean
     return torch.sigmoid(normal).to(device)
 
 
@@ -54,7 +54,7 @@ def drop_captions(
     """
     if probability <= 0:
         return text, text_mask
-    drop = torch.rand(text.shape[0], generator=generator) < probability  # (B,)
+    drop = torch.rand(text.shape[0], generator=generator, device=generator.device) < probability  # (B,)
     drop = drop.to(text.device)
     text = torch.where(drop[:, None, None], null_text.to(text.dtype)[None], text)
     text_mask = torch.where(drop[:, None], null_mask[None], text_mask)

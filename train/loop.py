@@ -1,13 +1,18 @@
 """The DiT training loop: AdamW, warmup + cosine, clipping, EMA, bf16/compile/checkpointing options,
 logs (CSV, TensorBoard, progress bar), validation loss, checkpoints with exact resume, and DDP.
 
-Exact resume: everything random in a step comes from state that is checkpointed (the noise/timestep/
-caption-dropout generator, the torch RNG) or is a pure function of (seed, epoch) (the batch order),
-and the sampler can start mid-epoch; so a run killed and resumed logs the same losses and ends with
-the same weights as one that never stopped (on a deterministic CPU).
+Device: train.device (train/device.py): bf16 autocast, TF32, pinned batches and noise drawn on the
+GPU on CUDA; fp32 on the CPU.
 
-DDP: started by torchrun (or Ray Train), which sets RANK/WORLD_SIZE; gloo on CPU, nccl on CUDA.
-Each rank reads its own shard of the batches; rank 0 logs and writes checkpoints.
+Exact resume: everything random in a step comes from state that is checkpointed (the noise/timestep/
+caption-dropout generator, the torch RNGs: every rank's own) or is a pure function of (seed, epoch)
+(the batch order), and the sampler can start mid-epoch; so a run killed and resumed logs the same
+losses and ends with the same weights as one that never stopped (on a deterministic CPU), with any
+number of ranks.
+
+DDP: started by torchrun (or Ray Train), which sets RANK/WORLD_SIZE/LOCAL_RANK; nccl when the ranks
+run on CUDA (each on its LOCAL_RANK GPU), gloo on the CPU. Each rank reads its own share of every
+epoch's batches; rank 0 logs and writes checkpoints, with every rank's random state gathered into them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -33,7 +37,15 @@ from tqdm import tqdm
 
 from store import Store
 from store.placeholders import schema_marks
-from train.checkpoint import latest_checkpoint, load_weights, read_state, restore_checkpoint, save_checkpoint
+from train.checkpoint import (
+    RankRng,
+    capture_rng,
+    latest_checkpoint,
+    load_weights,
+    read_state,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from train.config import TrainConfig
 from train.data import (
     BucketBatchSampler,
@@ -44,6 +56,7 @@ from train.data import (
     make_loader,
     no_clips_error,
 )
+from train.device import CPU, Placement, autocast_dtype, local_rank
 from train.dit import DiT
 from train.encode import encode_signature
 from train.flow import drop_captions, sample_timesteps, training_loss
@@ -52,6 +65,9 @@ from train.vae import VideoVAE, load_vae
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ("step", "loss", "lr", "grad_norm", "step_time_s", "samples_per_s", "tokens_per_s")
+# Evaluation during training: (step, EMA model, text encoder) -> {dimension: value}, called on rank 0
+# every train.eval_every steps; pipelines/jobs/eval.py builds it (samples fixed prompts and scores them).
+Evaluator = Callable[[int, DiT, TextEncoder], dict[str, float]]
 
 
 @dataclass
@@ -64,12 +80,6 @@ class TrainSummary:
     val_clips: int
     # {column: "stage/model"}: inputs made by random-weight models (their captions are random text)
     placeholder_inputs: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_precision(config: TrainConfig, device: torch.device) -> torch.dtype:
-    if config.precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return torch.bfloat16 if config.precision == "bf16" else torch.float32
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -129,22 +139,39 @@ def training_index(
     return index, train_index, val_index
 
 
-def distributed_context() -> tuple[int, int]:
-    """(rank, world_size); initialises the process group when launched by torchrun/Ray Train."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+def distributed_context(
+    config: TrainConfig, device: torch.device | None = None
+) -> tuple[int, int, Placement]:
+    """(rank, world_size, where this rank trains). Resolves train.device (each rank of a distributed run
+    on its LOCAL_RANK GPU) unless the caller names the device (a Ray Train worker: the GPU Ray gave
+    it), then initialises the process group when torchrun started the ranks: nccl between GPUs, gloo
+    between CPU processes (Ray Train initialises its own)."""
+    if device is None:
+        placement = Placement.resolve(config.device, config.precision, "train.device", local_rank())
+    else:
+        placement = Placement(device, autocast_dtype(config.precision, device))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if placement.cuda else "gloo")
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        return dist.get_rank(), dist.get_world_size(), placement
+    return 0, 1, placement
+
+
+def gather_rngs(rng: RankRng, rank: int, world: int) -> list[RankRng]:
+    """Every rank's random state, in rank order, on rank 0 (an empty list elsewhere); every rank calls it."""
+    if world == 1:
+        return [rng]
+    gathered: list[Any] = [None] * world if rank == 0 else []
+    dist.gather_object(rng, gathered if rank == 0 else None, dst=0)
+    return cast(list[RankRng], gathered)
 
 
 class BatchPreparer:
     """Turns a loader batch into (latents, text tokens, text mask): reads precomputed columns, or
     encodes clips with the VAE and captions with the text encoder (cached per caption)."""
 
-    def __init__(self, vae: VideoVAE | None, text: TextEncoder, device: torch.device):
-        self.vae, self.text, self.device = vae, text, device
+    def __init__(self, vae: VideoVAE | None, text: TextEncoder, placement: Placement):
+        self.vae, self.text, self.placement = vae, text, placement
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,10 +193,31 @@ class BatchPreparer:
         else:
             if self.vae is None:
                 raise ValueError("clips have no precomputed latents and no VAE is loaded")
-            with torch.no_grad():
-                latent = self.vae.encode_normalized(batch["video"].to(self.device))
+            # the encode stage's autocast too (train.encode), so its latents are these
+            with torch.no_grad(), self.placement.autocast():
+                latent = self.vae.encode_normalized(self.placement.put(batch["video"])).float()
             text, mask = self.encode_captions(batch["caption"])
-        return latent.to(self.device), text.to(self.device), mask.to(self.device)
+        put = self.placement.put
+        return put(latent), put(text), put(mask)
+
+
+def step_inputs(
+    batch: dict[str, Any],
+    prepare: BatchPreparer,
+    config: TrainConfig,
+    generator: torch.Generator,
+    null_text: torch.Tensor,
+    null_mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(latent, text, mask, noise, t) of one training step: the batch with captions dropped, and the
+    noise and timesteps drawn from `generator` (on the training device), in this order."""
+    latent, text, mask = prepare(batch)
+    text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, generator)
+    noise = torch.randn(latent.shape, generator=generator, device=generator.device).to(latent.device)
+    t = sample_timesteps(
+        latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator, latent.device
+    )
+    return latent, text, mask, noise, t
 
 
 def _batches_forever(
@@ -206,12 +254,12 @@ def _append_csv(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> Non
 
 @torch.no_grad()
 def validation_loss(
-    model: torch.nn.Module, index: ClipIndex, prepare: BatchPreparer, config: TrainConfig, dtype: torch.dtype
+    model: torch.nn.Module, index: ClipIndex, prepare: BatchPreparer, config: TrainConfig
 ) -> float | None:
     """Mean flow loss on held-out clips with fixed noise and timesteps, so values are comparable over time."""
     if len(index) == 0:
         return None
-    generator = torch.Generator().manual_seed(config.seed + 999)
+    generator = prepare.placement.generator(config.seed + 999)
     sampler = BucketBatchSampler(index, config.batch_size, config.seed, shuffle=False)
     batches = ClipBatches(index, config.data.caption_column)
     total, count = 0.0, 0
@@ -219,11 +267,11 @@ def validation_loss(
     model.eval()
     for positions in sampler:
         latent, text, mask = prepare(batches[positions])
-        noise = torch.randn(latent.shape, generator=generator).to(latent.device)
+        noise = torch.randn(latent.shape, generator=generator, device=generator.device).to(latent.device)
         t = sample_timesteps(
             latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator, latent.device
         )
-        with torch.autocast(latent.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with prepare.placement.autocast():
             loss = training_loss(model, latent, text, mask, noise, t)
         total += loss.item() * latent.shape[0]
         count += latent.shape[0]
@@ -231,20 +279,26 @@ def validation_loss(
     return total / count
 
 
-def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSummary:
-    """Train the DiT on the clips at `clips_uri`, resuming from `config.out_dir` if it has a checkpoint."""
-    rank, world = distributed_context()
-    dev = torch.device(device)
-    dtype = resolve_precision(config, dev)
+def train(
+    config: TrainConfig,
+    clips_uri: str,
+    device: torch.device | None = None,
+    evaluator: Evaluator | None = None,
+) -> TrainSummary:
+    """Train the DiT on the clips at `clips_uri`, resuming from `config.out_dir` if it has a checkpoint.
+    `device` overrides train.device (a Ray Train worker passes the GPU Ray assigned it); `evaluator`
+    scores the EMA model every `config.eval_every` steps on rank 0 (eval.csv, TensorBoard `eval/*`)."""
+    rank, world, placement = distributed_context(config, device)
+    dev = placement.device
     out_dir = Path(config.out_dir)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    text_encoder = build_text_encoder(config.text)
+    text_encoder = build_text_encoder(config.text).to(dev)
     null_text, null_mask = (x.to(dev) for x in text_encoder.null())
     index, train_index, val_index = training_index(config, clips_uri, world)
     vae = None if index.has_latents else load_vae(config.vae).to(dev)
-    prepare = BatchPreparer(vae, text_encoder, dev)
+    prepare = BatchPreparer(vae, text_encoder, placement)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = DiT(config.dit, latent_channels=config.vae.latent_channels, text_dim=text_encoder.dim).to(dev)
@@ -254,28 +308,32 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    noise_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    noise_generator = placement.generator(config.seed * 1000 + rank)
 
     step = 0
     resumed_from = latest_checkpoint(out_dir)
     if resumed_from is not None:
-        state = restore_checkpoint(resumed_from, model, ema, optimizer, scheduler, noise_generator)
+        state = restore_checkpoint(resumed_from, model, ema, optimizer, scheduler, noise_generator, rank)
         step = state["step"]
         if rank == 0:
             _truncate_csv(out_dir / "log.csv", step)
             _truncate_csv(out_dir / "val.csv", step)
+            _truncate_csv(out_dir / "eval.csv", step)
             log.info("resumed from %s at step %d", resumed_from, step)
 
     network: torch.nn.Module = model
     if world > 1:
-        network = DistributedDataParallel(model)
+        network = DistributedDataParallel(model, device_ids=[dev] if placement.cuda else None)
     if config.compile:
         # compiling a Module gives an OptimizedModule (a Module); the stub only says "a callable"
         network = cast(torch.nn.Module, torch.compile(network))
 
     sampler = BucketBatchSampler(train_index, config.batch_size, config.seed, rank, world)
     loader = make_loader(
-        ClipBatches(train_index, config.data.caption_column), sampler, config.data.num_workers
+        ClipBatches(train_index, config.data.caption_column),
+        sampler,
+        config.data.num_workers,
+        pin_memory=placement.cuda,
     )
     writer = None
     if rank == 0 and config.tensorboard:
@@ -298,13 +356,10 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     batches = _batches_forever(loader, sampler, step)
     while step < config.steps:
         started = time.perf_counter()
-        latent, text, mask = prepare(next(batches))
-        text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, noise_generator)
-        noise = torch.randn(latent.shape, generator=noise_generator).to(dev)
-        t = sample_timesteps(
-            latent.shape[0], config.logit_normal_mean, config.logit_normal_std, noise_generator, dev
+        latent, text, mask, noise, t = step_inputs(
+            next(batches), prepare, config, noise_generator, null_text, null_mask
         )
-        with torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else nullcontext():
+        with placement.autocast():
             loss = training_loss(network, latent, text, mask, noise, t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,8 +369,8 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - config.ema_decay)
         step += 1
+        loss_value = loss.item()  # waits for the step on CUDA, so the time below is the step's
         elapsed = time.perf_counter() - started
-        loss_value = loss.item()
         if rank == 0:
             tokens = latent.shape[0] * math.prod(model.token_grid(tuple(latent.shape))) * world
             row = {
@@ -336,17 +391,27 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
             progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens / elapsed:.0f}")
             progress.update(1)
             if step % config.val_every == 0 or step == config.steps:
-                val = validation_loss(model, val_index, prepare, config, dtype)
+                val = validation_loss(model, val_index, prepare, config)
                 if val is not None:
                     _append_csv(
                         out_dir / "val.csv", ("step", "val_loss"), {"step": step, "val_loss": f"{val:.6f}"}
                     )
                     if writer is not None:
                         writer.add_scalar("val/loss", val, step)
-            if step % config.ckpt_every == 0 or step == config.steps:
-                checkpoint = save_checkpoint(
-                    out_dir, step, model, ema, optimizer, scheduler, noise_generator, extra
-                )
+            if (
+                evaluator is not None
+                and config.eval_every
+                and (step % config.eval_every == 0 or step == config.steps)
+            ):
+                scores = evaluator(step, ema, text_encoder)
+                _append_csv(out_dir / "eval.csv", ("step", *scores), {"step": step, **scores})
+                for name, value in scores.items():
+                    if writer is not None:
+                        writer.add_scalar(f"eval/{name}", value, step)
+        if step % config.ckpt_every == 0 or step == config.steps:
+            rngs = gather_rngs(capture_rng(noise_generator), rank, world)
+            if rank == 0:
+                checkpoint = save_checkpoint(out_dir, step, model, ema, optimizer, scheduler, rngs, extra)
     progress.close()
     if writer is not None:
         writer.close()
@@ -364,10 +429,12 @@ def train(config: TrainConfig, clips_uri: str, device: str = "cpu") -> TrainSumm
     return TrainSummary(step, loss_value, val, checkpoint, len(train_index), len(val_index), placeholders)
 
 
-def load_trained_dit(checkpoint: Path, use_ema: bool = True) -> tuple[DiT, TrainConfig]:
-    """The DiT of a checkpoint folder and the config it was trained with (weights via safetensors)."""
+def load_trained_dit(
+    checkpoint: Path, use_ema: bool = True, device: torch.device = CPU
+) -> tuple[DiT, TrainConfig]:
+    """The DiT of a checkpoint folder, on `device`, and the config it was trained with (weights via safetensors)."""
     state = read_state(checkpoint)
     config = TrainConfig.model_validate(state["config"])
     model = DiT(config.dit, latent_channels=state["latent_channels"], text_dim=state["text_dim"])
     model.load_state_dict(load_weights(checkpoint, ema=use_ema))
-    return model.eval(), config
+    return model.to(device).eval(), config

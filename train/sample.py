@@ -1,7 +1,10 @@
 """Prompts -> videos: text encoder -> Euler sampler with guidance on the DiT -> VAE decoder -> MP4 and GIF.
 
 Noise for prompt i comes from a generator seeded with (seed, i), so a prompt's video does not depend
-on which other prompts share the batch and the same seed reproduces the same files.
+on which other prompts share the batch and the same seed reproduces the same files. That generator
+stays on the CPU on purpose: one draw per prompt costs nothing, and the same seed starts from the
+same noise on a GPU as on the CPU. The models run on sample.device, under the autocast the
+checkpoint trained with (train.precision on that device).
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
-from PIL import Image
 
+import media
+from media import encode_mp4
 from train.checkpoint import latest_checkpoint, read_state
 from train.config import SampleConfig, TrainConfig
 from train.data import tensor_to_frames
+from train.device import Placement
 from train.dit import DiT
 from train.flow import euler_sample
 from train.loop import load_trained_dit
@@ -52,8 +56,10 @@ def generate(
     steps: int,
     cfg_scale: float,
     seed: int,
+    placement: Placement | None = None,
 ) -> torch.Tensor:
-    """(P, 3, T, H, W) videos in [-1, 1] for P prompts."""
+    """(P, 3, T, H, W) videos in [-1, 1] for P prompts, on the placement's device (the models must be there)."""
+    placement = placement or Placement(torch.device("cpu"))
     shape = vae.latent_shape(frames, height, width)
     noise = torch.stack(
         [
@@ -63,29 +69,22 @@ def generate(
     )
     text, mask = text_encoder.encode(list(prompts))
     null_text, null_mask = text_encoder.null()
-    latents = euler_sample(model, noise, text, mask, null_text, null_mask, steps, cfg_scale)
-    return vae.decode_normalized(latents).clamp(-1, 1)
+    with placement.autocast():
+        latents = euler_sample(
+            model, placement.put(noise), text, mask, null_text, null_mask, steps, cfg_scale
+        ).float()
+        videos = vae.decode_normalized(latents)
+    return videos.float().clamp(-1, 1)
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
     """H.264 (yuv420p) MP4; odd sizes are padded by one pixel because 4:2:0 needs even sizes."""
-    h, w = frames.shape[1:3]
-    padded = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.height, stream.width = padded.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "16"}
-        for frame in padded:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_mp4(media.pad_even(frames), Fraction(fps), crf=16, preset="medium", path=path)
     return path
 
 
 def write_gif(frames: np.ndarray, path: Path, fps: int) -> Path:
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return path
+    return media.write_gif(list(frames), path, fps)
 
 
 def slug(prompt: str) -> str:
@@ -152,10 +151,13 @@ def check_sample_setup(config: SampleConfig, checkpoint: Path) -> None:
 def sample(config: SampleConfig) -> list[SampleResult]:
     checkpoint = resolve_checkpoint(config.checkpoint)
     check_sample_setup(config, checkpoint)
-    model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema)
-    placeholders = read_state(checkpoint).get("placeholder_inputs", {})
-    vae = load_vae(train_config.vae)
-    text_encoder = build_text_encoder(train_config.text)
+    state = read_state(checkpoint)
+    trained_precision = TrainConfig.model_validate(state["config"]).precision
+    placement = Placement.resolve(config.device, trained_precision, "sample.device")
+    model, train_config = load_trained_dit(checkpoint, use_ema=config.use_ema, device=placement.device)
+    placeholders = state.get("placeholder_inputs", {})
+    vae = load_vae(train_config.vae).to(placement.device)
+    text_encoder = build_text_encoder(train_config.text).to(placement.device)
     videos = generate(
         model,
         vae,
@@ -167,6 +169,7 @@ def sample(config: SampleConfig) -> list[SampleResult]:
         config.steps,
         config.cfg_scale,
         config.seed,
+        placement,
     )
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

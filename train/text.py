@@ -23,10 +23,15 @@ from train.config import TextEncoderConfig
 
 
 class TextEncoder(nn.Module):
-    """Common interface: `dim` (E), `max_length` (L) and `encode(captions) -> (tokens, mask)`."""
+    """Common interface: `dim` (E), `max_length` (L) and `encode(captions) -> (tokens, mask)`, the
+    outputs on the device the module was moved to (`.to(device)`)."""
 
     dim: int
     max_length: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -64,10 +69,9 @@ class HuggingFaceEncoder(TextEncoder):
             max_length=self.max_length,
             return_tensors="pt",
         )
-        hidden = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
-        return hidden.float(), batch["attention_mask"].bool()  # (B, L, E), (B, L)
+        ids, attention = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        return hidden.float(), attention.bool()  # (B, L, E), (B, L)
 
 
 class OpenClipTextEncoder(TextEncoder):
@@ -92,11 +96,13 @@ class OpenClipTextEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = self.tokenizer(list(captions))  # (B, context_length), zero-padded after end-of-text
+        ids = self.tokenizer(list(captions)).to(
+            self.device
+        )  # (B, context_length), zero-padded after end-of-text
         x = self.token_embedding(ids) + self.positional_embedding
         x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))  # (B, context, E)
         eot = ids.argmax(dim=-1)  # end-of-text has the largest token id
-        positions = torch.arange(ids.shape[1])[None]
+        positions = torch.arange(ids.shape[1], device=ids.device)[None]
         mask = positions <= eot[:, None]
         return x[:, : self.max_length].float(), mask[:, : self.max_length]
 

@@ -215,7 +215,9 @@ def save_vae(vae: VideoVAE, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = vae.config.model_dump(mode="json", exclude={"weights_path"})
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(folder / WEIGHTS_FILE)
+    )
     return folder
 
 

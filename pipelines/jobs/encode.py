@@ -5,7 +5,7 @@ One flat Ray Data chain:
     work list: row ids, size and caption of the clips the trainer would select (train.data.filter,
     captioned, fitting a bucket), not yet encoded
       -> read_clip_inputs   CPU tasks: blob bytes by row id                            (store)
-      -> LatentEncoder      actors: VAE encoder + text encoder                         (train.encode)
+      -> LatentEncoder      actors: VAE encoder + text encoder, on encode.device       (train.encode)
       -> driver             stages finished rows (resumable), merges them into `clips` once
 
 The stage's signature (VAE, text encoder, buckets) is recorded with the columns; the trainer only
@@ -25,10 +25,11 @@ import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
 from pipelines.outcome import errors_of
-from pipelines.runtime import actor_pool, blocks_of, init_ray, work_dataset
+from pipelines.plan import ENCODE_READ_NUM_CPUS, start_job
+from pipelines.runtime import actor_pool, blocks_of, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
-from train.config import TrainConfig
-from train.data import build_index
+from train.config import DEVICE_CHOICES, DeviceError, EncodeConfig, TrainConfig
+from train.data import build_index, prompt_template, template_columns
 from train.encode import ENCODE_SCHEMA, LatentEncoder, encode_signature
 
 ENCODE_STAGE = "encode"
@@ -73,24 +74,44 @@ def read_clip_inputs(batch: dict[str, np.ndarray], store_root: str, version: int
     return out
 
 
-def build_dataset(store: Store, config: PipelineConfig, work: WorkList):
-    """The Ray Data chain of the module docstring (resources from the config)."""
+def encoder_device(cfg: EncodeConfig, cluster_gpus: float) -> str:
+    """encode.device resolved against the Ray cluster the actors run on (not this driver): cpu or cuda.
+    Ray gives each actor its GPU, which the actor sees as cuda:0, so cuda:N names nothing there."""
+    if cfg.device == "cpu" or (cfg.device == "auto" and cluster_gpus == 0):
+        return "cpu"
+    if cluster_gpus == 0:
+        raise DeviceError(
+            f"encode.device={cfg.device} but the Ray cluster has no GPU: set encode.device to one of "
+            f"{DEVICE_CHOICES} (auto uses the CPU there), or join a cluster with GPUs (ray.address)"
+        )
+    if cfg.device != "auto" and cfg.device != "cuda":
+        raise DeviceError(
+            f"encode.device={cfg.device} names one GPU, but Ray gives each encoder actor its own: "
+            "set encode.device to auto or cuda"
+        )
+    return "cuda"
+
+
+def build_dataset(store: Store, config: PipelineConfig, work: WorkList, device: str = "cpu"):
+    """The Ray Data chain of the module docstring (resources from the config); the encoder actors run
+    on `device` (from encoder_device), each asking for encode.num_gpus GPUs on CUDA."""
     cfg = config.encode
     ds = work_dataset(work.rows, cfg.batch_size)
     ds = ds.map_batches(
         read_clip_inputs,
         batch_format="numpy",
         batch_size=cfg.batch_size,
-        num_cpus=0.25,
+        num_cpus=ENCODE_READ_NUM_CPUS,
         fn_kwargs={"store_root": str(store.root), "version": work.version},
     )
     return ds.map_batches(
         LatentEncoder,
-        fn_constructor_args=(config.train,),
+        fn_constructor_args=(config.train, device),
         batch_format="numpy",
         batch_size=cfg.batch_size,
         compute=actor_pool(cfg.concurrency, blocks_of(work.rows.num_rows, cfg.batch_size)),
         num_cpus=cfg.num_cpus,
+        num_gpus=cfg.num_gpus if device == "cuda" else 0,
     )
 
 
@@ -117,14 +138,26 @@ def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: boo
     names = store.require("clips").schema.names
     # Done: encoded (or failed) in `clips`, or staged by a run killed before its merge.
     lacking = "latent_bucket IS NULL AND encode_error IS NULL" if "encode_error" in names else None
-    columns = ("clip_id", "width", "height", "num_frames", config.train.data.caption_column)
+    prompt_columns = template_columns(prompt_template(config.train.data))
+    columns = (
+        "clip_id",
+        "width",
+        "height",
+        "num_frames",
+        *dict.fromkeys([config.train.data.caption_column, *prompt_columns]),
+    )
     work = store.work_list(columns, filter=lacking, exclude=staging)
     chosen = pc.is_in(work.rows[ROW_ID], value_set=pa.array(index.row_ids, pa.uint64()))
     todo = WorkList(work.version, work.rows.filter(chosen))
     summary.selected, summary.skipped_done = len(index), len(index) - len(todo)
     if len(todo):
-        init_ray(config.ray)  # else Ray Data starts a default Ray, ignoring ray.address/num_cpus/temp_dir
-        ds = build_dataset(store, config, todo)
+        # Before Ray Data would start a default Ray (ignoring ray.address/num_cpus/temp_dir); refuses
+        # what the cluster could never schedule.
+        start_job(config, "encode")
+        import ray
+
+        device = encoder_device(config.encode, ray.cluster_resources().get("GPU", 0.0))
+        ds = build_dataset(store, config, todo, device)
         bar = tqdm(total=len(todo), desc="encode", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=config.encode.batch_size, batch_format="pyarrow"):
             table = batch.select(ENCODE_SCHEMA.names).cast(ENCODE_SCHEMA)

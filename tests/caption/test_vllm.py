@@ -171,12 +171,34 @@ def test_openai_engine_against_a_real_vllm_server(server, tiny_model, ray_sessio
 
 
 def test_in_process_vllm_engine_through_ray_data(vllm_env, tiny_model, tmp_path):
+    _caption_in_process(vllm_env, tiny_model, tmp_path, {})
+
+
+@pytest.mark.gpu
+def test_in_process_vllm_engine_on_a_gpu(tiny_model, tmp_path):
+    """The same job on CUDA, in the CUDA vLLM environment (`pytest -m gpu`)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (torch.cuda.is_available() is False)")
+    try:
+        python = vllm_python("GPU")
+    except VLLMEnvMissing as err:
+        pytest.skip(str(err))
+    vllm = {"device": "GPU", "gpu_memory_utilization": 0.3}
+    _caption_in_process(python, tiny_model, tmp_path, {"vllm": vllm})
+
+
+def _caption_in_process(vllm_env, tiny_model, tmp_path, changes: dict) -> None:
     store, good = _store(tmp_path / "store")
     ray_tmp = tempfile.mkdtemp(prefix="rf-vllm-")  # short: Ray's socket paths must stay under ~100 chars
+    section = _caption_section(tiny_model, engine="vllm", only_selected=False)  # no filter ran
+    for key, value in changes.items():
+        section[key] = {**section.get(key, {}), **value}
     config = {
         "store": {"root": str(store.root)},
         "ray": {"num_cpus": 2, "temp_dir": ray_tmp},
-        "caption": _caption_section(tiny_model, engine="vllm", only_selected=False),  # no filter ran
+        "caption": section,
     }
     script = textwrap.dedent(
         """

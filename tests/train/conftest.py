@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from store import Store
 from train.clipset import ClipSpec, write_clipset
+from train.config import VAEConfig
+from train.vae import VideoVAE, save_vae
 
 # (file under shared footage, caption); every file is one continuous shot.
 SHARED_SHOTS = [
@@ -57,3 +60,14 @@ def real_clips(request, tmp_path_factory) -> tuple[Store, list[ClipSpec]]:
     specs = footage_specs(request)
     write_clipset(store, specs, width=96)
     return store, specs
+
+
+@pytest.fixture(scope="session")
+def small_vae(tmp_path_factory) -> VAEConfig:
+    """An untrained (random) VAE: the loop's bookkeeping does not depend on latent quality."""
+    config = VAEConfig(
+        base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4
+    )
+    torch.manual_seed(0)
+    folder = save_vae(VideoVAE(config), tmp_path_factory.mktemp("vae"))
+    return config.model_copy(update={"weights_path": str(folder)})

@@ -16,32 +16,25 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from processes import process_tree
+from safetensors.torch import load_file, save_file
 
 from store import Store
 from store.placeholders import mark_placeholders
 from train.checkpoint import latest_checkpoint, read_state
 from train.config import Bucket, DataConfig, DiTConfig, SampleConfig, TrainConfig, VAEConfig
+from train.data import BucketBatchSampler, ClipBatches
+from train.device import CPU, Placement
 from train.dit import DiT
 from train.encode import LatentEncoder, encode_signature
 from train.flow import training_loss
-from train.loop import load_trained_dit, lr_factor, train
+from train.loop import BatchPreparer, load_trained_dit, lr_factor, step_inputs, train, training_index
 from train.sample import sample
-from train.vae import VideoVAE, save_vae
+from train.text import build_text_encoder
+from train.vae import load_vae
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = Bucket(height=32, width=32, frames=9)
-
-
-@pytest.fixture(scope="module")
-def small_vae(tmp_path_factory) -> VAEConfig:
-    """An untrained (random) VAE: the loop's bookkeeping does not depend on latent quality."""
-    config = VAEConfig(
-        base_channels=8, channel_multipliers=(1, 2, 2), spatial_compression=4, latent_channels=4
-    )
-    torch.manual_seed(0)
-    folder = save_vae(VideoVAE(config), tmp_path_factory.mktemp("vae"))
-    return config.model_copy(update={"weights_path": str(folder)})
 
 
 def loop_config(out_dir: Path, vae: VAEConfig, **changes) -> TrainConfig:
@@ -143,44 +136,70 @@ def test_precomputed_latents_train_exactly_like_decoding(real_clips, small_vae, 
         )
 
 
-def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, init_file: str, config_json: str, clips_uri: str, out_dir: str) -> None:
+    """One rank of a 2-process gloo group taking the loop's first step on its own share of epoch 0."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    model, batch = _ddp_problem()
-    ddp = DistributedDataParallel(model)
-    half = slice(rank * 2, rank * 2 + 2)
-    loss = training_loss(ddp, *(x[half] for x in batch))
-    loss.backward()
+    config = TrainConfig.model_validate_json(config_json)
+    inputs = _first_step_inputs(config, clips_uri, rank, world=2)
+    model = _gated_dit(inputs[1].shape[-1])
+    ddp = DistributedDataParallel(model)  # held: its reducer all-reduces the gradients during backward
+    training_loss(ddp, *inputs).backward()
+    save_file(dict(zip(STEP_INPUTS, inputs, strict=True)), str(Path(out_dir) / f"inputs_{rank}.safetensors"))
     if rank == 0:
-        torch.save({n: p.grad for n, p in model.named_parameters()}, Path(out_dir) / "ddp_grads.pt")
+        save_file(
+            {n: p.grad for n, p in model.named_parameters()}, str(Path(out_dir) / "ddp_grads.safetensors")
+        )
     dist.destroy_process_group()
 
 
-def _ddp_problem():
+STEP_INPUTS = ("latent", "text", "mask", "noise", "t")
+
+
+def _first_step_inputs(
+    config: TrainConfig, clips_uri: str, rank: int, world: int
+) -> tuple[torch.Tensor, ...]:
+    """What train.loop.train feeds the DiT at step 1 on `rank`: its sampler share, its noise generator."""
+    _, train_index, _ = training_index(config, clips_uri, world)
+    text = build_text_encoder(config.text)
+    prepare = BatchPreparer(load_vae(config.vae), text, Placement(CPU))
+    sampler = BucketBatchSampler(train_index, config.batch_size, config.seed, rank, world)
+    batch = ClipBatches(train_index, config.data.caption_column)[next(iter(sampler))]
+    generator = Placement(CPU).generator(config.seed * 1000 + rank)
+    return step_inputs(batch, prepare, config, generator, *text.null())
+
+
+def _gated_dit(text_dim: int) -> DiT:
     torch.manual_seed(0)
-    model = DiT(DiTConfig(preset="tiny"), latent_channels=4, text_dim=16)
+    model = DiT(DiTConfig(preset="tiny"), latent_channels=4, text_dim=text_dim)
     for block in model.blocks:  # non-zero gates so every parameter receives gradient
         torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.05)
     torch.nn.init.normal_(model.final.linear.weight, std=0.05)
-    g = torch.Generator().manual_seed(1)
-    x0, noise = torch.randn(4, 4, 2, 4, 4, generator=g), torch.randn(4, 4, 2, 4, 4, generator=g)
-    text, mask = torch.randn(4, 3, 16, generator=g), torch.ones(4, 3, dtype=torch.bool)
-    return model, (x0, text, mask, noise, torch.rand(4, generator=g))
+    return model
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process_gradients(tmp_path):
+def test_two_rank_step_equals_one_process_step_on_both_ranks_batches(real_clips, small_vae, tmp_path):
+    store, _ = real_clips
+    config = loop_config(tmp_path / "unused", small_vae, batch_size=2)
     torch.multiprocessing.spawn(
-        _ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+        _ddp_worker,
+        args=(str(tmp_path / "init"), config.model_dump_json(), store.clips_uri, str(tmp_path)),
+        nprocs=2,
+        join=True,
     )
-    ddp_grads = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
-    model, batch = _ddp_problem()
-    training_loss(model, *batch).backward()
+    ranks = [load_file(str(tmp_path / f"inputs_{r}.safetensors")) for r in range(2)]
+    assert not torch.equal(ranks[0]["noise"], ranks[1]["noise"])  # each rank its own noise stream
+    union = tuple(torch.cat([r[name] for r in ranks]) for name in STEP_INPUTS)
+    model = _gated_dit(union[1].shape[-1])
+    training_loss(model, *union).backward()
+    ddp_grads = load_file(str(tmp_path / "ddp_grads.safetensors"))
     for name, param in model.named_parameters():
-        assert torch.allclose(ddp_grads[name], param.grad, rtol=1e-4, atol=1e-6), name
+        assert param.grad is not None
+        assert (ddp_grads[name] - param.grad).abs().max().item() <= 1e-5, name
 
 
 def test_warmup_then_cosine_schedule():
@@ -212,38 +231,60 @@ def test_checkpoints_and_samples_record_placeholder_captions(real_clips, small_v
     assert json.loads(result.record.read_text())["placeholder_inputs"] == {"caption": "caption/vlm"}
 
 
-@pytest.mark.slow
-def test_torchrun_trains_two_ranks_and_writes_a_checkpoint_that_loads(real_clips, small_vae, tmp_path):
-    store, _ = real_clips
-    out_dir = tmp_path / "ddp"
-    train_section = loop_config(out_dir, small_vae, steps=4, batch_size=2, val_every=4).model_dump(
-        mode="json"
-    )
-    config_file = tmp_path / "ddp.yaml"
-    config_file.write_text(yaml.safe_dump({"store": {"root": str(store.root)}, "train": train_section}))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",  # a free rendezvous port on this host
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "pipelines.jobs.train",
-            "--config",
-            str(config_file),
-        ],
+def _torchrun(config_file: Path, *, wait: bool = True) -> subprocess.Popen:
+    """`torchrun --standalone --nproc-per-node 2 -m pipelines.jobs.train --config FILE`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    child = subprocess.Popen(
+        [*command, "-m", "pipelines.jobs.train", "--config", str(config_file)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("trained 4 steps") == 2, run.stdout  # one line per rank
-    assert [s for s, _ in losses(out_dir)] == [1, 2, 3, 4]
-    checkpoint = latest_checkpoint(out_dir)
-    assert checkpoint is not None and read_state(checkpoint)["step"] == 4
+    if wait:
+        child.wait(timeout=600)
+    return child
+
+
+@pytest.mark.slow
+def test_torchrun_killed_and_resumed_equals_an_uninterrupted_two_rank_run(real_clips, small_vae, tmp_path):
+    store, _ = real_clips
+    files = {}
+    for run in ("whole", "killed"):
+        train_section = loop_config(tmp_path / run, small_vae, steps=6, batch_size=2, val_every=3).model_dump(
+            mode="json"
+        )
+        files[run] = tmp_path / f"{run}.yaml"
+        files[run].write_text(yaml.safe_dump({"store": {"root": str(store.root)}, "train": train_section}))
+    whole = _torchrun(files["whole"])
+    stdout, stderr = whole.communicate()
+    assert whole.returncode == 0, stderr[-3000:]
+    assert stdout.count("trained 6 steps") == 2, stdout  # one line per rank
+
+    child = _torchrun(files["killed"], wait=False)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 400
+    while not latest.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in process_tree(child.pid):  # the launcher and both ranks (each in a session of its own)
+        os.kill(pid, signal.SIGKILL)
+    child.communicate()
+    stopped_at = int(latest.read_text().split("_")[1])
+    assert stopped_at < 6, "the run finished before it could be killed"
+    assert read_state(latest_checkpoint(tmp_path / "killed"))["world_size"] == 2
+    resumed = _torchrun(files["killed"])
+    assert resumed.returncode == 0, resumed.communicate()[1][-3000:]
+
+    assert losses(tmp_path / "killed") == losses(tmp_path / "whole")  # every logged loss, bit for bit
+    assert [s for s, _ in losses(tmp_path / "whole")] == list(range(1, 7))
+    for weights in ("model", "ema"):
+        a, b = (
+            load_file(str(tmp_path / run / "checkpoints" / "step_0000006" / f"{weights}.safetensors"))
+            for run in ("whole", "killed")
+        )
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
+    checkpoint = latest_checkpoint(tmp_path / "killed")
+    assert checkpoint is not None and read_state(checkpoint)["step"] == 6
     model, config = load_trained_dit(checkpoint)
-    assert isinstance(model, DiT) and config.steps == 4 and config.vae.weights_path == small_vae.weights_path
+    assert isinstance(model, DiT) and config.steps == 6 and config.vae.weights_path == small_vae.weights_path
