@@ -9,16 +9,15 @@ data contract (store/contract.py), so a message always names the stage that real
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
 from store import CLIPS, Store
 from store.contract import COLUMNS
+from store.filters import FilterError, check_on, parse_filter
 
 # dedup writes its column as the last step of `reelforge score`: that is the command to run.
 _COMMAND_OF_STAGE = {"dedup": "score"}
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class PreflightError(RuntimeError):
@@ -42,12 +41,16 @@ def require_clip_columns(store: Store, columns: list[str], needed_by: str) -> No
             )
 
 
-def filter_columns(expression: str | None) -> list[str]:
-    """Clip columns a SQL filter names (identifiers that are contract columns)."""
-    if not expression:
-        return []
-    found = {m.group(0) for m in _IDENTIFIER.finditer(expression)}
-    return sorted(found & set(COLUMNS[CLIPS]))
+def check_filter(store: Store, expression: str | None, key: str) -> None:
+    """Refuse a filter (config `key`) that is not SQL, names a column no stage writes, needs a column
+    not written yet (naming the command that writes it) or that Lance cannot plan on these clips."""
+    clips = store.require(CLIPS)
+    try:
+        checked = parse_filter(expression, key, set(COLUMNS[CLIPS]) | set(clips.schema.names))
+        require_clip_columns(store, sorted(checked.columns), key)
+        check_on(clips, checked)
+    except FilterError as err:
+        raise PreflightError(str(err)) from None
 
 
 def check(
@@ -60,20 +63,9 @@ def check(
     if command in ("score", "filter", "report", "train-vae", "caption", "encode", "train"):
         store.require(CLIPS)
     if command == "filter":
-        from curate.filtering import FilterExpressionError, columns, parse
-
         text = cfg.filter.expression if filter_expression is None else filter_expression
-        try:
-            named = sorted(columns(parse(text)))
-        except FilterExpressionError as err:
-            raise PreflightError(str(err)) from None
-        unknown = [c for c in named if c not in COLUMNS[CLIPS]]
-        if unknown:
-            raise PreflightError(
-                f"the filter names unknown column(s) {', '.join(unknown)}; clip columns are listed in "
-                "store/contract.py (and the README)"
-            )
-        require_clip_columns(store, ["score_error", *named], "the filter")
+        require_clip_columns(store, ["score_error"], "the filter")
+        check_filter(store, text, "filter.expression" if filter_expression is None else "--expression")
     elif command == "score":
         from curate.aesthetic import MissingWeightsError
         from pipelines.jobs.score import refuse_missing_weights
@@ -87,7 +79,7 @@ def check(
 
         caption = cfg.caption
         if caption.filter:
-            require_clip_columns(store, filter_columns(caption.filter), "caption.filter")
+            check_filter(store, caption.filter, "caption.filter")
         try:
             selection_filter(caption, store.require(CLIPS).schema.names)
             check_engine_setup(caption)
@@ -97,7 +89,7 @@ def check(
         from train.data import TrainDataError
         from train.vae_train import vae_training_index
 
-        require_clip_columns(store, filter_columns(cfg.train.vae_train.filter), "train.vae_train.filter")
+        check_filter(store, cfg.train.vae_train.filter, "train.vae_train.filter")
         try:
             vae_training_index(cfg.train.vae, cfg.train.vae_train, store.clips_uri)
         except TrainDataError as err:
@@ -107,7 +99,7 @@ def check(
     elif command in ("encode", "train"):
         data = cfg.train.data
         require_clip_columns(store, [data.caption_column], f"{command} (train.data.caption_column)")
-        require_clip_columns(store, filter_columns(data.filter), "train.data.filter")
+        check_filter(store, data.filter, "train.data.filter")
         names = set(store.require(CLIPS).schema.names)
         if command == "train" and data.latents == "precomputed" and "latent" not in names:
             raise PreflightError(
@@ -139,7 +131,7 @@ def check(
         _require_checkpoint(cfg)
 
 
-def check_ray_workers(num_workers: int, use_gpu: bool = False) -> None:
+def check_ray_workers(num_workers: int, gpus_per_worker: float = 0.0) -> None:
     """Refuse a Ray Train run that asks for more than the cluster (Ray already started) has: Ray
     Train would wait for the resources forever instead of failing."""
     import ray
@@ -147,7 +139,7 @@ def check_ray_workers(num_workers: int, use_gpu: bool = False) -> None:
     from pipelines.jobs.train import ray_worker_resources
 
     cluster = ray.cluster_resources()
-    for resource, each in ray_worker_resources(use_gpu).items():
+    for resource, each in ray_worker_resources(gpus_per_worker).items():
         has = cluster.get(resource, 0.0)
         if num_workers * each > has:
             fits = int(has // each)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.config import RayConfig
+from pipelines.config import PipelineConfig, RayConfig
 
 # Set by `reelforge --verbose` (and inherited by the commands it starts, e.g. the caption command re-run
 # in the vLLM environment): Ray's log lines, warnings and its own progress output on the console.
@@ -25,7 +25,8 @@ def verbose() -> bool:
 
 
 def init_ray(cfg: RayConfig) -> None:
-    """Join `ray.address` or $RAY_ADDRESS when set, else start a local Ray; reuse one already running.
+    """Join `ray.address` or $RAY_ADDRESS when set (the CLI sets it to the project's own Ray, see
+    `join_project_ray`), else start a local Ray; reuse one already running in this process.
 
     Without --verbose, Ray's log lines go to its session's log files only (one line says where) and
     its workers' output stays in their log files; the stages print their own progress bars and
@@ -44,6 +45,9 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=verbose())
     else:
         ray.init(
+            # A new Ray of our own: without an address, ray.init joins whatever Ray already runs on the
+            # machine (another user's, another project's), which no one asked for.
+            address="local",
             num_cpus=cfg.num_cpus or None,
             include_dashboard=False,
             _temp_dir=cfg.temp_dir or None,
@@ -56,6 +60,22 @@ def init_ray(cfg: RayConfig) -> None:
         driver_log.open(logs / DRIVER_LOG)
         print(f"ray: logs in {logs} (--verbose prints them here)", file=sys.stderr, flush=True)
     _configure_data_context(cfg)
+
+
+def join_project_ray(cfg: PipelineConfig) -> str | None:
+    """Point this command (and the commands it starts) at the Ray that `reelforge ray start` keeps
+    running for the project folder, unless `ray.address` or $RAY_ADDRESS already names one; the
+    address joined, or None (no such Ray: a job starts its own). Reads a small file only: no Ray is
+    started or imported here."""
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return None
+    from pipelines.ray_head import recorded_head
+
+    head = recorded_head(cfg.store.root)
+    if head is None:
+        return None
+    os.environ.update(head.environment())
+    return head.address
 
 
 def ignore_lance_fork_warning() -> None:
