@@ -130,6 +130,12 @@ class CaptionConfig(_Frozen):
     # An explicit filter over clip columns (Lance/SQL syntax), e.g. "aesthetic > 5 AND motion > 0.1".
     # When set it replaces the `selected` rule.
     filter: str | None = None
+    # Tell the VLM what the score stage measured (caption_camera and caption_motion, e.g. "the camera
+    # pans left slowly; the subject moves fast") after the prompt: a few sampled frames rarely show a
+    # slow pan or zoom, flow over every frame pair does. Off by default: the captions then describe only
+    # what the model sees, and the trainer adds the measured words at training time
+    # (train.data.prompt_template). Captions made with it record their prompt as "<variant>/v<n>+camera".
+    camera_context: bool = False
     # Re-caption clips that already have a caption (otherwise only missing ones are captioned).
     recaption: bool = False
     # Rows buffered before they are written to the stage's staging dataset (resume granularity).

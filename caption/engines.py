@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from caption.config import CaptionConfig
-from caption.prompts import PromptTemplate, get_prompt
+from caption.prompts import PromptTemplate, get_prompt, user_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class EngineConfigError(ValueError):
 class CaptionRequest:
     clip_id: str
     frames_jpeg: Sequence[bytes]
+    context: str | None = None  # measured camera words (caption.camera_context)
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,12 @@ def frames_content(frames_jpeg: Sequence[bytes], send_as: str) -> list[dict[str,
 
 
 def build_messages(
-    prompt: PromptTemplate, frames_jpeg: Sequence[bytes], send_as: str
+    prompt: PromptTemplate, frames_jpeg: Sequence[bytes], send_as: str, context: str | None = None
 ) -> list[dict[str, Any]]:
+    text = user_text(prompt, context)
     return [
         {"role": "system", "content": prompt.system},
-        {
-            "role": "user",
-            "content": [*frames_content(frames_jpeg, send_as), {"type": "text", "text": prompt.user}],
-        },
+        {"role": "user", "content": [*frames_content(frames_jpeg, send_as), {"type": "text", "text": text}]},
     ]
 
 
@@ -136,7 +135,9 @@ class OpenAICaptionEngine:
     def payload(self, request: CaptionRequest) -> dict[str, Any]:
         return {
             "model": self._cfg.request_model_name,
-            "messages": build_messages(self._prompt, request.frames_jpeg, self._cfg.frames.send_as),
+            "messages": build_messages(
+                self._prompt, request.frames_jpeg, self._cfg.frames.send_as, request.context
+            ),
             **sampling_params(self._cfg),
         }
 
@@ -235,17 +236,21 @@ def _parse_completion(clip_id: str, body: str, latency_s: float) -> EngineOutput
     )
 
 
-def template_messages(prompt: PromptTemplate, num_frames: int, send_as: str) -> list[dict[str, Any]]:
+def template_messages(
+    prompt: PromptTemplate, num_frames: int, send_as: str, context: str | None = None
+) -> list[dict[str, Any]]:
     """Chat messages with bare vision placeholders (`{"type": "video"}`), the form Qwen-VL chat
     templates expand; the pixels travel separately as the engine's multimodal data."""
     vision = [{"type": "video"}] if send_as == "video" else [{"type": "image"}] * num_frames
     return [
         {"role": "system", "content": prompt.system},
-        {"role": "user", "content": [*vision, {"type": "text", "text": prompt.user}]},
+        {"role": "user", "content": [*vision, {"type": "text", "text": user_text(prompt, context)}]},
     ]
 
 
-def vllm_request_row(cfg: CaptionConfig, clip_id: str, frames: np.ndarray) -> dict[str, Any]:
+def vllm_request_row(
+    cfg: CaptionConfig, clip_id: str, frames: np.ndarray, context: str | None = None
+) -> dict[str, Any]:
     """A row for Ray Data's vLLM processor: the same prompt and sampling as the openai engine, with
     the frames (uint8, T x H x W x 3) passed as multimodal data instead of base64 JPEG.
 
@@ -259,7 +264,7 @@ def vllm_request_row(cfg: CaptionConfig, clip_id: str, frames: np.ndarray) -> di
         multimodal = {"image": [Image.fromarray(f) for f in frames]}
     return {
         "clip_id": clip_id,
-        "messages": template_messages(prompt, len(frames), cfg.frames.send_as),
+        "messages": template_messages(prompt, len(frames), cfg.frames.send_as, context),
         "multimodal_data": multimodal,
         "sampling_params": sampling_params(cfg),
     }

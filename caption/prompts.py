@@ -59,6 +59,32 @@ _TEMPLATES: tuple[PromptTemplate, ...] = (
 )
 
 
+# Appended to the prompt's id when the measured camera words go with the request (caption.camera_context).
+CAMERA_CONTEXT_SUFFIX = "+camera"
+
+
+def prompt_id(variant: str, version: int, camera_context: bool) -> str:
+    """What `caption_prompt_version` records: the template's id, and whether measured words went along."""
+    return get_prompt(variant, version).id + (CAMERA_CONTEXT_SUFFIX if camera_context else "")
+
+
+def measured_context(camera_words: str | None, motion_words: str | None) -> str | None:
+    """The score stage's camera and motion words as one context sentence; None when neither is known
+    (a clip the motion scorer could not measure gets no context, never a guess)."""
+    parts = [w for w in (camera_words, motion_words) if w]
+    return "; ".join(parts) if parts else None
+
+
+def user_text(prompt: PromptTemplate, context: str | None) -> str:
+    """The user turn's text: the prompt, then the measured camera motion as context when there is one."""
+    if context is None:
+        return prompt.user
+    return (
+        f"{prompt.user}\n\nMeasured from the footage's optical flow: {context}. Use this for the camera "
+        "motion where the frames agree with it."
+    )
+
+
 def get_prompt(variant: str, version: int) -> PromptTemplate:
     for template in _TEMPLATES:
         if template.variant == variant and template.version == version:

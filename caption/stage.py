@@ -22,19 +22,21 @@ from caption.cleanup import clean_caption
 from caption.config import CaptionConfig
 from caption.engines import CaptionRequest, EngineOutput, OpenAICaptionEngine, caption_params_json
 from caption.frames import FrameSamplingError, encode_jpeg, sample_frames
-from caption.prompts import get_prompt
+from caption.prompts import prompt_id
 from store import contract
 
 # Columns the stage reads from `clips` and writes back (keyed by clip_id), from the data contract.
 READS = contract.STAGES["caption"].reads
 CAPTION_SCHEMA = contract.stage_schema("caption")
 WRITES = tuple(name for name in CAPTION_SCHEMA.names if name != "clip_id")
+# The score stage's words read as the engine's context when caption.camera_context is on.
+CONTEXT_COLUMNS = ("caption_camera", "caption_motion")
 
 
 def prepare_frames(
     batch: dict[str, np.ndarray], cfg: CaptionConfig, encoding: Literal["jpeg", "rgb"] = "jpeg"
 ) -> dict[str, np.ndarray]:
-    """clip_id, video (MP4 bytes) -> clip_id, frames, frame_error, frame_prep_s.
+    """clip_id, video (MP4 bytes)[, context] -> clip_id, frames, frame_error, frame_prep_s[, context].
 
     `frames` holds per clip a list of JPEG bytes (`encoding="jpeg"`, for HTTP requests) or one
     uint8 array T x H x W x 3 (`"rgb"`, handed to an in-process engine as is). A clip whose bytes
@@ -66,12 +68,15 @@ def prepare_frames(
         seconds.append(time.perf_counter() - start)
     frames_column = np.empty(len(prepared), dtype=object)
     frames_column[:] = prepared
-    return {
+    out = {
         "clip_id": np.asarray(batch["clip_id"], dtype=object),
         "frames": frames_column,
         "frame_error": np.asarray(errors, dtype=object),
         "frame_prep_s": np.asarray(seconds, dtype=np.float64),
     }
+    if "context" in batch:  # measured camera words (caption.camera_context) ride along to the engine
+        out["context"] = np.asarray(batch["context"], dtype=object)
+    return out
 
 
 def caption_columns(
@@ -81,7 +86,7 @@ def caption_columns(
     frame_errors: Sequence[str | None],
 ) -> dict[str, np.ndarray]:
     """The caption columns for a batch; `outputs[i]` is None when the clip never reached the engine."""
-    prompt_id = get_prompt(cfg.prompt, cfg.prompt_version).id
+    prompt = prompt_id(cfg.prompt, cfg.prompt_version, cfg.camera_context)
     params = caption_params_json(cfg)
     captions: list[str | None] = []
     errors: list[str | None] = []
@@ -111,7 +116,7 @@ def caption_columns(
         "clip_id": np.asarray(list(clip_ids), dtype=object),
         "caption": np.asarray(captions, dtype=object),
         "caption_model": np.asarray([cfg.model] * n, dtype=object),
-        "caption_prompt_version": np.asarray([prompt_id] * n, dtype=object),
+        "caption_prompt_version": np.asarray([prompt] * n, dtype=object),
         "caption_params": np.asarray([params] * n, dtype=object),
         # -1 marks "unknown" (no answer, or a server that does not report usage).
         "caption_prompt_tokens": np.asarray(prompt_tokens, dtype=np.int32),
@@ -159,9 +164,14 @@ class OpenAICaptioner:
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         clip_ids = [str(c) for c in batch["clip_id"]]
         frame_errors = [optional_str(e) for e in batch["frame_error"]]
+        contexts = (
+            [optional_str(c) for c in batch["context"]] if "context" in batch else [None] * len(clip_ids)
+        )
         todo = [
-            CaptionRequest(clip_id=cid, frames_jpeg=[bytes(f) for f in frames])
-            for cid, frames, err in zip(clip_ids, batch["frames"], frame_errors, strict=True)
+            CaptionRequest(clip_id=cid, frames_jpeg=[bytes(f) for f in frames], context=context)
+            for cid, frames, err, context in zip(
+                clip_ids, batch["frames"], frame_errors, contexts, strict=True
+            )
             if err is None
         ]
         answers = {o.clip_id: o for o in await self._engine.generate(todo)}
@@ -180,10 +190,12 @@ class OpenAICaptioner:
 
 
 def batches_in_flight(cfg: CaptionConfig) -> int:
-    """Batches the OpenAI client works on at once: enough to keep `openai.concurrency` requests in
-    flight, plus one, so a finished batch is replaced at once (with one batch at a time, the server
-    saw at most `batch_size` requests and idled at the tail of every batch)."""
-    return -(-cfg.openai.concurrency // cfg.batch_size) + 1
+    """Batches the OpenAI client works on at once: enough for `openai.concurrency` requests in flight
+    and as many again waiting for a free slot, plus one. Requests of equal length finish in waves, and
+    the next batch is handed over only after the driver has staged the finished one's captions, so with
+    a single spare batch the server ran part of every wave below its concurrency; queued requests take
+    each freed slot at once, as when every request is sent at once (the vLLM-alone baseline)."""
+    return -(-2 * cfg.openai.concurrency // cfg.batch_size) + 1
 
 
 def caption_batches(

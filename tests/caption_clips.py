@@ -3,12 +3,10 @@ and rows for a store's clips table holding them."""
 
 from __future__ import annotations
 
-import io
-from fractions import Fraction
-
-import av
 import numpy as np
 import pyarrow as pa
+
+from media import Mp4Writer
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -20,20 +18,12 @@ def pan_clip(
     width, height = size
     image = image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
     max_x, max_y = image.shape[1] - width, image.shape[0] - height
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        for i in range(num_frames):
-            x = int(max_x * i / max(1, num_frames - 1))
-            y = int(max_y * i / max(1, num_frames - 1) / 3)
-            crop = np.ascontiguousarray(image[y : y + height, x : x + width])
-            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+    writer = Mp4Writer(width, height, fps)
+    for i in range(num_frames):
+        x = int(max_x * i / max(1, num_frames - 1))
+        y = int(max_y * i / max(1, num_frames - 1) / 3)
+        writer.add(np.ascontiguousarray(image[y : y + height, x : x + width]))
+    return writer.finish()
 
 
 def photo_clips(copies: int = 1) -> dict[str, bytes]:
@@ -67,5 +57,6 @@ def clips_rows(clips: dict[str, bytes]) -> pa.Table:
         "size_bytes": [len(b) for b in clips.values()],
         "video": list(clips.values()),
         "thumbnail": [b""] * n,
+        "crop_box": [None] * n,
     }
     return pa.table(columns, schema=CLIPS_SCHEMA)

@@ -1,43 +1,26 @@
-"""Test support for the score tests: real MP4 clips cut from footage with PyAV, and a clips table."""
+"""Test support for the score tests: real MP4 clips cut from footage (media module), and a clips table."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 
+import media
+from media import read_clip
 from pipelines.sample_footage import load_ground_truth
 from store import CLIPS, CLIPS_SCHEMA, Store
 
 
 def encode_mp4(frames: list[np.ndarray], fps: int = 25, crf: int = 20) -> bytes:
     """H.264 MP4 bytes of RGB frames (even sizes)."""
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
+    return media.encode_mp4(frames, fps, crf=crf, preset="veryfast")
 
 
 def decode_all(path: Path | bytes, limit: int | None = None) -> list[np.ndarray]:
-    src = io.BytesIO(path) if isinstance(path, bytes) else str(path)
-    with av.open(src) as container:
-        frames = []
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if limit and len(frames) >= limit:
-                break
-    return frames
+    """Every frame (or the first `limit`) as RGB at decoded size."""
+    return list(read_clip(path, indices=range(limit) if limit else None).frames)
 
 
 def even(frame: np.ndarray) -> np.ndarray:

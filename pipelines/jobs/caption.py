@@ -35,7 +35,9 @@ import pyarrow.compute as pc
 
 from caption.config import DEFAULT_GPU_MODEL, CaptionConfig
 from caption.engines import EngineOutput, vllm_output, vllm_request_row
+from caption.prompts import measured_context
 from caption.stage import (
+    CONTEXT_COLUMNS,
     OpenAICaptioner,
     caption_batches,
     caption_columns,
@@ -53,8 +55,10 @@ from caption.vllm_runtime import (
     vllm_python,
 )
 from pipelines.config import PipelineConfig
-from pipelines.runtime import blocks_of, init_ray, task_pool, work_dataset
+from pipelines.plan import start_job
+from pipelines.runtime import blocks_of, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
+from store.filters import FilterError, check_on, parse_filter
 from store.placeholders import mark_placeholders
 
 CAPTION_STAGE = "caption"
@@ -193,7 +197,7 @@ def check_engine_setup(cfg: CaptionConfig) -> None:
     and the model folder when vLLM is started here, the server's health otherwise."""
     if cfg.openai.launch_server or cfg.engine == "vllm":
         try:
-            vllm_python()
+            vllm_python(cfg.vllm.device)
         except VLLMEnvMissing as err:
             raise CaptionJobError(str(err)) from None
         check_model_folder(cfg)
@@ -218,16 +222,25 @@ def read_and_prepare(
     """clip ids + row ids -> sampled frames (JPEG for HTTP, raw RGB for in-process vLLM); clips whose
     bytes are missing get a frame_error. Blobs are read by row id: O(batch)."""
     clip_ids = [str(c) for c in batch["clip_id"]]
+    reader = ClipReader.at(store_root, version)
     videos = np.empty(len(clip_ids), dtype=object)
-    videos[:] = ClipReader.at(store_root, version).blobs(batch[ROW_ID])
+    videos[:] = reader.blobs(batch[ROW_ID])
+    clips = {"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}
+    if cfg.camera_context:
+        words = reader.columns(batch[ROW_ID], CONTEXT_COLUMNS).to_pydict()
+        clips["context"] = np.asarray(
+            [measured_context(*w) for w in zip(*(words[c] for c in CONTEXT_COLUMNS), strict=True)],
+            dtype=object,
+        )
     encoding: Literal["jpeg", "rgb"] = "rgb" if cfg.engine == "vllm" else "jpeg"
-    return prepare_frames({"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}, cfg, encoding)
+    return prepare_frames(clips, cfg, encoding)
 
 
 def _vllm_preprocess(row: dict[str, Any], cfg: CaptionConfig) -> dict[str, Any]:
     frame_error = optional_str(row["frame_error"])
     if frame_error is None:
-        request = vllm_request_row(cfg, str(row["clip_id"]), np.asarray(row["frames"]))
+        context = optional_str(row["context"]) if "context" in row else None
+        request = vllm_request_row(cfg, str(row["clip_id"]), np.asarray(row["frames"]), context)
     else:
         # Rows cannot leave the processor's stream, so a clip without frames goes through as a
         # one-token text request and its frame error is reported instead of the output.
@@ -343,6 +356,16 @@ def todo_clips(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> tupl
     clips = store.require("clips")
     names = clips.schema.names
     where, description = selection_filter(cfg, names)
+    if cfg.camera_context and not set(CONTEXT_COLUMNS) <= set(names):
+        raise CaptionJobError(
+            "caption.camera_context needs the score stage's camera words (clips have no "
+            f"{' or '.join(CONTEXT_COLUMNS)} column): run `reelforge score` first, or set "
+            "caption.camera_context=false"
+        )
+    try:
+        check_on(clips, parse_filter(cfg.filter, "caption.filter", names))
+    except FilterError as err:
+        raise CaptionJobError(str(err)) from None
     try:
         selected = clips.count_rows(filter=where)
         lacking = f"({where}) AND caption IS NULL" if where else "caption IS NULL"
@@ -406,7 +429,7 @@ def _run(
     )
     started = time.perf_counter()
     if len(todo):
-        init_ray(config.ray)
+        start_job(config, "caption")  # Ray, then the check that every operator can be scheduled
         ds = build_dataset(store, cfg, todo)
         row_of = dict(zip(todo.rows["clip_id"].to_pylist(), todo.rows[ROW_ID].to_pylist(), strict=True))
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
@@ -485,7 +508,7 @@ def caption_command(
     exit code)."""
     if config.caption.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         check_engine_setup(config.caption)
-        python = vllm_python()
+        python = vllm_python(config.caption.vllm.device)
         print(
             f"caption: engine=vllm runs in the vLLM environment ({python.parents[1].name}); starting it there"
         )

@@ -164,5 +164,87 @@ def test_a_filter_naming_a_missing_column_is_a_clear_error(tmp_path):
     store = Store(tmp_path / "store")
     store.append("clips", clips_rows(photo_clips()))
     cfg = parse_config({"store": {"root": str(store.root)}, "caption": {"filter": "aesthetic_mean > 5"}})
-    with pytest.raises(CaptionJobError, match=r"caption.filter 'aesthetic_mean > 5' cannot be evaluated"):
+    with pytest.raises(
+        CaptionJobError, match=r"caption.filter names unknown column 'aesthetic_mean'; columns: clip_id"
+    ):
         run_caption(cfg, progress=False)
+
+
+class ContextEchoServer(FlakyServer):
+    """Answers each request with the measured words it was sent (caption.camera_context), so every
+    stored caption shows which clip's words reached the engine with that clip's frames."""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests += 1
+        text = body["messages"][1]["content"][-1]["text"]
+        words = (
+            text.split("optical flow: ", 1)[1].split(". Use this", 1)[0] if "optical flow: " in text else ""
+        )
+        return web.json_response(
+            {
+                "choices": [{"message": {"content": f"Measured: {words}."}, "finish_reason": "stop"}],
+                "usage": {},
+            }
+        )
+
+
+@pytest.mark.slow
+def test_camera_context_sends_each_clip_its_own_measured_words(ray_session, tmp_path):
+    store = Store(tmp_path / "store")
+    clips = photo_clips(copies=2)
+    store.append("clips", clips_rows(clips))
+    ids = sorted(clips)
+    speeds = ["slowly", "fast", "very slowly"]
+    camera = {c: f"the camera pans left {speeds[i % 3]} (clip {i})" for i, c in enumerate(ids)}
+    motion = {c: "the subject moves fast" if i % 2 else None for i, c in enumerate(ids)}
+    cfg = parse_config(
+        {
+            "store": {"root": str(store.root)},
+            "caption": {
+                "model": "scripted",
+                "batch_size": 2,
+                "decode_num_cpus": 0.25,
+                "only_selected": False,
+                "camera_context": True,
+                "openai": {"base_url": "http://127.0.0.1:9/v1", "retries": 0},
+            },
+        }
+    )
+    with pytest.raises(
+        CaptionJobError, match=r"camera_context needs the score stage's camera words.*reelforge score"
+    ):
+        run_caption(cfg, progress=False)  # no score has run: no words to send
+
+    store.add_columns(
+        pa.table(
+            {
+                "clip_id": ids,
+                "caption_camera": [camera[c] for c in ids],
+                "caption_motion": [motion[c] for c in ids],
+            }
+        ),
+        stage="score",
+        config={"test": True},
+    )
+    with ContextEchoServer() as server:
+        server.failing = False
+        live = cfg.model_copy(
+            update={
+                "caption": cfg.caption.model_copy(
+                    update={
+                        "openai": cfg.caption.openai.model_copy(
+                            update={"base_url": f"http://127.0.0.1:{server.port}/v1"}
+                        )
+                    }
+                )
+            }
+        )
+        summary = run_caption(live, progress=False)
+    assert summary.captioned == len(ids)
+    rows = store.read_clips(columns=["clip_id", "caption", "caption_prompt_version"]).to_pylist()
+    for row in rows:
+        cid = row["clip_id"]
+        expected = camera[cid] + (f"; {motion[cid]}" if motion[cid] else "")
+        assert row["caption"] == f"Measured: {expected}."
+        assert row["caption_prompt_version"] == "detailed/v1+camera"

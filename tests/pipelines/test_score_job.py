@@ -10,7 +10,8 @@ from score_clips import decode_all, encode_mp4, sample_shots, store_with
 
 from curate.aesthetic import MissingWeightsError
 from pipelines.config import parse_config
-from pipelines.jobs.score import run_filter, run_score
+from pipelines.jobs.filter import run_filter
+from pipelines.jobs.score import run_score
 from pipelines.report_scores import render
 from store import ColumnStaging
 
@@ -98,7 +99,7 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     assert "v:fast_pan_chelsea" in selected and summary.selected == len(selected)
     assert (
         tmp_store.stage_records()["filter"]["config"]["expression"]
-        == "motion > 0.0005 and duplicate_of is null"
+        == "motion > 0.0005 AND duplicate_of IS NULL"  # canonical SQL
     )
     report = render(tmp_store)
     assert "motion > 0.0005" in report and "PLACEHOLDER" in report and "aesthetic_mean" in report
@@ -130,7 +131,7 @@ def test_score_decode_task_gives_opencv_its_cpus(sample_footage, tmp_store, deco
         work = tmp_store.work_list()
         batch = {"clip_id": work.rows["clip_id"].to_numpy(), "_rowid": work.rows["_rowid"].to_numpy()}
         out = decode_and_measure(batch, str(tmp_store.root), work.version, cfg, 0)
-        assert len(out["clip_id"]) == 2 and all(e is None for e in out["score_error"])
+        assert len(out["clip_id"]) == 2 and not any(out["score_error"])
         assert cv2.getNumThreads() == max(1, int(decode_num_cpus))
     finally:
         cv2.setNumThreads(before)

@@ -1,0 +1,205 @@
+"""Benchmark of the camera-motion scores: what they add to the score job, next to a plain decode of the clip.
+
+The camera model reuses the motion scorer's flow fields (no second decode, no second flow), but needs
+DIS to stop one pyramid level finer (level 1 instead of the ultrafast preset's 2, what
+score.motion.dis_finest_scale picks when the camera runs) and fits a similarity per frame pair. Measured in one process on one thread (one Ray CPU
+slot), every clip, interleaved repeats, medians over rounds:
+
+- plain_decode: every frame of the clip decoded (the baseline, as bench/score.py measures it);
+- motion_before: the motion scorer without the camera (DIS ultrafast to level 2);
+- motion_finer: the motion scorer with the finer flow, no camera;
+- motion_camera: the finer flow plus the camera model (what the score job now runs).
+
+Added cost = motion_camera - motion_before, over plain_decode; target <= 0.1. The decode grows with
+frames x pixels, the camera work is fixed per clip (points x run pairs flow fields of the small grey
+frames plus one fit each), so short, small clips are the worst case.
+
+Clips: the built-in sample footage's shots (2 s, 320x180) and, when ../shared/footage is present,
+5 s of two real single-shot files scaled to a 360-pixel short side (what the split writes).
+Writes bench/results/camera.json with the load average and prints a markdown table.
+
+    python bench/camera.py [--repeats N] [--no-shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from curate.config import CameraConfig, FrameSamplingConfig, MotionConfig  # noqa: E402
+from curate.frames import ClipFrames, decode_clip  # noqa: E402
+from curate.motion import CAMERA_FINEST_SCALE, MotionScorer  # noqa: E402
+from pipelines.sample_footage import load_ground_truth, write_sample_footage  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "footage"
+SHARED_FILES = ("singleshot/bigbuckbunny.mp4", "singleshot/flower.mp4")
+RESULTS = REPO / "bench" / "results" / "camera.json"
+TARGET = 0.1  # added cost / plain decode, at most
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def encode(frames: list[np.ndarray], fps: float) -> bytes:
+    """H.264 MP4 bytes as the split writes clips (crf 23, veryfast, one thread)."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=round(fps))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def read_frames(
+    path: Path, seconds: float | None = None, short_side: int = 0
+) -> tuple[list[np.ndarray], float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 25)
+        frames = []
+        for frame in container.decode(stream):
+            rgb = frame.to_ndarray(format="rgb24")
+            if short_side and min(rgb.shape[:2]) > short_side:
+                scale = short_side / min(rgb.shape[:2])
+                size = (round(rgb.shape[1] * scale) // 2 * 2, round(rgb.shape[0] * scale) // 2 * 2)
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            frames.append(rgb)
+            if seconds and len(frames) >= seconds * fps:
+                break
+    return frames, fps
+
+
+def clips(work: Path, use_shared: bool) -> dict[str, dict[str, bytes]]:
+    """{group: {clip name: MP4 bytes}}: the sample footage's shots, and real footage when present."""
+    sample: dict[str, bytes] = {}
+    for video in write_sample_footage(work):
+        frames, fps = read_frames(video)
+        for shot in load_ground_truth(video)["shots"]:
+            sample[shot["label"]] = encode(frames[shot["start_frame"] : shot["end_frame"] + 1], fps)
+    groups = {"sample 2 s 320x180": sample}
+    shared = [SHARED / f for f in SHARED_FILES if (SHARED / f).is_file()] if use_shared else []
+    if shared:
+        groups["real 5 s 360p"] = {
+            p.name: encode(*read_frames(p, seconds=5.0, short_side=360)) for p in shared
+        }
+    return groups
+
+
+def plain_decode(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1
+        return sum(1 for _ in container.decode(stream))
+
+
+def measure(blobs: list[bytes], repeats: int) -> dict[str, Any]:
+    motion = MotionConfig()
+    decoded: list[ClipFrames] = [
+        decode_clip(
+            b,
+            FrameSamplingConfig(decode_threads=1),
+            motion_width=motion.width,
+            motion_run_length=motion.run_length,
+            motion_points=motion.points,
+        )
+        for b in blobs
+    ]
+    before = MotionScorer(motion)
+    finer = MotionScorer(motion.model_copy(update={"dis_finest_scale": CAMERA_FINEST_SCALE}))
+    camera = MotionScorer(motion, CameraConfig())
+    measures: dict[str, Callable[[int], Any]] = {
+        "plain_decode": lambda i: plain_decode(blobs[i]),
+        "motion_before": lambda i: before.measure(decoded[i]),
+        "motion_finer": lambda i: finer.measure(decoded[i]),
+        "motion_camera": lambda i: camera.measure(decoded[i]),
+    }
+    for fn in measures.values():  # warm-up: first calls allocate DIS buffers and grids
+        fn(0)
+    seconds = {name: np.zeros(repeats) for name in measures}
+    for r in range(repeats):
+        for name, fn in measures.items():
+            start = time.perf_counter()
+            for i in range(len(blobs)):
+                fn(i)
+            seconds[name][r] = time.perf_counter() - start
+    med = {name: float(np.median(s)) for name, s in seconds.items()}
+    plain = med["plain_decode"]
+    added = med["motion_camera"] - med["motion_before"]
+    return {
+        "clips": len(blobs),
+        "frames_decoded": int(sum(c.frames_decoded for c in decoded)),
+        "size": sorted({f"{c.width}x{c.height}" for c in decoded}),
+        "ms_per_clip": {name: 1e3 * s / len(blobs) for name, s in med.items()},
+        "seconds_all": {name: [round(float(x), 4) for x in s] for name, s in seconds.items()},
+        "finer_flow_over_plain_decode": (med["motion_finer"] - med["motion_before"]) / plain,
+        "camera_fit_over_plain_decode": (med["motion_camera"] - med["motion_finer"]) / plain,
+        "added_over_plain_decode": added / plain,
+        "within_target": added / plain <= TARGET,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-shared", action="store_true", help="skip ../shared/footage")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)  # one Ray CPU slot, as the score job's decode task (use_cpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = clips(Path(tmp), use_shared=not args.no_shared)
+    load_before = load()
+    results = {group: measure(list(blobs.values()), args.repeats) for group, blobs in groups.items()}
+    record = {
+        "bench": "camera",
+        "target_added_over_plain_decode": TARGET,
+        "repeats": args.repeats,
+        "load_before": load_before,
+        "load_after": load(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "physical_limit": "the camera work is fixed per clip (8 flow fields of 128x72 grey frames at DIS "
+        "level 1 + 8 similarity fits), the decode grows with frames x pixels: short small clips are the worst case",
+        "groups": results,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"load average {load_before} -> {record['load_after']} ({record['cpus']} CPUs); {RESULTS}")
+    print()
+    print(
+        "| clips | plain decode ms/clip | motion before | finer flow | + camera | added / decode | target |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for group, r in results.items():
+        ms = r["ms_per_clip"]
+        print(
+            f"| {group} ({r['clips']}) | {ms['plain_decode']:.1f} | {ms['motion_before']:.2f} | "
+            f"{ms['motion_finer']:.2f} | {ms['motion_camera']:.2f} | {r['added_over_plain_decode']:.3f} | "
+            f"{'ok' if r['within_target'] else 'OVER'} (<= {TARGET}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
