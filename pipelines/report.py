@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import filtering
+from curate.camera import LABELS
 from pipelines.report_media import (
     PreviewError,
     animated_preview,
@@ -39,6 +40,7 @@ from pipelines.report_media import (
     histogram_edges,
 )
 from store import CLIPS, CLIPS_SCHEMA, ROW_ID, VIDEOS, ClipReader, Store, StoreError, utc_now
+from store.filters import Threshold, parse_filter
 from store.placeholders import placeholder_columns
 
 NOT_RUN = "not run yet"
@@ -49,6 +51,9 @@ PREVIEW_FRAMES, PREVIEW_WIDTH = 8, 160
 EXTREMES = 4
 SAMPLE_CAPTIONS = 8
 DUPLICATE_GROUPS = 12
+# Clips shown per camera_motion label; clips whose camera could not be measured are counted under UNMEASURED.
+CAMERA_STRIP = 6
+UNMEASURED = "(not measured)"
 DUPLICATE_MEMBERS = 12  # members shown per group; the group's size is always given
 # Scores always visible on a card (the filter's columns, else the first few); the rest fold away.
 KEY_SCORES = 4
@@ -64,50 +69,9 @@ STAGE_ORDER = ("split", "score", "dedup", "filter", "caption", "encode")
 # ---- facts from the store ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """One comparison of a score column with a number in the filter expression, column on the left."""
-
-    column: str
-    op: str
-    value: float
-    is_rule: bool  # a top-level `and` term: it removes clips on its own
-
-    @property
-    def text(self) -> str:
-        return f"{self.column} {self.op} {self.value:g}"
-
-
-_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "=": "==", "!=": "!="}
-
-
 def thresholds(expression: str) -> list[Threshold]:
-    """Every `column <op> number` comparison of a filter expression (any nesting), column first."""
-    node = filtering.parse(expression)
-    rules = set(map(id, filtering.rules(node)))
-    found: list[Threshold] = []
-
-    def walk(n: filtering.Node, is_rule: bool) -> None:
-        if isinstance(n, filtering.Compare):
-            left, right, op = n.left, n.right, n.op
-            if isinstance(left, filtering.Literal) and isinstance(right, filtering.Column):
-                left, right, op = right, left, _FLIPPED[op]
-            if (
-                isinstance(left, filtering.Column)
-                and isinstance(right, filtering.Literal)
-                and isinstance(right.value, float)
-            ):
-                found.append(Threshold(left.name, "==" if op == "=" else op, right.value, is_rule))
-        elif isinstance(n, filtering.Not):
-            walk(n.inner, False)
-        elif isinstance(n, filtering.BoolOp):
-            for term in n.terms:
-                walk(term, False)
-
-    if node is not None:
-        for top in filtering.rules(node):
-            walk(top, id(top) in rules and not isinstance(top, filtering.BoolOp))
-    return found
+    """Every `column <op> number` comparison of a recorded filter expression, column first."""
+    return parse_filter(expression, "filter.expression").thresholds
 
 
 @dataclass
@@ -163,6 +127,8 @@ class ReportData:
     records: dict[str, dict[str, dict[str, Any]]]
     versions: list[tuple[int, str]]
     unscored_sections: dict[str, str] = field(default_factory=dict)
+    # (camera_motion label, clips, a strip of sampled clips), labels in curate.camera.LABELS order.
+    camera_labels: list[tuple[str, int, list[Card]]] = field(default_factory=list)
 
 
 def _hours(seconds: float) -> str:
@@ -362,7 +328,11 @@ def collect(
     kept = errors = captioned = 0
     models: set[str] = set()
     flag_counts = {c: [0, 0] for c in flag_columns}  # true, null
-    has = {c: c in names for c in ("score_error", "duplicate_of", "caption", "caption_model")}
+    has = {
+        c: c in names for c in ("score_error", "duplicate_of", "caption", "caption_model", "camera_motion")
+    }
+    camera_counts: Counter[str] = Counter()
+    camera_strips: dict[str, Lowest] = {}
     wanted = {
         c: c for c in ["start_s", "end_s", *(["selected"] if filter_applied else []), *stats, *flag_columns]
     }
@@ -374,6 +344,8 @@ def collect(
         wanted[_CAPTIONED] = "caption IS NOT NULL"
     if has["caption_model"]:
         wanted["caption_model"] = "caption_model"
+    if has["camera_motion"]:
+        wanted["camera_motion"] = "camera_motion"
     for batch in _batches(clips_ds, wanted) if clips_ds is not None else ():
         ids = batch[ROW_ID].to_numpy()
         random_grid.add(sample_keys(ids), ids)
@@ -395,6 +367,14 @@ def collect(
             errors += int(pc.sum(pc.cast(batch[_FAILED], pa.int64())).as_py() or 0)
         if has["duplicate_of"]:
             duplicates.add(batch)
+        if has["camera_motion"]:
+            labels = pc.fill_null(batch["camera_motion"], UNMEASURED)
+            for entry in pc.value_counts(labels).to_pylist():
+                label = str(entry["values"])
+                camera_counts[label] += int(entry["counts"])
+                mask = pc.equal(labels, label).to_numpy(zero_copy_only=False)
+                strip = camera_strips.setdefault(label, Lowest(CAMERA_STRIP))
+                strip.add(sample_keys(ids[mask], salt=2), ids[mask])
         if has["caption"]:
             mask = batch[_CAPTIONED].to_numpy(zero_copy_only=False)
             captioned += int(np.count_nonzero(mask))
@@ -531,6 +511,7 @@ def collect(
     extreme_ids = {c: (s.highest.ids, s.lowest.ids) for c, s in stats.items()}
     every = [random_grid.ids, caption_sample.ids, np.asarray(dup_ids, np.uint64)]
     every += [ids for pair in extreme_ids.values() for ids in pair]
+    every += [strip.ids for strip in camera_strips.values()]
     needed = np.unique(np.concatenate(every)) if clips_ds is not None else np.zeros(0, np.uint64)
     card_columns = ["clip_id", "uri", "start_s", "end_s", "thumbnail", *score_columns]
     card_columns += [c for c in ("selected", "duplicate_of", "caption") if c in names]
@@ -596,6 +577,11 @@ def collect(
         thumbnails=thumbs,
         records={VIDEOS: video_records, CLIPS: clip_records},
         versions=[(int(v["version"]), str(v["timestamp"])) for v in clip_versions],
+        camera_labels=[
+            (label, camera_counts[label], [card(int(r)) for r in camera_strips[label].ids])
+            for label in (*LABELS, UNMEASURED)
+            if camera_counts[label]
+        ],
     )
 
 
@@ -688,6 +674,7 @@ vertical-align:middle}.placeholder{background:#ffe08a;color:#5c4400;border:1px s
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plot{background:#fff;border:1px solid #d7dde5;padding:.4rem;margin:0}
 .plot img{display:block;width:380px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:.8rem}
+.strip{display:flex;gap:.5rem;overflow-x:auto}.strip-item{margin:0;width:160px;flex:none;font-size:.75rem}.strip-item img{width:160px}
 .card{background:#fff;border:1px solid #d7dde5;border-radius:6px;padding:.4rem;font-size:.78rem}
 .card img{width:100%;display:block;border-radius:4px;background:#222;min-height:60px}
 .card .id{font-family:ui-monospace,monospace;font-size:.7rem;word-break:break-all;color:#5b6573}
@@ -877,6 +864,20 @@ def render(data: ReportData) -> str:
                 parts.append("</div>")
             parts.append("</details>")
 
+    # camera motion: counts per label and a strip of sampled clips each
+    if data.camera_labels:
+        parts.append(
+            "<h2 id='camera'>Camera motion</h2><p>camera_motion per clip (pan_left: the camera turns left, "
+            "the content moves right; tilt_up: the content moves down; zoom_in: the content grows); "
+            f"up to {CAMERA_STRIP} clips sampled at random per label.</p><table><tr><th>label</th><th>clips</th></tr>"
+        )
+        parts += [f"<tr><td>{_e(label)}</td><td>{count}</td></tr>" for label, count, _ in data.camera_labels]
+        parts.append("</table>")
+        for label, _, cards in data.camera_labels:
+            parts.append(f"<p class='meta'>{_e(label)}</p><div class='strip' data-camera='{_e(label)}'>")
+            parts += [_strip_html(c) for c in cards]
+            parts.append("</div>")
+
     # captions
     parts.append("<h2 id='captions'>Captions</h2>")
     if not data.captions:
@@ -964,6 +965,19 @@ def _score_rows(scores: Mapping[str, float | None], placeholders: Mapping[str, s
         f"<span>{_e(k)}{_badge('placeholder', 'placeholder') if k in placeholders else ''}</span>"
         f"<span>{_fmt(v)}</span>"
         for k, v in scores.items()
+    )
+
+
+def _strip_html(c: Card) -> str:
+    """A thumbnail with its clip id, camera speed and object motion: one item of a label's strip."""
+    media = (
+        f"<img alt='{_e(c.clip_id)}' src='{c.thumbnail_uri}'>"
+        if c.thumbnail_uri
+        else "<div class='noimg'></div>"
+    )
+    speeds = " · ".join(f"{k} {_fmt(c.scores.get(k))}" for k in ("camera_speed", "object_motion"))
+    return (
+        f"<figure class='strip-item'>{media}<figcaption>{_e(c.clip_id)}<br>{_e(speeds)}</figcaption></figure>"
     )
 
 

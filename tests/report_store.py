@@ -19,10 +19,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pyarrow as pa
+from synthetic_store import selected_by
 
-from curate import filtering
-from curate.clips import VideoSplit
 from curate.config import (
+    CameraConfig,
     DedupConfig,
     FrameSamplingConfig,
     MotionConfig,
@@ -31,12 +31,15 @@ from curate.config import (
     SplitConfig,
 )
 from curate.dedup import find_duplicates, frame_signature
+from curate.describe import with_descriptions
 from curate.embed import ClipStage
 from curate.frames import FrameDecodeError, clip_input, decode_clip
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
+from curate.split_file import VideoSplit
 from pipelines.jobs.split import clip_row
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
+from store.filters import parse_filter
 
 SOURCES = ("cuts.mp4", "looks.mp4")
 # The random aesthetic head's placeholder scores centre on 0: its rule keeps every clip and still puts a
@@ -142,7 +145,7 @@ def _score(store: Store) -> None:
     table = store.read_clips(["clip_id"])
     ids = table.column("clip_id").to_pylist()
     blobs = store.read_clip_bytes(ids)
-    motion, quality = MotionScorer(MotionConfig()), QualityScorer(QualityConfig())
+    motion, quality = MotionScorer(MotionConfig(), CameraConfig()), QualityScorer(QualityConfig())
     stage = ClipStage(cfg)
     size = stage.tower.image_size
     rows, pixels = [], []
@@ -152,7 +155,8 @@ def _score(store: Store) -> None:
             frames = decode_clip(
                 blobs[cid], cfg.frames, motion_width=cfg.motion.width, motion_run_length=cfg.motion.run_length
             )
-            row.update(vars(motion(frames)), **vars(quality(frames.frames)))
+            motion_scores, camera_scores = motion.measure(frames)
+            row.update(vars(motion_scores), **vars(camera_scores), **vars(quality(frames.frames)))
             row["content_hash"] = frames.content_hash()
             row["frame_signature"] = frame_signature(frames.frames).tolist()
             pixels.append(clip_input(frames.frames, size))
@@ -165,12 +169,16 @@ def _score(store: Store) -> None:
         row["aesthetic_mean"], row["aesthetic_min"] = float(a_mean), float(a_min)
     models = {
         "motion": {"method": cfg.motion.method, "placeholder": False},
+        "camera": {"model": "similarity fitted with RANSAC to the motion flow", "placeholder": False},
         "quality": {"measures": ["sharpness", "technical_quality"], "placeholder": False},
         "clip": {**stage.tower.describe(), "columns": []},
         "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean", "aesthetic_min"]},
     }
     store.add_columns(
-        pa.Table.from_pylist(rows), stage="score", config=cfg.model_dump(mode="json"), models=models
+        with_descriptions(pa.Table.from_pylist(rows)),
+        stage="score",
+        config=cfg.model_dump(mode="json"),
+        models=models,
     )
 
 
@@ -188,14 +196,14 @@ def _dedup(store: Store) -> None:
 
 
 def _filter(store: Store) -> None:
-    node = filtering.parse(FILTER)
-    table = store.read_clips(sorted(filtering.columns(node) | {"clip_id"}))
-    mask = filtering.selection(FILTER, table)
+    checked = parse_filter(FILTER, "filter.expression")
+    table = store.read_clips(sorted(checked.columns | {"clip_id"}))
+    mask = selected_by(FILTER, table)
     store.add_columns(
         pa.table({"clip_id": table["clip_id"], "selected": mask}),
         stage="filter",
         config={
-            "expression": str(node),
+            "expression": checked.sql,
             "source_expression": FILTER,
             "evaluated_on_version": store.require(CLIPS).version,
         },

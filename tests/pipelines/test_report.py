@@ -13,12 +13,12 @@ import pytest
 from ci import skip_unless_ci
 from report_store import FILTER, report_store_for
 
-from curate import filtering
 from pipelines.config import parse_config
 from pipelines.jobs.report import report_path, run
 from pipelines.report import NOT_RUN, build_report, collect, placeholder_columns, thresholds
 from pipelines.report_media import PreviewError, animated_preview, histogram_svg
 from store import VIDEOS, Store, StoreError
+from store.filters import parse_filter
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -37,7 +37,7 @@ def test_thresholds_come_from_the_filter_expression_with_the_column_first():
         ("technical_quality", ">=", 0.3, True),  # literal on the left: flipped
         ("motion", ">", 0.001, False),  # inside an `or`: does not remove clips on its own
         ("text_area", ">=", 0.05, False),
-        ("aesthetic_mean", "==", 5.0, True),
+        ("aesthetic_mean", "=", 5.0, True),
     ]
     assert thresholds("") == []
 
@@ -104,7 +104,7 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
         data.failed_files[0]["reason"]
     )
     # thresholds of the recorded filter land on their histograms; the placeholder head is flagged
-    assert data.filter_applied and data.filter_expression == filtering.canonical(FILTER)
+    assert data.filter_applied and data.filter_expression == parse_filter(FILTER, "filter.expression").sql
     marks = {column: [t.text for t in ts] for column, _, ts in data.histograms}
     assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == [
         "technical_quality >= 0.3"
