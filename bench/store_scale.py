@@ -294,7 +294,7 @@ def step_merge_new(root: Path) -> dict[str, Any]:
 
 def step_filter(root: Path) -> dict[str, Any]:
     from pipelines.config import parse_config
-    from pipelines.jobs.score import run_filter
+    from pipelines.jobs.filter import run_filter
     from tests.synthetic_store import FILTER
 
     config = parse_config({"store": {"root": str(root)}, "filter": {"expression": FILTER}})

@@ -16,6 +16,7 @@ import yaml
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from store import CLIPS, VIDEOS, Store, StoreError
 from store.maintenance import compact, format_stats, job_lock, maybe_compact, stats, vacuum
+from train.config import DeviceError
 
 EPILOG = """\
 Every stage reads one pipeline config (configs/<name>.yaml, default: demo) and writes into the project
@@ -248,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train with N Ray Train workers (DDP over the Ray cluster) instead of in this process",
     )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs each Ray Train worker asks for (with --ray-workers); 0 trains on the workers' CPUs",
+    )
 
     p = add(
         "sample",
@@ -268,6 +276,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores", action="store_true", help="print score percentiles and what each filter rule removes"
     )
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: report.out)")
+
+    p = add(
+        "plan",
+        "resolve every stage's Ray resources on the cluster; refuse what could never be scheduled",
+        "Resolve each stage's CPUs, GPUs, memory, concurrency, batch sizes, actor counts and vLLM "
+        "replicas x tensor-parallel size against the connected Ray cluster (ray.address, or a local Ray) "
+        "or a spec file (`nodes:` a list of {count, cpus, gpus, memory_gb}; `shared_paths:` the folders "
+        "every node mounts), print a table per stage and refuse, with the reason, anything that could "
+        "never be scheduled. Every job runs the same check when it starts.",
+    )
+    p.add_argument("--cluster", type=Path, default=None, metavar="SPEC.yaml", help="plan for this spec file")
+
+    p = add(
+        "eval",
+        "score videos, samples, a checkpoint or the curated clips on VBench's quality dimensions",
+        "Measure temporal flickering, subject and background consistency, motion smoothness, dynamic "
+        "degree, aesthetic and imaging quality (VBench's definitions, this project's scorers; "
+        "curate/vbench.py) per video, aggregate them VBench's way, and store them in the evals table.",
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="video files, folders (e.g. a samples folder), globs"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="DIR", help="sample this checkpoint first"
+    )
+    p.add_argument(
+        "--prompts", type=Path, default=None, metavar="FILE", help="prompts for --checkpoint, one a line"
+    )
+    p.add_argument("--store", action="store_true", help="also evaluate the curated clips (eval.store_filter)")
+    p.add_argument(
+        "--filter", default=None, metavar="SQL", help="clips for --store (default: eval.store_filter)"
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="OUT.json", help="write per-video results as JSON"
+    )
+    _strict_option(p, "video")
+
+    p = add(
+        "export",
+        "export clips for other trainers: WebDataset shards, parquet, or a folder layout",
+        "Write the clips matching --filter (export.filter) with their captions, metadata and scores as "
+        "WebDataset tar shards, parquet files, or videos/ + metadata.jsonl (or prompts.txt + videos.txt). "
+        "The clip bytes are copied unchanged; a clip that does not decode gets a line in _errors.jsonl. "
+        "A killed export continues with --resume.",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="folder to export into (new or empty)")
+    p.add_argument(
+        "--format", choices=("webdataset", "parquet", "folder"), default=None, help="export.format"
+    )
+    p.add_argument(
+        "--filter", default=None, metavar="SQL", help="Lance SQL over clips columns (export.filter)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the export OUT holds")
+    p.add_argument("--overwrite", action="store_true", help="replace the export OUT holds")
+    _strict_option(p, "clip")
 
     p = add(
         "status",
@@ -320,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(action)
         if name == "stats":
             action.add_argument("--json", action="store_true", help="print the stats as JSON")
+
+    _ray_parser(sub)
 
     p = add(
         "demo",
@@ -448,14 +513,14 @@ def _score(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def _filter(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from curate.filtering import FilterExpressionError
-    from pipelines.jobs.score import run_filter
+    from pipelines.jobs.filter import run_filter
+    from store.filters import FilterError
 
     _preflight("filter", cfg, args.expression)
     try:
         with _job(cfg, "filter"):
             print("\n".join(run_filter(cfg, args.expression).lines()))
-    except FilterExpressionError as err:
+    except FilterError as err:
         raise UsageError(str(err)) from None
     _compact_after(cfg)
     return 0
@@ -536,6 +601,9 @@ def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
     if args.ray_workers < 0:
         raise UsageError(f"--ray-workers {args.ray_workers}: give at least 1 (or leave it out to train here)")
+    gpus_per_worker = getattr(args, "gpus_per_worker", 0.0)  # the demo runs the handler without it
+    if gpus_per_worker < 0 or (gpus_per_worker and not args.ray_workers):
+        raise UsageError(f"--gpus-per-worker {gpus_per_worker:g}: give 0 or more, with --ray-workers N")
     _preflight("train", cfg, train_workers=max(1, args.ray_workers))
     if args.ray_workers:
         from pipelines.preflight import PreflightError, check_ray_workers
@@ -543,11 +611,12 @@ def _train(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
         init_ray(cfg.ray)
         try:
-            check_ray_workers(args.ray_workers)
+            check_ray_workers(args.ray_workers, gpus_per_worker)
         except PreflightError as err:
             raise UsageError(str(err)) from None
         with _job(cfg, "train"):
-            print(f"train: Ray Train finished: {run_train_ray(cfg, args.ray_workers)}")
+            result = run_train_ray(cfg, args.ray_workers, gpus_per_worker, fresh=args.fresh)
+        print(f"train: Ray Train finished: {result.metrics}, checkpoint {result.checkpoint.path}")
         return 0
     with _job(cfg, "train"):
         summary = run_train(cfg, fresh=args.fresh)
@@ -580,6 +649,87 @@ def _sample(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.cluster_spec import live_cluster_spec, load_cluster_spec
+    from pipelines.plan import format_plan, plan
+
+    if args.cluster is not None:
+        spec, live = load_cluster_spec(args.cluster), False
+    else:
+        from pipelines.runtime import init_ray
+
+        init_ray(cfg.ray)
+        spec, live = live_cluster_spec(), True
+    plans = plan(cfg, spec, live=live)
+    print(format_plan(cfg, spec, plans))
+    refused = [p.stage for p in plans if p.problems]
+    if refused:
+        print(f"reelforge plan: {', '.join(refused)} can never be scheduled on this cluster", file=sys.stderr)
+        return EXIT_REFUSED
+    return 0
+
+
+def _eval(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    import itertools
+
+    from curate.aesthetic import MissingWeightsError
+    from pipelines.export import filter_problem
+    from pipelines.jobs.eval import checkpoint_items, file_items, run_eval, store_items
+
+    if not (args.inputs or args.checkpoint or args.store):
+        raise UsageError(
+            "nothing to evaluate: give INPUT (videos or a samples folder), --checkpoint DIR or --store"
+        )
+    if args.prompts is not None and args.checkpoint is None:
+        raise UsageError("--prompts goes with --checkpoint DIR (the checkpoint that samples them)")
+    sources = [file_items(_inputs(cfg, args))] if args.inputs else []
+    with _job(cfg, "eval", creates=not args.store) as store:
+        if args.checkpoint is not None:
+            sources.append(iter(checkpoint_items(cfg, args.checkpoint, _eval_prompts(cfg, args.prompts))))
+        if args.store:
+            where = cfg.eval.store_filter if args.filter is None else args.filter
+            if where == "selected" and "selected" not in store.require(CLIPS).schema.names:
+                raise UsageError("no clip is selected yet: run `reelforge filter`, or give --filter SQL")
+            problem = filter_problem(store.require(CLIPS), where)
+            if problem:
+                raise UsageError(f"--filter {where!r} does not apply to clips: {problem}")
+            sources.append(store_items(store, where))
+        try:
+            summary = run_eval(cfg, itertools.chain(*sources), store.root)
+        except MissingWeightsError as err:
+            raise UsageError(str(err)) from None
+    print("\n".join(summary.lines()))
+    if args.json:
+        dump_json(summary.json_rows(), args.json)
+    return _outcome("eval", len(summary.rows), summary.failed, args, "videos")
+
+
+def _eval_prompts(cfg: PipelineConfig, prompts_file: Path | None) -> list[str]:
+    if prompts_file is None:
+        return list(cfg.eval.prompts or cfg.sample.prompts)
+    if not prompts_file.is_file():
+        raise UsageError(f"prompts file not found: {prompts_file}")
+    prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"{prompts_file} holds no prompt (one a line)")
+    return prompts
+
+
+def _export(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines.export import ExportError, export
+
+    settings = cfg.export.model_copy(
+        update={k: v for k, v in (("format", args.format), ("filter", args.filter)) if v is not None}
+    )
+    try:
+        with _job(cfg, "export") as store:
+            summary = export(store, args.out, settings, resume=args.resume, overwrite=args.overwrite)
+    except ExportError as err:
+        raise UsageError(str(err)) from None
+    print("\n".join(summary.lines()))
+    return _outcome("export", summary.attempted, summary.failed, args, "clips")
+
+
 def _status(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.status import format_status, store_status
 
@@ -604,6 +754,43 @@ def _store(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ray",
+        help="keep a local Ray running for this project folder: start, stop, status",
+        description="Start a local Ray for the project folder and keep it running, so that each stage command "
+        "on that folder joins it (about a second) instead of starting its own Ray. Its address is recorded in "
+        "the folder (_ray/head.json); commands join only that Ray, or one named by ray.address / $RAY_ADDRESS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, help in (
+        ("start", "start the project's Ray (ray.num_cpus, ray.temp_dir); nothing if it runs"),
+        ("stop", "stop the project's Ray"),
+        ("status", "print the project's Ray address, or that none runs"),
+    ):
+        _common(actions.add_parser(name, help=help, description=help))
+
+
+def _ray(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    from pipelines import ray_head
+
+    root = cfg.store.root
+    try:
+        if args.action == "start":
+            started = ray_head.start_head(root, cfg.ray.num_cpus, cfg.ray.temp_dir)
+            print(f"ray: running at {started.address} for {root} (pid {started.pid}, logs in {started.logs})")
+        elif args.action == "stop":
+            print("ray: stopped" if ray_head.stop_head(root) else f"ray: none was running for {root}")
+        else:
+            head = ray_head.recorded_head(root)
+            print(f"ray: none running for {root}" if head is None else f"ray: running at {head.address}")
+    except ray_head.RayHeadError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
 def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -612,6 +799,9 @@ def _demo(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
     return run_demo(cfg, list(args.inputs), HANDLERS)
 
+
+# Commands whose jobs may run on Ray: they join the project's running Ray (`reelforge ray start`), if any.
+RAY_COMMANDS = frozenset({"split", "score", "caption", "encode", "train", "demo"})
 
 HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "probe": _probe,
@@ -624,15 +814,19 @@ HANDLERS: dict[str, Callable[[PipelineConfig, argparse.Namespace], int]] = {
     "train": _train,
     "sample": _sample,
     "report": _report,
+    "plan": _plan,
+    "eval": _eval,
+    "export": _export,
     "status": _status,
     "store": _store,
+    "ray": _ray,
     "demo": _demo,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = args.command if args.command != "store" else f"store {args.action}"
+    command = args.command if args.command not in ("store", "ray") else f"{args.command} {args.action}"
     debug = getattr(args, "debug", False) or os.environ.get("REELFORGE_DEBUG", "") not in ("", "0")
     if getattr(args, "verbose", False):
         from pipelines.runtime import VERBOSE_ENV
@@ -642,8 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sample-footage":
             return _sample_footage(args)
         cfg = _config(args)
+        if args.command in RAY_COMMANDS:
+            from pipelines.runtime import join_project_ray
+
+            join_project_ray(cfg)
         return HANDLERS[args.command](cfg, args)
-    except (ConfigError, StoreError, UsageError) as err:
+    except (ConfigError, DeviceError, StoreError, UsageError) as err:
         if debug:
             raise
         print(f"reelforge {command}: {one_line(str(err))}", file=sys.stderr)

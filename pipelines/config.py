@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from caption.config import CaptionConfig
 from curate.config import FilterConfig, ScoreConfig, SplitConfig
+from curate.vbench import EvalConfig
+from pipelines.export import ExportConfig
 from store.config import StoreConfig
 from train.config import EncodeConfig, SampleConfig, TrainConfig
 
@@ -100,6 +102,8 @@ class PipelineConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     report: ReportConfig = ReportConfig()
+    export: ExportConfig = ExportConfig()
+    eval: EvalConfig = EvalConfig()
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data: stored with every dataset version and checkpoint."""

@@ -21,11 +21,11 @@ from typing import Any
 import lance
 import pyarrow.compute as pc
 
-from curate import filtering
 from curate.probe import reason_of
 from pipelines.config import PipelineConfig
 from store import CLIPS, VIDEOS, Store
 from store.contract import STAGES
+from store.filters import parse_filter
 
 # The column stages in pipeline order (split's record lives on `videos`).
 COLUMN_STAGES = ("score", "dedup", "filter", "caption", "encode")
@@ -163,11 +163,12 @@ def _stale(cfg: PipelineConfig, clips: lance.LanceDataset, stages: dict[str, Any
                 f"scores changed ({score['at']}) after filter ran ({filt['at']})",
                 "reelforge filter",
             )
-        configured = str(filtering.parse(cfg.filter.expression) or "")
-        if filt.get("expression") is not None and filt["expression"] != configured:
+        configured = parse_filter(cfg.filter.expression, "filter.expression").sql
+        recorded = filt.get("expression")
+        if recorded is not None and parse_filter(recorded, "filter.expression").sql != configured:
             add(
                 "filter",
-                f"filter.expression is now {configured!r}; the selection was made with {filt['expression']!r}",
+                f"filter.expression is now {configured!r}; the selection was made with {recorded!r}",
                 "reelforge filter",
             )
     if caption["ran"] and "selected" in names and "caption" in names:

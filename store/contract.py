@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 SCHEMA_VERSION = "1"
 SCHEMA_VERSION_KEY = "reelforge.schema_version"
 
-VIDEOS, CLIPS = "videos", "clips"
+VIDEOS, CLIPS, EVALS = "videos", "clips", "evals"
 
 # On Lance file format 2.2 a large_binary field with this marker becomes a blob v2 column: scans return
 # descriptors, bytes come from `read_blobs`, and adding columns never rewrites it.
@@ -33,6 +33,8 @@ BOUNDARY_TYPE = pa.struct(
         pa.field("kind", pa.string()),  # "cut" | "gradual"
     ]
 )
+
+BOX_TYPE = pa.struct([pa.field(k, pa.int32()) for k in ("x", "y", "w", "h")])
 
 # Sentinel for a fixed-size list whose width is set by the model that writes it (an embedding).
 MODEL_WIDTH = -1
@@ -129,6 +131,13 @@ CLIP_COLUMNS: tuple[Column, ...] = (
     _c("size_bytes", i64, "split", "bytes of the encoded clip"),
     _c("video", pa.large_binary(), "split", "the encoded clip (H.264 MP4)", blob=True),
     _c("thumbnail", pa.binary(), "split", "JPEG of the middle frame"),
+    _c(
+        "crop_box",
+        BOX_TYPE,
+        "split",
+        "the source's picture the clip was cut to (split.extract.crop_borders): x, y, w, h in source "
+        "pixels before rotation; null when the source has no constant borders or cropping is off",
+    ),
     # ---- score: decode-side measures -------------------------------------------------------------
     _c("score_error", s, _SCORE, "why the clip could not be scored (null when scored)"),
     _c("frames_sampled", i32, _SCORE, "frames the scorers looked at"),
@@ -142,6 +151,47 @@ CLIP_COLUMNS: tuple[Column, ...] = (
         _SCORE,
         "mean change of the global (median) flow vector between pairs: ~0 for a steady pan",
     ),
+    _c(
+        "camera_motion",
+        s,
+        _SCORE,
+        "static, pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out, shaky or complex, from a "
+        "similarity fitted (RANSAC) to each pair's flow; pan_left = the camera turns left (content moves "
+        "right), tilt_up = content moves down, zoom_in = content grows",
+    ),
+    _c(
+        "camera_speed",
+        f64,
+        _SCORE,
+        "mean displacement of the picture under the camera model, frame fractions per second (x over "
+        "the width, y over the height)",
+    ),
+    _c(
+        "camera_motion_confidence",
+        f64,
+        _SCORE,
+        "0-1: share of frame pairs with the clip's label times the share of the flow the model explains",
+    ),
+    _c(
+        "object_motion",
+        f64,
+        _SCORE,
+        "flow left after removing the camera model (above the noise floor), frame fractions per second",
+    ),
+    _c(
+        "camera_error",
+        s,
+        _SCORE,
+        "why the camera columns are null (too short, too dark or flat for flow); null when measured",
+    ),
+    _c(
+        "content_box",
+        BOX_TYPE,
+        _SCORE,
+        "the picture inside constant flat borders (letterbox, pillarbox, windowbox): x, y, w, h in pixels "
+        "of the stored clip; the whole frame when it has none",
+    ),
+    _c("border_fraction", f64, _SCORE, "share of the frame's area outside content_box"),
     _c("sharpness", f64, _SCORE, "variance of the Laplacian of luma (0-255 scale)"),
     _c("luma_mean", f64, _SCORE, "mean luma, 0-1"),
     _c("clipped_black", f64, _SCORE, "fraction of pixels at or under the black level"),
@@ -169,6 +219,20 @@ CLIP_COLUMNS: tuple[Column, ...] = (
     _c("aesthetic_min", f64, _SCORE, "aesthetic head score, worst frame"),
     _c("text_area", f64, _SCORE, "OCR text box area, fraction of the frame (mean)"),
     _c("text_area_max", f64, _SCORE, "OCR text box area, fraction of the frame (largest)"),
+    _c(
+        "overlay_text_area",
+        f64,
+        _SCORE,
+        "OCR text boxes that stay put while the picture changes (logos, watermarks, subtitles, tickers), "
+        "fraction of the frame; scene text moving with the camera is not counted",
+    ),
+    _c("subtitle_band", b, _SCORE, "overlay text centred in the bottom band of the frame"),
+    _c("corner_logo", b, _SCORE, "a small overlay text box in a corner (logo, watermark)"),
+    _c(
+        "caption_camera", s, _SCORE, 'camera_motion and camera_speed in words ("the camera pans left slowly")'
+    ),
+    _c("caption_motion", s, _SCORE, 'object_motion in words ("the subject moves fast")'),
+    _c("caption_text", s, _SCORE, 'on-screen text in words ("burned-in subtitles", "no on-screen text")'),
     # ---- dedup, filter ----------------------------------------------------------------------------
     _c("duplicate_of", s, "dedup", "clip_id of the original this clip duplicates, null for originals"),
     _c("selected", b, "filter", "the filter expression holds and the clip was scored"),
@@ -191,9 +255,57 @@ CLIP_COLUMNS: tuple[Column, ...] = (
     _c("encode_error", s, "encode", "why the clip was not encoded (null when encoded)"),
 )
 
+# `reelforge eval` (curate/vbench.py, pipelines/jobs/eval.py): one row per evaluated video and run. The
+# seven dimensions are VBench's, higher is better; curate/vbench.py documents how each is measured.
+_EVAL = "eval"
+EVAL_COLUMNS: tuple[Column, ...] = (
+    _c("run_id", s, _EVAL, "one `reelforge eval` run (UTC start time)", nullable=False),
+    _c(
+        "video",
+        s,
+        _EVAL,
+        "what was evaluated: a file's path, or clip:<clip_id> for a curated clip",
+        nullable=False,
+    ),
+    _c("source", s, _EVAL, "`files`, `samples` (with a sample record), `checkpoint`, `store` or `training`"),
+    _c("prompt", s, _EVAL, "prompt the video was generated from (sample record), or the clip's caption"),
+    _c("checkpoint", s, _EVAL, "checkpoint folder that generated the video"),
+    _c("checkpoint_step", i64, _EVAL, "training step of that checkpoint"),
+    _c("frames", i32, _EVAL, "frames evaluated"),
+    _c("temporal_flickering", f64, _EVAL, "(255 - mean abs. difference of consecutive frames) / 255"),
+    _c(
+        "subject_consistency",
+        f64,
+        _EVAL,
+        "cosine of centre-crop image-tower features with the first and previous frame",
+    ),
+    _c("background_consistency", f64, _EVAL, "the same on whole-frame (letterboxed) image-tower features"),
+    _c("motion_smoothness", f64, _EVAL, "(255 - MAE of flow-interpolated odd frames) / 255"),
+    _c("dynamic_degree", f64, _EVAL, "1 when VBench's optical-flow rule calls the video dynamic, else 0"),
+    _c("aesthetic_quality", f64, _EVAL, "aesthetic head / 10, mean over frames"),
+    _c("imaging_quality", f64, _EVAL, "technical quality x a noise term, 0-1"),
+    _c(
+        "tower_embedding",
+        f32,
+        _EVAL,
+        "image-tower features: L2-normalised mean over the frames (Frechet distances)",
+        width=MODEL_WIDTH,
+    ),
+    _c("models", s, _EVAL, "the models behind the values (JSON)"),
+    _c(
+        "placeholders",
+        s,
+        _EVAL,
+        "values from random-weight models: {column: stage/model} (JSON), null if none",
+    ),
+    _c("error", s, _EVAL, "why the video could not be evaluated (null when evaluated)"),
+    _c("evaluated_at", pa.timestamp("us", tz="UTC"), _EVAL, "when the video was evaluated"),
+)
+
 COLUMNS: dict[str, dict[str, Column]] = {
     VIDEOS: {c.name: c for c in VIDEO_COLUMNS},
     CLIPS: {c.name: c for c in CLIP_COLUMNS},
+    EVALS: {c.name: c for c in EVAL_COLUMNS},
 }
 
 
@@ -224,7 +336,11 @@ STAGES: dict[str, StageColumns] = {
             writes=_written_by("dedup"),
         ),
         StageColumns("filter", reads=("clip_id", "score_error"), writes=_written_by("filter")),
-        StageColumns("caption", reads=("clip_id", "video", "selected"), writes=_written_by("caption")),
+        StageColumns(
+            "caption",
+            reads=("clip_id", "video", "selected", "caption_camera", "caption_motion"),
+            writes=_written_by("caption"),
+        ),
         StageColumns(
             "encode",
             reads=("clip_id", "video", "width", "height", "num_frames", "caption"),
@@ -255,6 +371,13 @@ STAGES: dict[str, StageColumns] = {
 def schema(table: str) -> pa.Schema:
     """The base schema of a table: the columns the split stage writes (later stages add theirs)."""
     fields = [c.field() for c in COLUMNS[table].values() if c.stage == "split"]
+    return pa.schema(fields, metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION})
+
+
+def table_schema(table: str, widths: dict[str, int] | None = None) -> pa.Schema:
+    """Every column of a table written whole by one stage (evals); `widths` fills MODEL_WIDTH lists."""
+    widths = widths or {}
+    fields = [c.field(widths.get(c.name)) for c in COLUMNS[table].values()]
     return pa.schema(fields, metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION})
 
 
@@ -336,7 +459,7 @@ def check_written(stage: str, written: pa.Schema, key: str = "clip_id") -> None:
             )
 
 
-def markdown(tables: Sequence[str] = (CLIPS, VIDEOS)) -> str:
+def markdown(tables: Sequence[str] = (CLIPS, VIDEOS, EVALS)) -> str:
     """The column tables of the README's "Where data lands", generated from the contract."""
     out: list[str] = []
     for table in tables:

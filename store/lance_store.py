@@ -240,11 +240,21 @@ class Store:
         filter: str | None = None,
         batch_rows: int = SCAN_BATCH_ROWS,
         version: int | None = None,
+        readahead: int | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a table in batches of at most `batch_rows`, each with its `_rowid` column."""
+        """Stream a table in batches of at most `batch_rows`, each with its `_rowid` column.
+
+        `readahead` bounds the batches (and fragments) Lance decodes ahead of the reader (default:
+        Lance's, which keeps many batches in flight): a slow reader of wide rows sets it low, since each
+        batch decoded ahead is memory held until the reader takes it."""
         ds = self.require(table, version)
         yield from ds.to_batches(
-            columns=list(columns), filter=filter or None, with_row_id=True, batch_size=batch_rows
+            columns=list(columns),
+            filter=filter or None,
+            with_row_id=True,
+            batch_size=batch_rows,
+            batch_readahead=readahead,
+            fragment_readahead=readahead,
         )
 
     def work_list(

@@ -26,7 +26,7 @@ from pipelines.config import load_config
 from pipelines.jobs.caption import CaptionJobError, check_engine
 from pipelines.outcome import exit_code
 from store import Store, contract
-from train.checkpoint import save_checkpoint
+from train.checkpoint import capture_rng, save_checkpoint
 from train.config import VAEConfig
 from train.dit import DiT
 from train.sample import check_sample_setup, resolve_checkpoint
@@ -173,7 +173,11 @@ CASES = [
         ["train", "--set", "train.data.buckets=[{height: 64, width: 64, frames: 97}]"],
         ["14 shorter than every bucket", "add a bucket of fewer frames to train.data.buckets"],
     ),
-    ("trainable", ["train", "--set", "train.data.filter=selected and"], ["train.data.filter", "not a valid"]),
+    (
+        "trainable",
+        ["train", "--set", "train.data.filter=selected and"],
+        ["train.data.filter 'selected and' is not SQL", "And. Line 1, Col: 12"],
+    ),
     (
         "trainable",
         ["encode", "--set", "train.data.buckets=[{height: 64, width: 64, frames: 97}]"],
@@ -248,7 +252,14 @@ def write_checkpoint(folder: Path) -> None:
         "latent_channels": config.vae.latent_channels,
     }
     save_checkpoint(
-        folder / "train", 1, model, copy.deepcopy(model), optimizer, scheduler, torch.Generator(), extra
+        folder / "train",
+        1,
+        model,
+        copy.deepcopy(model),
+        optimizer,
+        scheduler,
+        [capture_rng(torch.Generator())],
+        extra,
     )
 
 

@@ -13,7 +13,7 @@ from synthetic_store import CLIPS_PER_VIDEO, FILTER, STATES, append_clips, make_
 
 from pipelines.cli import main
 from pipelines.config import load_config
-from pipelines.jobs.score import run_filter
+from pipelines.jobs.filter import run_filter
 from store import CLIPS, Store
 
 N = 40
