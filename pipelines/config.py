@@ -157,7 +157,13 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {item}: '{part}' is a value, not a section")
         node = child
     # YAML parsing gives numbers, booleans, lists and null their types; "null" clears a value.
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"--set {item}: the value is not YAML ({problem}); quote a text value: {key.strip()}='{raw}'"
+        ) from None
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -41,6 +41,7 @@ SCORE_COLUMNS = ("motion", "technical_quality", "aesthetic_mean", "text_area")  
 # The column stages make_store runs, in order.
 COLUMN_STAGES = ("score", "dedup", "filter", "caption")
 # A store after each of split, score (with its dedup), filter and caption: the column stages made.
+CAMERA_WORDS = ("static camera", "the camera pans left slowly", "the camera zooms in")
 STATES = {
     "split": (),
     "score": ("score", "dedup"),
@@ -222,6 +223,10 @@ def _scores(g: np.ndarray, seed: int, embed_dim: int) -> dict[str, pa.Array]:
         "frames_sampled": pa.array(np.full(len(g), 8, np.int32)),
         **_scalar_scores(g, seed),
         "clip_embedding": _embeddings(g, seed, embed_dim),
+        # the score stage's words for prompts (curate/describe.py), so train.data.prompt_template finds them
+        "caption_camera": pa.array(np.asarray(CAMERA_WORDS, object)[g % len(CAMERA_WORDS)], pa.string()),
+        "caption_motion": pa.array(np.where(g % 2 == 1, "the subject moves fast", None), pa.string()),
+        "caption_text": pa.repeat(pa.scalar("no on-screen text"), len(g)),
     }
 
 

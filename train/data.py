@@ -284,19 +284,19 @@ def build_index(
     ds = lance.dataset(uri, metadata_cache_size_bytes=SCAN_METADATA_CACHE_BYTES)
     names = set(ds.schema.names)
     if require_captions and config.caption_column not in names:
-        raise ValueError(
+        raise TrainDataError(
             f"clips at {uri} have no '{config.caption_column}' column: run `reelforge caption` first "
             "or set train.data.caption_column"
         )
     unknown = [c for c in template_columns(config.prompt_template or "") if c not in names]
     if require_captions and unknown:
-        raise ValueError(
+        raise TrainDataError(
             f"train.data.prompt_template names {unknown}, not columns of the clips at {uri} "
             "(caption_camera, caption_motion and caption_text come from `reelforge score`)"
         )
     has_latents = all(c in names for c in LATENT_COLUMNS)
     if config.latents == "precomputed" and not has_latents:
-        raise ValueError(
+        raise TrainDataError(
             f"train.data.latents=precomputed but clips at {uri} have no latent columns: run `reelforge encode`"
         )
     use_latents = has_latents and config.latents != "decode"

@@ -195,6 +195,11 @@ CASES = [
         ["text encoder", "train.text.path no-such-t5"],
     ),
     (
+        "trainable",
+        ["train", "--set", "train.data.prompt_template='{caption} {caption_shot}.'"],
+        ["train.data.prompt_template names ['caption_shot']", "reelforge score"],
+    ),
+    (
         "encoded-elsewhere",
         ["train", "--set", "train.data.latents=precomputed"],
         ["another autoencoder", "reelforge encode", "train.data.latents=auto"],
@@ -209,6 +214,12 @@ CASES = [
         "split",
         ["train-vae", "--set", "train.vae_train.filter=num_frames > 1000"],
         ["no clip", "train.vae_train.filter"],
+    ),
+    # a --set value YAML cannot read: the key and how to quote it
+    (
+        "trainable",
+        ["train", "--set", "train.data.prompt_template={caption}."],
+        ["--set train.data.prompt_template={caption}.: the value is not YAML", "quote a text value"],
     ),
     # a config typo: the key and the allowed ones, on one line
     ("filter", ["report", "--set", "report.thumbnale=3"], ["unknown key 'report.thumbnale'", "thumbnails"]),
