@@ -5,10 +5,17 @@ A column computed by a model with random weights (the demo's and the tests' stan
 plain pyarrow, or any tool that shows Arrow field metadata, sees that its values are not real scores or
 captions, without knowing reelforge's stage records. The records stay the source: the marks are derived
 from them after every stage that merges model output.
+
+pandas drops Arrow field metadata (pyarrow's `to_pandas` keeps none of it), so the table's schema also
+carries the marks as pandas metadata: `lance.dataset(uri).to_table().to_pandas().attrs` holds
+`{"reelforge.placeholders": {column: "stage/model"}}`. DuckDB keeps no Arrow metadata at all (field or
+schema, checked with DuckDB 2.0.0): there the values themselves are the mark (placeholder heads are not
+centred on a plausible rating) and `reelforge status` names the placeholder models.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +25,7 @@ from store.contract import CLIPS
 from store.lance_store import Store
 
 PLACEHOLDER_KEY = "reelforge.placeholder"
+PANDAS_ATTRS_KEY = "reelforge.placeholders"
 
 
 def placeholder_columns(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -59,4 +67,23 @@ def mark_placeholders(store: Store) -> dict[str, str]:
     }
     if updates:
         ds.update_field_metadata(updates)
+    pandas = _pandas_metadata(wanted)
+    if (ds.schema.metadata or {}).get(b"pandas") != (pandas.encode() if pandas else None):
+        store.require(CLIPS).update_schema_metadata({"pandas": pandas})
     return wanted
+
+
+def _pandas_metadata(marks: Mapping[str, str]) -> str | None:
+    """Schema metadata under pyarrow's "pandas" key that gives `to_pandas()` DataFrames the marks in
+    `.attrs`; no column entries, so every column converts by its Arrow type as without it."""
+    if not marks:
+        return None
+    return json.dumps(
+        {
+            "index_columns": [],
+            "column_indexes": [],
+            "columns": [],
+            "attributes": {PANDAS_ATTRS_KEY: dict(marks)},
+        },
+        sort_keys=True,
+    )

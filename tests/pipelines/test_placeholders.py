@@ -8,7 +8,7 @@ import pyarrow as pa
 from caption_clips import clips_rows, photo_clips
 
 from store import Store
-from store.placeholders import PLACEHOLDER_KEY, mark_placeholders, schema_marks
+from store.placeholders import PANDAS_ATTRS_KEY, PLACEHOLDER_KEY, mark_placeholders, schema_marks
 
 AESTHETIC = ["aesthetic_mean", "aesthetic_min"]
 
@@ -33,6 +33,10 @@ def test_marks_follow_the_records_into_the_arrow_schema(tmp_path):
     table = lance.dataset(store.clips_uri).to_table(columns=["clip_id", *AESTHETIC])
     assert table.schema.field("aesthetic_mean").metadata == {PLACEHOLDER_KEY.encode(): b"score/aesthetic"}
     assert table.schema.field("clip_id").metadata is None
+    # pandas keeps no field metadata: the marks reach a DataFrame's attrs through the schema's pandas key
+    frame = lance.dataset(store.clips_uri).to_table(columns=["clip_id", "aesthetic_mean"]).to_pandas()
+    assert frame.attrs == {PANDAS_ATTRS_KEY: dict.fromkeys(AESTHETIC, "score/aesthetic")}
+    assert list(frame.columns) == ["clip_id", "aesthetic_mean"] and frame["aesthetic_mean"].dtype == "float64"
     version = lance.dataset(store.clips_uri).version
     mark_placeholders(store)
     assert lance.dataset(store.clips_uri).version == version  # nothing to change: no commit
@@ -42,6 +46,7 @@ def test_marks_follow_the_records_into_the_arrow_schema(tmp_path):
     store.record("clips", "score", {**record, "models": {"aesthetic": {"placeholder": False}}})
     assert mark_placeholders(store) == {}
     assert schema_marks(lance.dataset(store.clips_uri).schema) == {}
+    assert lance.dataset(store.clips_uri).to_table(columns=["clip_id"]).to_pandas().attrs == {}
 
     _score(store, placeholder=True)
     mark_placeholders(store)
