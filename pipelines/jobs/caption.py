@@ -11,7 +11,7 @@ request, output rejected by cleanup); nothing stops the job. A rerun captions on
 lacking a caption; `recaption` starts over.
 
 The `vllm` engine imports vllm, so that job runs in the vLLM environment (.venv-vllm); every Ray
-worker there installs caption.tv_guard first (a worker setup hook).
+worker there installs caption.vllm.tv_guard first (a worker setup hook).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from caption.stage import (
     prepare_frames,
     to_table,
 )
-from caption.vllm_runtime import (
+from caption.vllm.runtime import (
     TINY_VLM_NAME,
     VLLMEnvMissing,
     cpu_scheduler_kwargs,
@@ -117,7 +117,7 @@ class CaptionSummary:
         out += [f"  error: {e}" for e in self.error_examples]
         if self.placeholder:
             out.append(
-                "  PLACEHOLDER captions: the model is the tiny random-weight Qwen2-VL built by caption/tiny_vlm.py, "
+                "  PLACEHOLDER captions: the model is the tiny random-weight Qwen2-VL built by caption/vllm/tiny_model.py, "
                 "so its captions are random text. For real captions set caption.model to a real VLM, e.g. "
                 f"{DEFAULT_GPU_MODEL} (caption.engine=vllm on GPUs, or caption.openai.base_url of a server "
                 "running it)."
@@ -270,7 +270,7 @@ def _vllm_to_columns(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[s
 def vllm_runtime_env(cfg: CaptionConfig) -> dict[str, Any]:
     """Ray runtime env of the vLLM stages: the torchvision guard on PYTHONPATH, so it also reaches
     the engine-core process vLLM spawns inside the actor (a worker setup hook would not)."""
-    from caption.tv_guard import guarded_pythonpath
+    from caption.vllm.tv_guard import guarded_pythonpath
 
     env_vars = {"VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": guarded_pythonpath(os.environ.get("PYTHONPATH"))}
     if cfg.vllm.device == "CPU":
@@ -280,7 +280,7 @@ def vllm_runtime_env(cfg: CaptionConfig) -> dict[str, Any]:
 
 def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
     # ray.data.llm imports vllm (and with it torchvision): the guard goes first.
-    from caption import tv_guard
+    from caption.vllm import tv_guard
 
     tv_guard.install()
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig

