@@ -14,7 +14,8 @@ from caption_clips import clips_rows, photo_clips
 
 from caption.vllm.runtime import TINY_VLM_MARKER, free_port
 from pipelines.config import parse_config
-from pipelines.jobs.caption import CaptionJobError, run_caption
+from pipelines.jobs.caption import run_caption
+from pipelines.jobs.caption_checks import CaptionJobError
 from store import Store
 from store.placeholders import placeholder_columns, schema_marks
 

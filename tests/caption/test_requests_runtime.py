@@ -18,7 +18,7 @@ from caption.prompts import get_prompt
 from caption.stage import prepare_frames
 from caption.vllm import tv_guard
 from caption.vllm.runtime import TINY_VLM_MARKER, is_placeholder_model, server_args, tiny_cpu_config
-from pipelines.jobs.caption import CaptionJobError, selection_filter
+from pipelines.jobs.caption_checks import CaptionJobError, selection_filter
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from caption.vllm.pins import (
     shared_pins,
 )
 from caption.vllm.runtime import VENVS, VLLMEnvMissing, vllm_python
-from pipelines.jobs.caption import CaptionJobError, check_engine_setup
+from pipelines.jobs.caption_checks import CaptionJobError, check_engine_setup
 
 
 def _index_reachable() -> bool:
