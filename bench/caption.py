@@ -52,7 +52,7 @@ from caption_clips import clips_rows, photo_clips  # noqa: E402
 
 from caption.engines import CaptionRequest, OpenAICaptionEngine  # noqa: E402
 from caption.stage import prepare_frames  # noqa: E402
-from caption.vllm_runtime import (  # noqa: E402
+from caption.vllm.runtime import (  # noqa: E402
     LAUNCHED_SERVER_KEY_ENV,
     VLLMServer,
     ensure_tiny_vlm,

@@ -49,7 +49,7 @@ class SamplingParams(_Frozen):
 
 
 class OpenAIEngineConfig(_Frozen):
-    # Any OpenAI-compatible server (`vllm serve`, `python -m caption.serve`, a hosted API).
+    # Any OpenAI-compatible server (`vllm serve`, `python -m caption.vllm.serve`, a hosted API).
     base_url: str = "http://127.0.0.1:8000/v1"
     # NAME of the environment variable holding the API key (the key itself never enters a config,
     # log or dataset). None sends no Authorization header, as local vLLM servers expect.

@@ -2,7 +2,7 @@
 
 Both engines take the same chat request: a system prompt, then the clip's sampled frames (base64
 JPEG, either as one `video_url` of JPEG frames or as separate `image_url`s) followed by the user
-prompt. The `openai` engine posts it to any OpenAI-compatible server (`python -m caption.serve`,
+prompt. The `openai` engine posts it to any OpenAI-compatible server (`python -m caption.vllm.serve`,
 `vllm serve`, a hosted API). The `vllm` engine hands the very same messages to vLLM in-process
 through Ray Data's LLM batch API; that wiring needs Ray, so it lives in pipelines/jobs/caption.py
 and uses `vllm_request_row` / `vllm_output` from here.

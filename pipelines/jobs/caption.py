@@ -10,30 +10,25 @@ earlier ones. Every clip ends with either a caption or a `caption_error` (unread
 request, output rejected by cleanup); nothing stops the job. A rerun captions only the clips still
 lacking a caption; `recaption` starts over.
 
-The `vllm` engine imports vllm, so that job runs in the vLLM environment (.venv-vllm); every Ray
-worker there installs caption.tv_guard first (a worker setup hook).
+The `vllm` engine imports vllm, so that job runs in the vLLM environment (.venv-vllm); its Ray workers,
+and the engine processes they spawn, get caption.vllm.tv_guard through PYTHONPATH (`vllm_runtime_env`).
+What is checked before any work is in pipelines/jobs/caption_checks.py; the run's summary is
+caption/summary.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from caption.config import DEFAULT_GPU_MODEL, CaptionConfig
+from caption.config import CaptionConfig
 from caption.engines import EngineOutput, vllm_output, vllm_request_row
 from caption.prompts import measured_context
 from caption.stage import (
@@ -45,9 +40,8 @@ from caption.stage import (
     prepare_frames,
     to_table,
 )
-from caption.vllm_runtime import (
-    TINY_VLM_NAME,
-    VLLMEnvMissing,
+from caption.summary import CaptionSummary
+from caption.vllm.runtime import (
     cpu_scheduler_kwargs,
     is_placeholder_model,
     launched_server,
@@ -55,6 +49,7 @@ from caption.vllm_runtime import (
     vllm_python,
 )
 from pipelines.config import PipelineConfig
+from pipelines.jobs.caption_checks import CaptionJobError, check_engine_setup, selection_filter
 from pipelines.plan import start_job
 from pipelines.runtime import blocks_of, task_pool, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
@@ -62,158 +57,6 @@ from store.filters import FilterError, check_on, parse_filter
 from store.placeholders import mark_placeholders
 
 CAPTION_STAGE = "caption"
-
-
-class CaptionJobError(RuntimeError):
-    """The job cannot start as configured (a bad filter, no clips table, an unreachable engine, ...)."""
-
-
-# The engine's health check answers in well under this on a live server; a dead address is known at
-# once (connection refused) or after this bound (a host that drops packets).
-HEALTH_CHECK_TIMEOUT_S = 1.0
-
-
-@dataclass
-class CaptionSummary:
-    engine: str = ""
-    model: str = ""
-    selected: int = 0
-    skipped_done: int = 0
-    attempted: int = 0
-    captioned: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    frame_prep_s: float = 0.0
-    seconds: float = 0.0
-    selection: str = ""
-    # The tiny random-weight model: its captions are random text.
-    placeholder: bool = False
-    error_kinds: dict[str, int] = field(default_factory=dict)
-    error_examples: list[str] = field(default_factory=list)
-
-    @property
-    def clips_per_s(self) -> float:
-        return self.attempted / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def output_tokens_per_s(self) -> float:
-        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def lines(self) -> list[str]:
-        outcome = f"{self.captioned} of {self.attempted} captioned"
-        if self.failed:
-            reasons = ", ".join(
-                f"{n} {kind}" for kind, n in sorted(self.error_kinds.items(), key=lambda kv: -kv[1])
-            )
-            outcome += f": {self.failed} failed ({reasons})"
-        out = [
-            f"caption: {outcome} with {self.engine} ({self.model}); {self.selected} clips selected "
-            f"({self.selection}), {self.skipped_done} already captioned",
-            f"  {self.seconds:.1f} s, {self.clips_per_s:.2f} clips/s, {self.output_tokens_per_s:.1f} output tokens/s, "
-            f"{self.prompt_tokens} prompt + {self.output_tokens} output tokens, "
-            f"frame preparation {self.frame_prep_s:.2f} s of CPU time",
-        ]
-        out += [f"  error: {e}" for e in self.error_examples]
-        if self.placeholder:
-            out.append(
-                "  PLACEHOLDER captions: the model is the tiny random-weight Qwen2-VL built by caption/tiny_vlm.py, "
-                "so its captions are random text. For real captions set caption.model to a real VLM, e.g. "
-                f"{DEFAULT_GPU_MODEL} (caption.engine=vllm on GPUs, or caption.openai.base_url of a server "
-                "running it)."
-            )
-        return out
-
-
-def selection_filter(cfg: CaptionConfig, columns: list[str]) -> tuple[str | None, str]:
-    """(Lance filter, description) choosing the clips to caption. Refuses (CaptionJobError) when
-    only selected clips are wanted and the filter has not run: captioning every clip instead would
-    spend the engine on clips the filter is about to drop."""
-    if cfg.filter:
-        return cfg.filter, f"filter: {cfg.filter}"
-    if not cfg.only_selected:
-        return None, "all clips (only_selected is off)"
-    if "selected" not in columns:
-        raise CaptionJobError(
-            "no clip is selected yet (clips have no 'selected' column): run `reelforge filter` first, "
-            "or set caption.only_selected=false to caption every clip"
-        )
-    return "selected = true", "selected by the filter stage"
-
-
-def failure_reason(error: str) -> str:
-    """The reason a clip was not captioned, as the summary groups it ("engine unreachable", ...)."""
-    source, _, detail = error.partition(": ")
-    if source == "engine":
-        if detail.startswith(("ClientConnectorError", "ServerDisconnectedError", "ClientOSError")):
-            return "engine unreachable"
-        if detail.startswith("timeout"):
-            return "engine timed out"
-        if detail.startswith("HTTP "):
-            return f"engine answered {detail.split(':', 1)[0]}"
-        return "engine error"
-    return {"frames": "clip frames unreadable", "cleanup": "caption rejected by cleanup"}.get(source, source)
-
-
-def check_engine(cfg: CaptionConfig, timeout_s: float = HEALTH_CHECK_TIMEOUT_S) -> None:
-    """Ask an OpenAI-compatible server for its models before any work: an address where nothing
-    answers, or a server that does not serve the configured model, is one error here instead of
-    every clip failing after its retries (and being marked failed in the store)."""
-    url = f"{cfg.openai.base_url}/models"
-    headers = {}
-    if cfg.openai.api_key_env and os.environ.get(cfg.openai.api_key_env):
-        headers["Authorization"] = f"Bearer {os.environ[cfg.openai.api_key_env]}"
-    fix = "start the server or set caption.openai.base_url (or caption.openai.launch_server=true)"
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout_s
-        ) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403):
-            raise CaptionJobError(
-                f"caption engine at {cfg.openai.base_url} refused the request (HTTP {err.code}): "
-                "check the key in the variable named by caption.openai.api_key_env"
-            ) from None
-        return  # it answers; a server without a model list still takes chat requests
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        cause = getattr(err, "reason", err)
-        raise CaptionJobError(
-            f"caption engine unreachable at {cfg.openai.base_url}: {cause or type(err).__name__}; {fix}"
-        ) from None
-    try:
-        served = [m["id"] for m in json.loads(body)["data"]]
-    except (ValueError, KeyError, TypeError):
-        return  # not an OpenAI model list: the chat requests will tell
-    if served and cfg.request_model_name not in served:
-        raise CaptionJobError(
-            f"caption engine at {cfg.openai.base_url} serves {', '.join(served)}, not "
-            f"{cfg.request_model_name!r}: set caption.served_model_name (or caption.model) to one of them"
-        )
-
-
-def check_engine_setup(cfg: CaptionConfig) -> None:
-    """Everything the configured engine needs that can be known before any work: the vLLM environment
-    and the model folder when vLLM is started here, the server's health otherwise."""
-    if cfg.openai.launch_server or cfg.engine == "vllm":
-        try:
-            vllm_python(cfg.vllm.device)
-        except VLLMEnvMissing as err:
-            raise CaptionJobError(str(err)) from None
-        check_model_folder(cfg)
-    elif cfg.engine == "openai":
-        check_engine(cfg)
-
-
-def check_model_folder(cfg: CaptionConfig) -> None:
-    """A model named by a local path must exist before a server is launched for it (vLLM would
-    otherwise take it for a hub id and fail after its start-up, offline)."""
-    model = cfg.model
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-        hint = " (build the demo's tiny model with `make tiny-vlm`)" if TINY_VLM_NAME in model else ""
-        raise CaptionJobError(
-            f"caption.model {model} is not a folder{hint}: set caption.model to a model folder or hub id"
-        )
 
 
 def read_and_prepare(
@@ -270,7 +113,7 @@ def _vllm_to_columns(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[s
 def vllm_runtime_env(cfg: CaptionConfig) -> dict[str, Any]:
     """Ray runtime env of the vLLM stages: the torchvision guard on PYTHONPATH, so it also reaches
     the engine-core process vLLM spawns inside the actor (a worker setup hook would not)."""
-    from caption.tv_guard import guarded_pythonpath
+    from caption.vllm.tv_guard import guarded_pythonpath
 
     env_vars = {"VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": guarded_pythonpath(os.environ.get("PYTHONPATH"))}
     if cfg.vllm.device == "CPU":
@@ -280,7 +123,7 @@ def vllm_runtime_env(cfg: CaptionConfig) -> dict[str, Any]:
 
 def _vllm_engine(ds: Any, cfg: CaptionConfig) -> Any:
     # ray.data.llm imports vllm (and with it torchvision): the guard goes first.
-    from caption import tv_guard
+    from caption.vllm import tv_guard
 
     tv_guard.install()
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
@@ -442,7 +285,7 @@ def _run(
         for batch in batches:
             table = with_row_ids(to_table(batch), row_of)
             summary.frame_prep_s += float(np.nansum(batch["frame_prep_s"]))
-            _count(summary, table)
+            summary.count(table)
             pending.append(table)
             pending_rows += table.num_rows
             if pending_rows >= cfg.flush_every:
@@ -482,22 +325,6 @@ def _run(
         staging.reset()  # merged: the clips table now says what is done
     mark_placeholders(store)  # in the Arrow schema too, for readers that never see the stage records
     return summary
-
-
-def _count(summary: CaptionSummary, table: pa.Table) -> None:
-    summary.attempted += table.num_rows
-    errors = table.column("caption_error").to_pylist()
-    summary.failed += sum(e is not None for e in errors)
-    summary.captioned += sum(e is None for e in errors)
-    summary.prompt_tokens += int(pc.sum(table["caption_prompt_tokens"]).as_py() or 0)
-    summary.output_tokens += int(pc.sum(table["caption_output_tokens"]).as_py() or 0)
-    kinds = Counter(failure_reason(e) for e in errors if e is not None)
-    for kind, n in kinds.items():
-        summary.error_kinds[kind] = summary.error_kinds.get(kind, 0) + n
-    ids = table.column("clip_id").to_pylist()
-    for cid, err in zip(ids, errors, strict=True):
-        if err is not None and len(summary.error_examples) < 3:
-            summary.error_examples.append(f"{cid}: {err[:200]}")
 
 
 def caption_command(

@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 from caption_clips import clips_rows, photo_clips
 
-from caption.vllm_runtime import TINY_VLM_MARKER, free_port
+from caption.vllm.runtime import TINY_VLM_MARKER, free_port
 from pipelines.config import parse_config
-from pipelines.jobs.caption import CaptionJobError, run_caption
+from pipelines.jobs.caption import run_caption
+from pipelines.jobs.caption_checks import CaptionJobError
 from store import Store
 from store.placeholders import placeholder_columns, schema_marks
 
@@ -137,7 +138,8 @@ def test_failures_resume_selection_and_recaption(ray_session, tmp_path):
 def test_a_placeholder_model_marks_only_its_caption_column(ray_session, tmp_path):
     model = tmp_path / "tiny-vlm"
     model.mkdir()
-    (model / TINY_VLM_MARKER).write_text("{}")  # what caption/tiny_vlm.py leaves in its random-weight model
+    # What caption/vllm/tiny_model.py leaves in its random-weight model.
+    (model / TINY_VLM_MARKER).write_text("{}")
     store = Store(tmp_path / "store")
     store.append("clips", clips_rows(photo_clips()))
     with FlakyServer() as server:

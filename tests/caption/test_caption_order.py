@@ -30,7 +30,7 @@ from reliability.faults import caption_command, committed_versions, kill_when, r
 
 from caption.frames import encode_jpeg, sample_frames
 from caption.stage import batches_in_flight
-from caption.vllm_runtime import free_port
+from caption.vllm.runtime import free_port
 from pipelines.config import load_config
 from pipelines.jobs.caption import run_caption
 from store import Store

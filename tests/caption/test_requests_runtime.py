@@ -12,13 +12,13 @@ import pytest
 from caption_clips import photo_clips
 from PIL import Image
 
-from caption import tv_guard
 from caption.config import CaptionConfig
 from caption.engines import template_messages, vllm_output, vllm_request_row
 from caption.prompts import get_prompt
 from caption.stage import prepare_frames
-from caption.vllm_runtime import TINY_VLM_MARKER, is_placeholder_model, server_args, tiny_cpu_config
-from pipelines.jobs.caption import CaptionJobError, selection_filter
+from caption.vllm import tv_guard
+from caption.vllm.runtime import TINY_VLM_MARKER, is_placeholder_model, server_args, tiny_cpu_config
+from pipelines.jobs.caption_checks import CaptionJobError, selection_filter
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_selection_rule():
 
 def test_guard_is_a_no_op_where_torchvision_loads():
     code = (
-        "import sys; from caption import tv_guard; tv_guard.install_import_hook(); tv_guard.install();"
+        "import sys; from caption.vllm import tv_guard; tv_guard.install_import_hook(); tv_guard.install();"
         "import torchvision.ops, torch;"
         "b = torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]);"
         "print(torchvision.ops.nms(b, torch.tensor([1., .5]), .5).tolist())"

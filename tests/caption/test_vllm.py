@@ -22,7 +22,7 @@ from caption_clips import clips_rows, photo_clips
 from ci import skip_unless_ci
 
 from caption.stage import CAPTION_SCHEMA
-from caption.vllm_runtime import (
+from caption.vllm.runtime import (
     LAUNCHED_SERVER_KEY_ENV,
     REPO_ROOT,
     VLLMEnvMissing,

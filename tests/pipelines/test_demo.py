@@ -15,7 +15,7 @@ import pytest
 from ci import skip_unless_ci
 from PIL import Image
 
-from caption.vllm_runtime import VLLMEnvMissing, ensure_tiny_vlm, vllm_python
+from caption.vllm.runtime import VLLMEnvMissing, ensure_tiny_vlm, vllm_python
 from pipelines.config import load_config
 from pipelines.sample_footage import MOVIES
 from store import Store, contract

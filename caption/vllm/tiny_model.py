@@ -5,7 +5,7 @@ image and video processors, M-RoPE, vision tower, continuous batching) at ~1.2M 
 tests and the demo run vLLM for real on a CPU without downloading anything. Its captions are
 random text: they are placeholders, not descriptions.
 
-    python -m caption.tiny_vlm OUT_DIR        (in the vLLM environment, .venv-vllm)
+    python -m caption.vllm.tiny_model OUT_DIR        (in the vLLM environment, .venv-vllm)
 
 Deterministic: the same transformers/tokenizers versions give the same files. `builder_hash()`
 identifies a build, so callers can cache the folder.
@@ -13,8 +13,8 @@ identifies a build, so callers can cache the folder.
 
 from __future__ import annotations
 
-# The guard must run before transformers imports torchvision (see caption/tv_guard.py).
-from caption import tv_guard
+# The guard must run before transformers imports torchvision (see caption/vllm/tv_guard.py).
+from caption.vllm import tv_guard
 
 tv_guard.install()
 
@@ -26,8 +26,8 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from caption.prompts import all_prompts  # noqa: E402
-from caption.vllm_runtime import TINY_VLM_MARKER as COMPLETE_MARKER  # noqa: E402
-from caption.vllm_runtime import TINY_VLM_NAME as SERVED_NAME  # noqa: E402
+from caption.vllm.runtime import TINY_VLM_MARKER as COMPLETE_MARKER  # noqa: E402
+from caption.vllm.runtime import TINY_VLM_NAME as SERVED_NAME  # noqa: E402
 
 SEED = 0
 VOCAB_SIZE = 512

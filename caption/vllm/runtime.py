@@ -25,14 +25,14 @@ from typing import Any, BinaryIO
 
 from caption.config import CaptionConfig, OpenAIEngineConfig, VLLMEngineConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
 # One environment per vLLM build (caption.vllm.device): the same vLLM release, caption code and entry
 # points; only torch and vLLM's kernels differ. The make target that builds each names it in errors.
 VENVS = {"CPU": DEFAULT_VENV, "GPU": REPO_ROOT / ".venv-vllm-cuda"}
 MAKE_TARGETS = {"CPU": "make vllm-env", "GPU": "make vllm-env VLLM=cuda"}
 CACHE_DIR = REPO_ROOT / ".cache"
-# The tiny model built by caption/tiny_vlm.py: its served name and the file marking a finished build.
+# The tiny model built by caption/vllm/tiny_model.py: its served name and the file marking a finished build.
 TINY_VLM_NAME = "tiny-qwen2-vl"
 TINY_VLM_MARKER = "reelforge_tiny_vlm.json"
 # The variable holding a launched server's key while it runs: what `caption.openai.api_key_env` names
@@ -83,7 +83,7 @@ def vllm_env_vars(extra: Mapping[str, str] | None = None, kvcache_gib: int = 1) 
 def _tiny_vlm_cache_key() -> str:
     # The builder's source plus the vLLM env's stamp (which changes whenever its pins change);
     # computed without importing transformers, which the main env must not do for this.
-    digest = hashlib.sha256((REPO_ROOT / "caption" / "tiny_vlm.py").read_bytes())
+    digest = hashlib.sha256(Path(__file__).with_name("tiny_model.py").read_bytes())
     stamp = vllm_python().parents[1] / ".reelforge-vllm-env"
     digest.update(stamp.read_bytes() if stamp.is_file() else b"unstamped")
     return digest.hexdigest()[:16]
@@ -97,7 +97,7 @@ def ensure_tiny_vlm(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> Path
     partial = folder.with_name(folder.name + f".building-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     subprocess.run(
-        [str(vllm_python()), "-m", "caption.tiny_vlm", str(partial)],
+        [str(vllm_python()), "-m", "caption.vllm.tiny_model", str(partial)],
         env=vllm_env_vars(),
         cwd=REPO_ROOT,
         check=True,
@@ -119,7 +119,7 @@ def free_port() -> int:
 
 
 def is_placeholder_model(model: str | Path) -> bool:
-    """True for the tiny random-weight model built by caption/tiny_vlm.py."""
+    """True for the tiny random-weight model built by caption/vllm/tiny_model.py."""
     return (Path(model) / TINY_VLM_MARKER).is_file()
 
 
@@ -197,7 +197,7 @@ def tiny_cpu_config(model: Path | str, **overrides: Any) -> CaptionConfig:
 
 
 class VLLMServer:
-    """`python -m caption.serve` from the vLLM env as a subprocess; use as a context manager.
+    """`python -m caption.vllm.serve` from the vLLM env as a subprocess; use as a context manager.
 
     Start-up is bounded by `ready_timeout_s`; the server gets SIGINT, then SIGKILL of its whole
     process group, on exit, so no engine process outlives it.
@@ -238,7 +238,7 @@ class VLLMServer:
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 (closed in stop())
         started = time.perf_counter()
         self._process = subprocess.Popen(
-            [str(self._python or vllm_python()), "-m", "caption.serve", *self._args],
+            [str(self._python or vllm_python()), "-m", "caption.vllm.serve", *self._args],
             cwd=REPO_ROOT,
             env=self._env,
             stdout=self._log_file,

