@@ -8,7 +8,7 @@ training and evaluation curves when asked for, and the configs and model version
 in the dataset metadata.
 
 Each section has its module, whose collector returns plain data (`collect` gathers them in one
-streamed pass, see collect.py); render.py turns that data into the page with the package's jinja2
+streamed pass, see data.py); page.py turns that data into the page with the package's jinja2
 templates. `reelforge report --scores` is the text summary of scores_text.py.
 
 A stage that has not run says so; a column produced by a random-weight model (its stage record marks
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.report.collect import ReportData, collect
+from pipelines.report.data import ReportData, collect
 from pipelines.report.overview import NOT_RUN
-from pipelines.report.render import render
+from pipelines.report.page import render
 from pipelines.report.training import evals_section, training_section
 from store import Store
 

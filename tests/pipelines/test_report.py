@@ -223,7 +223,7 @@ def test_values_are_escaped_so_a_caption_cannot_run_script(tmp_path, sample_foot
 def test_templates_and_static_files_ship_inside_the_package():
     from importlib import resources
 
-    from pipelines.report.render import PACKAGE, TEMPLATE, environment
+    from pipelines.report.page import PACKAGE, TEMPLATE, environment
 
     files = resources.files(PACKAGE)
     templates = {f.name for f in files.joinpath("templates").iterdir()}

@@ -16,7 +16,7 @@ from importlib import resources
 import jinja2
 
 from pipelines.report.camera import CAMERA_STRIP
-from pipelines.report.collect import ReportData
+from pipelines.report.data import ReportData
 from pipelines.report.media import data_uri
 from pipelines.report.overview import NOT_RUN
 
