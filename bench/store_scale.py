@@ -329,7 +329,7 @@ def step_report(root: Path) -> dict[str, Any]:
 
 
 def step_report_scores(root: Path) -> dict[str, Any]:
-    from pipelines.report_scores import render
+    from pipelines.report.scores_text import render
     from store import Store
 
     store = Store(root)

@@ -530,7 +530,7 @@ def _report(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     _preflight("report", cfg)
     # Only reads, but holds the job lock all the same: vacuum must not delete files it is reading.
     if args.scores:
-        from pipelines.report_scores import render
+        from pipelines.report.scores_text import render
 
         with _job(cfg, "report") as store:
             print(render(store))

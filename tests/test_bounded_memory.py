@@ -30,7 +30,7 @@ GROWTH_MB = 150  # from 2,000 to 100,000 clips
 MEASURE = """
 import json, resource, sys
 from pipelines.report import collect
-from pipelines.report_scores import render
+from pipelines.report.scores_text import render
 from store import Store
 from train.config import Bucket, DataConfig
 from train.data import build_index
@@ -41,7 +41,7 @@ index = build_index(store.clips_uri, DataConfig(buckets=(Bucket(height=32, width
 data = collect(store, thumbnails=48)
 text = render(store)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"clips": len(index), "total": data.total_clips, "cost_mb": (peak - base) / 1024}))
+print(json.dumps({"clips": len(index), "total": data.grid.total_clips, "cost_mb": (peak - base) / 1024}))
 """
 
 

@@ -1,6 +1,7 @@
 """`reelforge report`: write the self-contained HTML report of the store's latest dataset version.
 
-The training curves, sample grids and eval aggregates come from pipelines/report_training.py.
+The page comes from pipelines/report/ (one collector per section, jinja2 templates), with the training
+curves and sample grids of train.out_dir and the eval aggregates of the store.
 No Ray: the report streams the score columns once or twice, reads the thumbnails of the clips it
 samples (`report.thumbnails`, `report.extremes`, `report.captions`, `report.duplicate_groups`) by row
 id, and the bytes of the `report.thumbnails` grid clips for their animated previews.
@@ -12,7 +13,6 @@ from pathlib import Path
 
 from pipelines.config import PipelineConfig
 from pipelines.report import build_report
-from pipelines.report_training import evals_section, training_section, with_sections
 from store import Store
 
 
@@ -30,12 +30,11 @@ def run(cfg: PipelineConfig, out: Path | None = None) -> Path:
         Store(cfg.store.root),
         report.thumbnails,
         configured_filter=cfg.filter.expression,
+        train_dir=Path(cfg.train.out_dir),
+        evals_root=Path(cfg.store.root),
         extremes=report.extremes,
         captions=report.captions,
         duplicate_groups=report.duplicate_groups,
-    )
-    page = with_sections(
-        page, [training_section(Path(cfg.train.out_dir)), evals_section(Path(cfg.store.root))]
     )
     path = report_path(cfg, out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -98,13 +98,12 @@ def test_eval_samples_and_store(samples, store, tmp_path, capsys):
     assert run["aggregates"]["samples"]["videos"] == 3 and run["aggregates"]["store"]["videos"] == 3
     assert "Frechet distance, image-tower features" in printed and "FAILED" in printed
 
-    from pipelines.report_training import evals_section
+    from pipelines.report.training import evals_section
 
     section = evals_section(store.root)
-    assert "<td>samples</td>" in section and "<td>store</td>" in section
-    assert (
-        "Frechet distance between generated videos and curated clips" in section and "placeholder" in section
-    )
+    assert section is not None and {"samples", "store"} <= {r.source for r in section.rows}
+    assert section.frechet == (next(iter(eval_runs(store.root))), run["frechet_image_tower"])
+    assert section.frechet_placeholder or any(marked for _, marked in section.dimensions)
 
 
 def test_eval_refuses_without_input_or_selection(tmp_path, capsys):

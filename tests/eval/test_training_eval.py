@@ -89,13 +89,21 @@ def test_eval_every_logs_dimensions_beside_the_losses(setup, tmp_path):
     losses = [(r["step"], r["loss"]) for r in _rows(evaluated / "log.csv")]
     assert losses == [(r["step"], r["loss"]) for r in _rows(plain / "log.csv")]
 
-    from pipelines.report_training import evals_section, training_section
+    from pipelines.report.training import evals_section, training_section
 
     section = training_section(evaluated)
-    assert section.count("<img class='chart'") == 3, "loss, dimensions and quality score curves"
-    assert "step_0000002" in section and "step_0000004" in section and section.count("image/gif") == 4
-    assert "<td>training</td>" in evals_section(store.root)
-    assert "set train.eval_every" in training_section(plain)
+    assert section is not None and section.evaluated
+    assert [c.title for c in section.charts] == [
+        "loss",
+        "VBench dimensions of the fixed prompts' samples",
+        "VBench quality score",
+    ]
+    assert [s.step for s in section.steps] == ["step_0000002", "step_0000004"]
+    assert [uri[:15] for s in section.steps for _, uri in s.samples] == ["data:image/gif;"] * 4
+    evals = evals_section(store.root)
+    assert evals is not None and "training" in {r.source for r in evals.rows}
+    unevaluated = training_section(plain)
+    assert unevaluated is not None and not unevaluated.evaluated and len(unevaluated.charts) == 1
 
 
 @pytest.mark.slow

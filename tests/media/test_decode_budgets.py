@@ -15,7 +15,7 @@ from curate.frames import decode_clip as score_decode
 from curate.split_file import VideoSplit
 from media import count_decodes
 from media.decode import source_label
-from pipelines.report_media import animated_preview
+from pipelines.report.media import animated_preview
 from train.config import Bucket
 from train.data import decode_clip as train_decode
 

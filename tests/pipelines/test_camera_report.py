@@ -10,7 +10,7 @@ from score_clips import encode_mp4, store_with
 from curate.config import ScoreConfig
 from pipelines.jobs.score import decode_and_measure, model_records, score_schema, to_staged_table
 from pipelines.report import build_report
-from pipelines.report_scores import render
+from pipelines.report.scores_text import render
 from store import CLIPS, ColumnStaging
 
 

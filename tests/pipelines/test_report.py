@@ -15,10 +15,12 @@ from report_store import FILTER, report_store_for
 
 from pipelines.config import parse_config
 from pipelines.jobs.report import report_path, run
-from pipelines.report import NOT_RUN, build_report, collect, placeholder_columns, thresholds
-from pipelines.report_media import PreviewError, animated_preview, histogram_svg
+from pipelines.report import NOT_RUN, build_report, collect
+from pipelines.report.media import PreviewError, animated_preview, histogram_svg
+from pipelines.report.scores import thresholds
 from store import VIDEOS, Store, StoreError
 from store.filters import parse_filter
+from store.placeholders import placeholder_columns
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -99,13 +101,13 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     kept = sum(bool(c["selected"]) for c in clips)
     assert by_stage["filter"].summary.startswith(f"kept {kept} of {len(clips)} clips")
     # the text file is a failed row with its specific reason
-    assert len(data.failed_files) == 1 and data.failed_files[0]["uri"].endswith("broken.mp4")
-    assert data.failed_files[0]["reason"] and data.failed_files[0]["detail"].startswith(
-        data.failed_files[0]["reason"]
-    )
+    failed = data.files.failed
+    assert len(failed) == 1 and failed[0]["uri"].endswith("broken.mp4")
+    assert failed[0]["reason"] and failed[0]["detail"].startswith(failed[0]["reason"])
     # thresholds of the recorded filter land on their histograms; the placeholder head is flagged
-    assert data.filter_applied and data.filter_expression == parse_filter(FILTER, "filter.expression").sql
-    marks = {column: [t.text for t in ts] for column, _, ts in data.histograms}
+    scores = data.scores
+    assert scores.filter_applied and scores.filter_expression == parse_filter(FILTER, "filter.expression").sql
+    marks = {h.column: [t.text for t in h.marks] for h in scores.histograms}
     assert marks["motion"] == ["motion > 0.0005"] and marks["technical_quality"] == [
         "technical_quality >= 0.3"
     ]
@@ -114,27 +116,28 @@ def test_report_shows_every_stage_of_a_real_dataset(store):
     assert by_stage["score"].placeholder
     # the remuxed copy's clips are exact duplicates of the original's
     dups = [c for c in clips if c["duplicate_of"]]
-    assert data.duplicate_count == len(dups) > 0
-    assert sorted(m for _, members, _ in data.duplicate_groups for m in members) == sorted(
-        c["clip_id"] for c in dups
-    )
-    assert all(size == len(members) for _, members, size in data.duplicate_groups)
-    assert data.duplicate_group_count == len(data.duplicate_groups)
+    groups = data.duplicates.groups
+    assert data.duplicates.count == len(dups) > 0
+    assert sorted(m for g in groups for m in g.members) == sorted(c["clip_id"] for c in dups)
+    assert all(g.size == len(g.members) for g in groups)
+    assert data.duplicates.group_count == len(groups)
     # a random sample of previews, each with a decodable animated WebP and its scores
-    assert len(data.cards) == 6 and all(
-        c.preview_uri and c.preview_uri.startswith("data:image/webp") for c in data.cards
+    cards = data.grid.cards
+    assert len(cards) == 6 and all(
+        c.preview_uri and c.preview_uri.startswith("data:image/webp") for c in cards
     )
-    assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in data.cards)
-    assert all(c.caption for c in data.captions) and len(data.captions) == 8
+    assert all(c.thumbnail_uri.startswith("data:image/jpeg") for c in cards)
+    assert all(c.caption for c in data.captions.cards) and len(data.captions.cards) == 8
     # the highest and lowest clips of every score, stills from the thumbnail column
-    assert [column for column, _, _ in data.extremes] == [column for column, _, _ in data.histograms]
-    for column, highest, lowest in data.extremes:
-        assert len(highest) == len(lowest) == 4 and all(c.thumbnail_uri for c in highest + lowest)
-        values = [c.scores[column] for c in highest + lowest]
+    assert [e.column for e in data.extremes] == [h.column for h in scores.histograms]
+    for e in data.extremes:
+        assert len(e.highest) == len(e.lowest) == 4 and all(c.thumbnail_uri for c in e.highest + e.lowest)
+        values = [c.scores[e.column] for c in e.highest + e.lowest]
         assert values[:4] == sorted(values[:4], reverse=True) and values[4:] == sorted(values[4:])
-    assert data.records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
+    records = data.configs.records
+    assert records[VIDEOS]["split"]["config"]["detect"]["detector"] == "content"
     # every stage says when it ran, in one format (the split record is stamped like the column stages)
-    split_at = data.records[VIDEOS]["split"]["at"]
+    split_at = records[VIDEOS]["split"]["at"]
     assert by_stage["split"].at == split_at and split_at.endswith("+00:00")
 
 
@@ -174,8 +177,8 @@ def test_sections_say_not_run_yet_before_the_stages_ran(tmp_path, sample_footage
         "caption": False,
         "encode": False,
     }
-    assert not data.histograms and not data.placeholders and not data.captions
-    assert len(data.cards) == fresh.read_clips(["clip_id"]).num_rows > 0
+    assert not data.scores.histograms and not data.placeholders and not data.captions.cards
+    assert len(data.grid.cards) == fresh.read_clips(["clip_id"]).num_rows > 0
     page = build_report(fresh, thumbnails=10)
     for section in ("score: not run yet", "caption: not run yet", "dedup: not run yet"):
         assert section in page
@@ -193,6 +196,94 @@ def test_job_writes_the_report_under_the_store_root(store, tmp_path):
     assert page.count("data-side='highest'") == page.count("data-side='lowest'") > 0
     assert page.count("class='card'") == 3 + 4 * page.count("data-side='highest'")
     assert not list(out.parent.glob("*.partial"))
+
+
+def test_values_are_escaped_so_a_caption_cannot_run_script(tmp_path, sample_footage):
+    import pyarrow as pa
+    from report_store import split_into
+
+    fresh = split_into(Store(tmp_path / "store"), [sample_footage / "vp9.webm"])
+    ids = fresh.read_clips(["clip_id"])["clip_id"].to_pylist()
+    evil = "<script>alert('x')</script> & \"quoted\" <b>bold</b>"
+    fresh.add_columns(
+        pa.table({"clip_id": ids, "caption": [evil] * len(ids)}),
+        stage="caption",
+        config={"note": evil},
+        models={"vlm": {"name": evil, "placeholder": False}},
+    )
+    page = build_report(fresh, thumbnails=2)
+    escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;quoted&#34; &lt;b&gt;bold&lt;/b&gt;"
+    # in the grid's cards and in the sampled captions; the only script is the report's own
+    assert page.count(f"<div class='caption'>{escaped}</div>") == 2
+    assert f"<td>{escaped}</td>" in page
+    assert page.count("<script>") == 1 and "<b>bold" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.split("<h2 id='configs'>", 1)[1]
+
+
+def test_templates_and_static_files_ship_inside_the_package():
+    from importlib import resources
+
+    from pipelines.report.page import PACKAGE, TEMPLATE, environment
+
+    files = resources.files(PACKAGE)
+    templates = {f.name for f in files.joinpath("templates").iterdir()}
+    assert TEMPLATE in templates and {"report.css", "report.js"} <= {
+        f.name for f in files.joinpath("static").iterdir()
+    }
+    env = environment()
+    assert env.autoescape is True
+    # every template a template includes or imports is there (a missing partial fails to load)
+    source = "".join(files.joinpath("templates", name).read_text() for name in templates)
+    assert set(re.findall(r'(?:include|import) "([^"]+)"', source)) <= templates
+    for name in templates:
+        env.get_template(name)
+
+
+def test_training_and_evaluation_sections_sit_before_the_configs(store, tmp_path, monkeypatch):
+    from curate.vbench import DIMENSIONS
+    from pipelines.report import training
+
+    train = tmp_path / "train"
+    (train / "eval" / "step_0000010").mkdir(parents=True)
+    (train / "log.csv").write_text("step,loss\n0,1.0\n10,0.5\n")
+    (train / "val.csv").write_text("step,val_loss\n10,0.6\n")
+    (train / "eval.csv").write_text(
+        "step,"
+        + ",".join(DIMENSIONS)
+        + ",quality_score\n10,"
+        + ",".join(["0.5"] * len(DIMENSIONS))
+        + ",0.7\n"
+    )
+    for prompt in ("a rabbit", "cars"):
+        (train / "eval" / "step_0000010" / f"{prompt}.gif").write_bytes(b"GIF89a")
+    aggregate = {"videos": 2, **dict.fromkeys(DIMENSIONS, 0.25), "quality_score": 0.4}
+    runs = {
+        "r1": {
+            "aggregates": {"samples": aggregate, "store": {"videos": 0}},
+            "frechet_image_tower": 1.5,
+            "placeholders": {"subject_consistency": "eval/image_tower", "tower_embedding": "eval"},
+        }
+    }
+    monkeypatch.setattr(training, "eval_runs", lambda root: runs if root == store.root else {})
+    page = build_report(store, thumbnails=1, extremes=0, train_dir=train, evals_root=store.root)
+    before, configs = page.split("<h2 id='configs'>", 1)
+    assert "id='training'" not in configs and "id='evals'" not in configs
+    sections = before.split("<h2 id='training'>Training</h2>", 1)[1]
+    assert sections.count("<img class='chart'") == 3 and "set train.eval_every" not in sections
+    assert (
+        "<tr><th>step_0000010</th><td><img alt='a rabbit' title='a rabbit' src='data:image/gif;" in sections
+    )
+    assert "<tr><td>samples</td><td>r1</td><td>2</td>" + "<td>0.2500</td>" * len(DIMENSIONS) in sections
+    assert "<td>store</td>" not in sections, "a source without videos is left out"
+    assert 'subject_consistency<span class="badge placeholder">' in sections
+    assert (
+        'not an I3D FVD)<span class="badge placeholder">placeholder</span>: <b>1.5000</b> (run r1)'
+        in sections
+    )
+    (train / "eval.csv").unlink()
+    plain = build_report(store, thumbnails=1, extremes=0, train_dir=train, evals_root=tmp_path)
+    assert plain.count("<img class='chart'") == 1 and "set train.eval_every" in plain
+    assert "id='evals'" not in plain
 
 
 # ---- headless Chromium ---------------------------------------------------------------------------------

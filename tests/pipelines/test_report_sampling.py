@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from synthetic_store import SCORE_COLUMNS, make_store
 
-from pipelines import report, report_scores
-from pipelines.report import build_report, collect
+from pipelines.report import build_report, collect, scan
+from pipelines.report import scores_text as report_scores
 from store import CLIPS, Store
 
 CLIPS_N = 2_000
@@ -29,23 +29,23 @@ def data(store):
 
 
 def test_every_grid_has_exactly_the_configured_size(store, data):
-    assert data.total_clips == CLIPS_N and len(data.cards) == 10 and len(data.captions) == 5
-    assert [c for c, _, _ in data.extremes] == list(SCORE_COLUMNS)
+    assert data.grid.total_clips == CLIPS_N and len(data.grid.cards) == 10 and len(data.captions.cards) == 5
+    assert [e.column for e in data.extremes] == list(SCORE_COLUMNS)
     values = store.read_clips(["clip_id", *SCORE_COLUMNS]).to_pandas()
-    for column, highest, lowest in data.extremes:
-        assert len(highest) == len(lowest) == 3
-        assert [c.scores[column] for c in highest] == sorted(values[column], reverse=True)[:3]
-        assert [c.scores[column] for c in lowest] == sorted(values[column])[:3]
-    assert len({c.clip_id for c in data.cards}) == 10 and all(c.caption for c in data.captions)
+    for e in data.extremes:
+        assert len(e.highest) == len(e.lowest) == 3
+        assert [c.scores[e.column] for c in e.highest] == sorted(values[e.column], reverse=True)[:3]
+        assert [c.scores[e.column] for c in e.lowest] == sorted(values[e.column])[:3]
+    assert len({c.clip_id for c in data.grid.cards}) == 10 and all(c.caption for c in data.captions.cards)
     # the blobs are random bytes: each grid card says why it has no preview instead of failing
-    assert all(c.preview_uri is None and "do not decode" in (c.preview_error or "") for c in data.cards)
+    assert all(c.preview_uri is None and "do not decode" in (c.preview_error or "") for c in data.grid.cards)
     # duplicates counted in full, four groups listed with their members and sizes
     duplicates = store.require(CLIPS).count_rows(filter="duplicate_of IS NOT NULL")
-    assert data.duplicate_count == data.duplicate_group_count == duplicates == CLIPS_N // 50
-    assert len(data.duplicate_groups) == 4 and all(
-        len(m) == size == 1 for _, m, size in data.duplicate_groups
-    )
-    assert all(root in data.thumbnails and m[0] in data.thumbnails for root, m, _ in data.duplicate_groups)
+    groups = data.duplicates.groups
+    assert data.duplicates.count == data.duplicates.group_count == duplicates == CLIPS_N // 50
+    assert len(groups) == 4 and all(len(g.members) == g.size == 1 for g in groups)
+    thumbnails = data.duplicates.thumbnails
+    assert all(g.kept in thumbnails and g.members[0] in thumbnails for g in groups)
     page = build_report(store, thumbnails=10, extremes=3, captions=5, duplicate_groups=4)
     grid = page.split("<div class='grid' id='grid'>", 1)[1].split("<h2", 1)[0]
     assert grid.count("<div class='card'") == 10
@@ -55,8 +55,8 @@ def test_every_grid_has_exactly_the_configured_size(store, data):
 
 def test_histograms_count_every_clip_with_a_value(store, data):
     ds = store.require(CLIPS)
-    for column, svg, _ in data.histograms:
-        text = svg.decode()
+    for histogram in data.scores.histograms:
+        text, column = histogram.svg.decode(), histogram.column
         scored = ds.count_rows(filter=f"{column} IS NOT NULL")
         kept = ds.count_rows(filter=f"{column} IS NOT NULL AND selected = true")
         assert f"all ({scored})" in text and f"kept ({kept})" in text and scored == CLIPS_N
@@ -67,14 +67,15 @@ def test_histograms_count_every_clip_with_a_value(store, data):
 
 
 def test_samples_do_not_depend_on_batch_boundaries(store, data, monkeypatch):
-    monkeypatch.setattr(report, "SCAN_ROWS", 97)  # many batches, cut inside fragments
+    monkeypatch.setattr(scan, "SCAN_ROWS", 97)  # many batches, cut inside fragments
     again = collect(store, thumbnails=10, extremes=3, captions=5, duplicate_groups=4)
-    assert [c.clip_id for c in again.cards] == [c.clip_id for c in data.cards]
-    assert [c.clip_id for c in again.captions] == [c.clip_id for c in data.captions]
-    for (_, h1, l1), (_, h2, l2) in zip(again.extremes, data.extremes, strict=True):
-        assert [c.clip_id for c in h1 + l1] == [c.clip_id for c in h2 + l2]
-    assert [svg for _, svg, _ in again.histograms] == [svg for _, svg, _ in data.histograms]  # same counts
-    assert again.duplicate_groups == data.duplicate_groups
+    assert [c.clip_id for c in again.grid.cards] == [c.clip_id for c in data.grid.cards]
+    assert [c.clip_id for c in again.captions.cards] == [c.clip_id for c in data.captions.cards]
+    for e1, e2 in zip(again.extremes, data.extremes, strict=True):
+        assert [c.clip_id for c in e1.highest + e1.lowest] == [c.clip_id for c in e2.highest + e2.lowest]
+    # the same counts
+    assert [h.svg for h in again.scores.histograms] == [h.svg for h in data.scores.histograms]
+    assert again.duplicates.groups == data.duplicates.groups
 
 
 def test_streamed_percentiles_are_close_to_numpy(store):

@@ -12,7 +12,7 @@ from curate.aesthetic import MissingWeightsError
 from pipelines.config import parse_config
 from pipelines.jobs.filter import run_filter
 from pipelines.jobs.score import run_score
-from pipelines.report_scores import render
+from pipelines.report.scores_text import render
 from store import ColumnStaging
 
 TINY_CLIP = {

@@ -10,7 +10,7 @@ from synthetic_store import make_store, selected_by
 from pipelines.config import load_config
 from pipelines.jobs.filter import run_filter
 from pipelines.preflight import PreflightError, check_filter
-from pipelines.report_scores import filter_lines
+from pipelines.report.filter_rules import filter_lines, filter_rules
 from store import CLIPS, Store
 from store.filters import FilterError, parse_filter
 
@@ -100,6 +100,7 @@ def test_the_filter_job_selects_what_a_second_sql_engine_selects(scored, tmp_pat
 def test_the_reports_per_rule_view_counts_each_rule(scored):
     expression = EXPRESSIONS[0]
     lines = filter_lines(scored.require(CLIPS), expression)
+    counts = filter_rules(scored.require(CLIPS), expression).rules
     rules = parse_filter(expression, "k").rules
     rows = scored.read(CLIPS, ["aesthetic_mean", "motion", "duplicate_of", "score_error"])
     passes = [selected_by(rule, rows).to_pylist() for rule in rules]
@@ -110,6 +111,7 @@ def test_the_reports_per_rule_view_counts_each_rule(scored):
             for r in range(rows.num_rows)
         )
         assert f"{rule:<44} removes {fails:>5}   (only this rule: {alone})" in lines[1 + i]
+        assert (counts[i].rule, counts[i].removes, counts[i].only) == (rule, fails, alone)
     assert lines[-1] == f"  selected: {sum(selected_by(expression, rows).to_pylist())} of 3000"
 
 

@@ -19,14 +19,13 @@ from collections.abc import Sequence
 import lance
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.camera import LABELS
-from pipelines.jobs.filter import FILTER_STAGE, selection_sql
+from pipelines.jobs.filter import FILTER_STAGE
 from pipelines.jobs.score import SCORE_STAGE
-from pipelines.report import SCAN_ROWS, finite_ranges, floats, streaming
+from pipelines.report.filter_rules import filter_lines
+from pipelines.report.scan import SCAN_ROWS, finite_ranges, floats, streaming
 from store import CLIPS, CLIPS_SCHEMA, Store
-from store.filters import parse_filter, selects
 from store.placeholders import placeholder_columns
 
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -145,36 +144,3 @@ def render(store: Store, expression: str | None = None) -> str:
             "NOTE: columns marked PLACEHOLDER come from random weights (demo/tests); they are not real scores.",
         ]
     return "\n".join(lines)
-
-
-def filter_lines(ds: lance.LanceDataset, expression: str, marked: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    """What each top-level rule of `expression` removes, in one scan: Lance evaluates every rule as a
-    projected boolean column, and the counts add up batch by batch."""
-    checked = parse_filter(expression, "filter.expression", ds.schema.names)
-    if checked.tree is None:
-        return ["filter: no expression (every clip scored without error is selected)"]
-    rules = checked.rules
-    projection = {f"rule_{i}": selects(rule) for i, rule in enumerate(rules)}
-    scored = "score_error" in ds.schema.names
-    projection["chosen"] = selection_sql(checked.source) if scored else selects(checked.source)
-    fails = np.zeros(len(rules), np.int64)
-    only = np.zeros(len(rules), np.int64)
-    selected = total = 0
-    for batch in ds.to_batches(columns=projection, batch_size=SCAN_ROWS):
-        total += batch.num_rows
-        passed = np.stack(
-            [batch[f"rule_{i}"].to_numpy(zero_copy_only=False) for i in range(len(rules))]
-        ).astype(bool)
-        fails += np.count_nonzero(~passed, axis=1)
-        # fails this rule and passes every other one
-        only += np.count_nonzero(~passed & (passed.sum(axis=0) == len(rules) - 1), axis=1)
-        selected += int(pc.sum(batch["chosen"]).as_py() or 0)
-    lines = [f"filter: {checked.sql}"]
-    for rule, fail, alone in zip(rules, fails, only, strict=True):
-        uses_placeholder = parse_filter(rule, "filter.expression").columns & marked
-        lines.append(
-            f"  {rule:<44} removes {fail:>5}   (only this rule: {alone})"
-            + ("  [PLACEHOLDER input]" if uses_placeholder else "")
-        )
-    lines.append(f"  selected: {selected} of {total}")
-    return lines
