@@ -2,7 +2,8 @@
 
 - Training: the loss and validation-loss curves per step (train.out_dir's log.csv and val.csv), each
   VBench dimension per step (eval.csv, written when train.eval_every is set), and the grid of the fixed
-  prompts' samples at each evaluated step (train.out_dir/eval/step_*/*.gif, the last `grid_steps`).
+  prompts' samples at each evaluated step (train.out_dir/eval/step_*/*.gif, the last `grid_steps`),
+  and which of the latest checkpoint's inputs were placeholders (captions of a random-weight VLM, ...).
 - Generated vs curated: the latest aggregate of each source in the evals table (samples, checkpoint,
   training, store, files) side by side, with the Frechet distance between generated videos and curated
   clips on image-tower features where a run measured it; placeholder values are marked.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curate.vbench import DIMENSIONS
 from pipelines.jobs.eval import eval_runs
 from pipelines.report.media import data_uri, plt, svg_of
+from train.checkpoint import latest_checkpoint, read_state
 
 
 @dataclass
@@ -38,6 +40,10 @@ class Training:
     charts: list[Chart]  # loss, then the VBench dimensions and quality score when evaluated
     evaluated: bool  # train.eval_every was set: eval.csv has rows
     steps: list[StepSamples]
+    # The latest checkpoint's inputs that came from random-weight models ({column: "stage/model"}):
+    # a DiT trained on placeholder captions, and its samples, must say so where they are shown.
+    checkpoint: str | None = None
+    placeholder_inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +108,9 @@ def training_section(train_dir: Path, grid_steps: int = 6) -> Training | None:
         )
         for step in sorted((train_dir / "eval").glob("step_*"))[-grid_steps:]
     ]
-    return Training(charts, bool(evals), steps)
+    latest = latest_checkpoint(train_dir)
+    placeholders = read_state(latest).get("placeholder_inputs") or {} if latest is not None else {}
+    return Training(charts, bool(evals), steps, latest.name if latest else None, dict(placeholders))
 
 
 def evals_section(store_root: Path) -> Evals | None:

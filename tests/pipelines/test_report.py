@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -256,6 +257,12 @@ def test_training_and_evaluation_sections_sit_before_the_configs(store, tmp_path
     )
     for prompt in ("a rabbit", "cars"):
         (train / "eval" / "step_0000010" / f"{prompt}.gif").write_bytes(b"GIF89a")
+    # the latest checkpoint trained on a random-weight VLM's captions (what train/loop.py records)
+    (train / "checkpoints" / "step_0000010").mkdir(parents=True)
+    (train / "checkpoints" / "latest").write_text("step_0000010")
+    (train / "checkpoints" / "step_0000010" / "state.json").write_text(
+        json.dumps({"step": 10, "placeholder_inputs": {"caption": "caption/vlm"}})
+    )
     aggregate = {"videos": 2, **dict.fromkeys(DIMENSIONS, 0.25), "quality_score": 0.4}
     runs = {
         "r1": {
@@ -271,6 +278,10 @@ def test_training_and_evaluation_sections_sit_before_the_configs(store, tmp_path
     sections = before.split("<h2 id='training'>Training</h2>", 1)[1]
     assert sections.count("<img class='chart'") == 3 and "set train.eval_every" not in sections
     assert (
+        'Latest checkpoint step_0000010 <span class="badge placeholder">placeholder</span> trained on '
+        "placeholder inputs: caption from caption/vlm" in sections
+    )
+    assert (
         "<tr><th>step_0000010</th><td><img alt='a rabbit' title='a rabbit' src='data:image/gif;" in sections
     )
     assert "<tr><td>samples</td><td>r1</td><td>2</td>" + "<td>0.2500</td>" * len(DIMENSIONS) in sections
@@ -283,6 +294,9 @@ def test_training_and_evaluation_sections_sit_before_the_configs(store, tmp_path
     (train / "eval.csv").unlink()
     plain = build_report(store, thumbnails=1, extremes=0, train_dir=train, evals_root=tmp_path)
     assert plain.count("<img class='chart'") == 1 and "set train.eval_every" in plain
+    (train / "checkpoints" / "step_0000010" / "state.json").write_text(json.dumps({"step": 10}))
+    real = build_report(store, thumbnails=1, extremes=0, train_dir=train, evals_root=tmp_path)
+    assert "Latest checkpoint step_0000010." in real and "placeholder inputs" not in real
     assert "id='evals'" not in plain
 
 
