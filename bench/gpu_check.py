@@ -64,7 +64,7 @@ def stage_device(cfg: PipelineConfig, stage: str) -> str:
 
 def run_pipeline(cfg: PipelineConfig) -> list[dict]:
     """The demo's stages in the demo's order, through the CLI's handlers, each timed."""
-    from pipelines.cli import HANDLERS
+    from pipelines.cli.command import HANDLERS
     from pipelines.demo import STEPS, _sample_footage
 
     inputs = [str(_sample_footage(cfg))]

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipelines.cli import build_parser, main
+from pipelines.cli.command import build_parser, main
 
 STAGES = [
     "probe",

@@ -76,7 +76,7 @@ class WorkerKiller(threading.Thread):
         return self.killed
 
 
-# What `reelforge caption` runs, for as long as the caption subcommand is not wired in pipelines/cli.py.
+# What `reelforge caption` runs, for as long as the caption subcommand is not wired in pipelines/cli/.
 CAPTION_DRIVER = """
 import sys
 from pipelines.config import load_config

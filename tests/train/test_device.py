@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from pipelines.cli import EXIT_REFUSED, main
+from pipelines.cli import main
+from pipelines.cli.options import EXIT_REFUSED
 from pipelines.config import ConfigError, parse_config
 from pipelines.jobs.encode import encoder_device
 from pipelines.jobs.train import check_ray_device
