@@ -1,4 +1,4 @@
-"""Table maintenance: stats, compaction, index upkeep, vacuum, and the lock that keeps them off running jobs.
+"""Table maintenance: compaction, index upkeep and vacuum.
 
 Why a store needs it: split writes one small fragment per input file, every column stage adds Lance
 versions, and a replaced column keeps its files for the older versions. So a store accumulates many tiny
@@ -11,11 +11,10 @@ fragments (every scan and lookup pays per fragment) and files only old versions 
   latest `store.keep_versions` versions, every version younger than `store.keep_days`, and every tagged
   version (tag what you want to keep for good: `lance.dataset(uri).tags.create(name, version)`). It also
   removes files of writes that never committed, and staging datasets whose stage has been merged.
-- `stats`: rows, fragments, versions, bytes per column and the indices of each table.
 
-Locking: every stage job holds `job_lock` (shared: jobs run side by side) for its whole run, readers
-included, since vacuum deletes files an older version reads. Maintenance takes `maintenance_lock`
-(exclusive, never waits) and refuses at once while a job holds the store.
+`store.stats` reports what the tables hold (and what compaction and vacuum would find); the lock that
+keeps maintenance off running jobs is `store.locks`: compaction and vacuum take `maintenance_lock` and
+refuse at once while a job holds the store.
 
 Kill safety: compaction and cleanup change a table by one atomic Lance commit or by deleting files no
 kept version references, so a kill at any moment leaves the latest committed version readable; the
@@ -26,170 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
 import socket
-import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import lance
-import pyarrow.compute as pc
-from lance.dataset import FieldStatistics
 
 from store.config import StoreConfig
 from store.lance_store import CLIPS, VIDEOS, Store, StoreError
+from store.locks import StoreBusy, maintenance_lock
 
 TABLES: Final = (CLIPS, VIDEOS)
 INDEXED: Final = {CLIPS: ("clip_id", "video_id"), VIDEOS: ("video_id",)}  # BTREE scalar indices
-LOCK_DIR: Final = "_locks"  # in the store root: the lock file and one record per holder
-_LOCK_FILE: Final = "store.lock"
 _STAGE_KEY_PREFIX: Final = "reelforge.stage."
-_EXTERNAL_BLOB: Final = 3  # blob v2 descriptor kind of a value stored outside the dataset
-
-
-# ---- the lock ---------------------------------------------------------------------------------------
-# fcntl.flock on one file in the store root: the kernel releases it when its holder exits or is killed,
-# so a crashed job never leaves the store locked. Holders also leave a small JSON record beside it (name,
-# pid, host) so that a refusal can say who holds the store; records of dead processes are ignored.
-# On NFS, Linux emulates flock with POSIX byte-range locks, which the server arbitrates between clients
-# (NFSv4, or v3 with lockd); mounts with `local_lock=flock` and some cluster filesystems (CephFS or Lustre
-# without flock support) keep the lock per node, and then it only guards jobs on the same node.
-
-
-@dataclass(frozen=True)
-class _Holder:
-    kind: str  # "job" | "maintenance"
-    name: str
-    pid: int
-    host: str
-
-    def alive(self) -> bool:
-        if self.host != socket.gethostname():
-            return True  # a process on another node cannot be checked from here
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # exists, owned by another user
-            return True
-        return True
-
-    def __str__(self) -> str:
-        host = "" if self.host == socket.gethostname() else f" on {self.host}"
-        return f"{self.name}, pid {self.pid}{host}"
-
-
-class _Busy(StoreError):
-    """The exclusive lock is taken; `holders` are the live processes that hold the store."""
-
-    def __init__(self, message: str, holders: list[_Holder]):
-        super().__init__(message)
-        self.holders = holders
-
-
-def _open_lock(root: Path) -> int:
-    if not root.is_dir():
-        raise StoreError(f"no store at {root}: run `reelforge split` first")
-    path = root / LOCK_DIR / _LOCK_FILE
-    try:
-        path.parent.mkdir(exist_ok=True)
-        # O_CLOEXEC: a subprocess (the caption command re-run in the vLLM environment) must not inherit
-        # the lock, or it would outlive this process
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError:
-        pass
-    try:  # a store this user may only read: flock needs no write access
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as err:
-        raise StoreError(f"cannot lock the store {root}: {err.strerror}") from None
-
-
-def _try_flock(fd: int, operation: int) -> bool:
-    try:
-        fcntl.flock(fd, operation | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _register(root: Path, kind: str, name: str) -> Path | None:
-    host, pid = socket.gethostname(), os.getpid()
-    path = root / LOCK_DIR / f"{kind}.{host}.{pid}.{uuid.uuid4().hex[:8]}.json"
-    try:
-        path.write_text(json.dumps({"kind": kind, "name": name, "pid": pid, "host": host}))
-    except OSError:  # a read-only store: the lock still holds, messages just cannot name this holder
-        return None
-    return path
-
-
-def _records(root: Path) -> Iterator[tuple[Path, _Holder | None]]:
-    for path in sorted((root / LOCK_DIR).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-            yield path, _Holder(str(data["kind"]), str(data["name"]), int(data["pid"]), str(data["host"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            yield path, None  # being written or removed right now, or not ours
-
-
-def _holders(root: Path, kind: str | None = None) -> list[_Holder]:
-    return [h for _, h in _records(root) if h is not None and h.alive() and kind in (None, h.kind)]
-
-
-def _named(holders: list[_Holder]) -> str:
-    return "; ".join(map(str, holders)) or "holder unknown"
-
-
-@contextlib.contextmanager
-def job_lock(root: str | Path, name: str) -> Iterator[None]:
-    """Held by every stage job for its whole run (shared: several jobs may hold it at once).
-
-    While maintenance holds the store, the job waits for it to finish, saying so on stderr."""
-    root = Path(root)
-    fd = _open_lock(root)
-    try:
-        if not _try_flock(fd, fcntl.LOCK_SH):
-            holders = _named(_holders(root, "maintenance"))
-            print(f"{name}: waiting for store maintenance ({holders}) on {root} to finish", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        record = _register(root, "job", name)
-        try:
-            yield
-        finally:
-            if record is not None:  # before the lock goes: a record without a holder is never left
-                record.unlink(missing_ok=True)
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def maintenance_lock(root: str | Path, name: str = "maintenance") -> Iterator[None]:
-    """Exclusive hold of the store for maintenance; raises StoreError at once if anyone holds it."""
-    root = Path(root)
-    fd = _open_lock(root)
-    try:
-        if not _try_flock(fd, fcntl.LOCK_EX):
-            jobs, others = _holders(root, "job"), _holders(root, "maintenance")
-            if others and not jobs:
-                message = f"{root} is being maintained ({_named(others)}): run {name} when it has finished"
-            else:
-                message = f"{root} is in use by a running job ({_named(jobs)}): run maintenance when it has finished"
-            raise _Busy(message, jobs or others)
-        for path, _ in _records(root):  # nobody else holds the lock: these are left by killed processes
-            path.unlink(missing_ok=True)
-        record = _register(root, "maintenance", name)
-        try:
-            yield
-        finally:
-            if record is not None:
-                record.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
 
 
 # ---- results ----------------------------------------------------------------------------------------
@@ -239,7 +91,7 @@ class TableVacuum:
         return (
             f"{self.table}: versions {self.versions_before} -> {len(self.kept)} "
             f"(kept {_ranges(self.kept)}{tags}), {self.files_removed} files / "
-            f"{_human(self.bytes_removed)} removed"
+            f"{human_bytes(self.bytes_removed)} removed"
         )
 
 
@@ -282,20 +134,21 @@ def _ensure_table_indices(ds: lance.LanceDataset, table: str) -> list[str]:
         if index is None:
             ds.create_scalar_index(column, "BTREE", name=f"{column}_idx")
             done.append(f"{table}.{column}_idx created")
-        elif fragments - _covered(index):
+        elif fragments - indexed_fragments(index):
             ds.optimize.optimize_indices(index_names=[index.name])
             done.append(f"{table}.{index.name} extended")
     return done
 
 
-def _covered(index: Any) -> set[int]:
+def indexed_fragments(index: Any) -> set[int]:
+    """The ids of the fragments an index (a `describe_indices` entry) covers."""
     return {int(i) for segment in index.segments for i in segment.fragment_ids}
 
 
 # ---- compaction -------------------------------------------------------------------------------------
 def compact(store: Store, cfg: StoreConfig) -> CompactSummary:
     """Merge the small fragments of both tables and update their indices (refuses while a job runs)."""
-    _require_all(store)
+    require_tables(store)
     with maintenance_lock(store.root, "compact"):
         return CompactSummary(tuple(_compact_table(store, t, cfg) for t in TABLES))
 
@@ -313,7 +166,7 @@ def maybe_compact(store: Store, cfg: StoreConfig) -> CompactSummary | None:
     try:
         with maintenance_lock(store.root, "compact"):
             return CompactSummary(tuple(_compact_table(store, t, cfg) for t in due))
-    except _Busy as busy:
+    except StoreBusy as busy:
         parent = os.getppid()
         if busy.holders and all(h.pid == parent and h.host == socket.gethostname() for h in busy.holders):
             return None  # run by a job that holds the store (caption in the vLLM environment): it compacts
@@ -354,7 +207,7 @@ def _compact_table(store: Store, table: str, cfg: StoreConfig) -> TableCompactio
 def vacuum(store: Store, cfg: StoreConfig) -> VacuumSummary:
     """Remove old versions (outside the retention; tagged ones stay), files no kept version references,
     and merged staging datasets (refuses while a job runs)."""
-    _require_all(store)
+    require_tables(store)
     with maintenance_lock(store.root, "vacuum"):
         tables = tuple(_vacuum_table(store, t, cfg) for t in TABLES)
         removed, kept = _clear_staging(store)
@@ -401,11 +254,11 @@ def _clear_staging(store: Store) -> tuple[list[str], list[str]]:
         return [], []
     for leftover in folder.glob(".*.removing"):  # a vacuum killed while removing
         shutil.rmtree(leftover, ignore_errors=True)
-    records = _stage_records(store.require(CLIPS))
+    records = stage_records_of(store.require(CLIPS))
     removed, kept = [], []
     for path in sorted(folder.glob("*.lance")):
         stage = path.name.removesuffix(".lance")
-        if _merged(path, records.get(stage)):
+        if staging_merged(path, records.get(stage)):
             trash = path.with_name(f".{path.name}.removing")
             os.replace(path, trash)  # one rename: a kill never leaves a half-removed staging in place
             shutil.rmtree(trash)
@@ -415,7 +268,8 @@ def _clear_staging(store: Store) -> tuple[list[str], list[str]]:
     return removed, kept
 
 
-def _merged(path: Path, record: dict[str, Any] | None) -> bool:
+def staging_merged(path: Path, record: dict[str, Any] | None) -> bool:
+    """Are the rows of the staging dataset at `path` all merged into clips (`record`: its stage's record)?"""
     if not (path / "_versions").is_dir():
         return True  # never committed a batch: nothing to resume from
     if record is None or "at" not in record:
@@ -427,7 +281,8 @@ def _merged(path: Path, record: dict[str, Any] | None) -> bool:
     return last_commit < dt.datetime.fromisoformat(record["at"]).timestamp() + 1.0
 
 
-def _stage_records(ds: lance.LanceDataset) -> dict[str, dict[str, Any]]:
+def stage_records_of(ds: lance.LanceDataset) -> dict[str, dict[str, Any]]:
+    """The stage records in a clips dataset's metadata (one that does not parse is left out)."""
     records: dict[str, dict[str, Any]] = {}
     for key, value in ds.metadata.items():
         if key.startswith(_STAGE_KEY_PREFIX):
@@ -436,173 +291,13 @@ def _stage_records(ds: lance.LanceDataset) -> dict[str, dict[str, Any]]:
     return records
 
 
-# ---- stats ------------------------------------------------------------------------------------------
-def stats(store: Store) -> dict[str, Any]:
-    """Rows, fragments, versions, tags, bytes (per column, latest version, on disk) and indices of each
-    table, and the staging datasets present."""
-    datasets = _require_all(store)
-    return {
-        "root": str(store.root),
-        "tables": {t: _table_stats(ds) for t, ds in datasets.items()},
-        "staging": _staging_stats(store, datasets[CLIPS]),
-    }
-
-
-def _table_stats(ds: lance.LanceDataset) -> dict[str, Any]:
-    fragments = ds.get_fragments()
-    data_files = {d.path.removesuffix(".lance") for f in fragments for d in f.data_files()}
-    latest = on_disk = 0
-    for batch in ds.all_files():
-        for path, size in zip(batch["path"].to_pylist(), batch["size_bytes"].to_pylist(), strict=True):
-            on_disk += size
-            parts = path.split("/")
-            # a data file and its blob sidecars (data/<file>.lance, data/<file>/<n>.blob)
-            if parts[0] == "data" and len(parts) > 1 and parts[1].removesuffix(".lance") in data_files:
-                latest += size
-    covered = {int(f.fragment_id) for f in fragments}
-    return {
-        "version": ds.version,
-        "rows": ds.count_rows(),
-        "deleted_rows": ds.stats.dataset_stats()["num_deleted_rows"],
-        "fragments": len(fragments),
-        "versions": len(ds.versions()),
-        "tags": {name: tag["version"] for name, tag in sorted(ds.tags.list().items())},
-        "bytes_latest": latest,
-        "bytes_on_disk": on_disk,
-        "columns": _column_bytes(ds),
-        "indices": [
-            {
-                "name": d.name,
-                "type": d.index_type,
-                "columns": list(d.field_names),
-                "rows_indexed": d.num_rows_indexed,
-                "unindexed_fragments": len(covered - _covered(d)),
-                "bytes": d.total_size_bytes,
-            }
-            for d in ds.describe_indices()
-        ],
-    }
-
-
-def _column_bytes(ds: lance.LanceDataset) -> dict[str, int]:
-    """Bytes per top-level column in the latest version. Lance's field statistics count the encoded
-    column pages; a blob column's payloads (inline or in sidecar files) are not among them, so they are
-    added from the blob descriptors."""
-    # lance annotates `fields` as one FieldStatistics; it is a list of them
-    fields = cast(list[FieldStatistics], ds.stats.data_stats().fields)
-    per_field = {f.id: f.bytes_on_disk for f in fields}
-
-    def total(field: Any) -> int:
-        return per_field.get(field.id(), 0) + sum(total(child) for child in field.children())
-
-    out = {f.name(): total(f) for f in ds.lance_schema.fields()}
-    for name in out:
-        if "blob" in str(ds.schema.field(name).type):
-            descriptors = ds.to_table(columns=[name]).column(name)
-            if len(descriptors):
-                stored = pc.not_equal(pc.struct_field(descriptors, "kind"), _EXTERNAL_BLOB)
-                out[name] += pc.sum(pc.filter(pc.struct_field(descriptors, "size"), stored)).as_py() or 0
-    return out
-
-
-def _staging_stats(store: Store, clips: lance.LanceDataset) -> dict[str, dict[str, Any]]:
-    folder = store.root / "staging"
-    records = _stage_records(clips)
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*.lance")) if folder.is_dir() else []:
-        stage = path.name.removesuffix(".lance")
-        committed = (path / "_versions").is_dir()
-        out[stage] = {
-            "rows": lance.dataset(str(path)).count_rows() if committed else 0,
-            "bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
-            "merged": _merged(path, records.get(stage)),
-        }
-    return out
-
-
-def _require_all(store: Store) -> dict[str, lance.LanceDataset]:
+def require_tables(store: Store) -> dict[str, lance.LanceDataset]:
     """Both tables, or a one-line StoreError (missing table, another schema version) before any work."""
     return {t: store.require(t) for t in TABLES}
 
 
-def format_stats(s: dict[str, Any]) -> str:
-    """`stats` as the text `reelforge store stats` prints."""
-    lines = [f"store {s['root']}", ""]
-    tables = s["tables"]
-    lines += _table(
-        ["table", "version", "rows", "fragments", "versions", "tags", "latest", "on disk"],
-        [
-            [
-                name,
-                t["version"],
-                t["rows"],
-                t["fragments"],
-                t["versions"],
-                ", ".join(f"{k}={v}" for k, v in t["tags"].items()) or "-",
-                _human(t["bytes_latest"]),
-                _human(t["bytes_on_disk"]),
-            ]
-            for name, t in tables.items()
-        ],
-    )
-    for name, t in tables.items():
-        lines += ["", f"{name}: bytes per column (latest version; blob payloads included)"]
-        filled = {c: b for c, b in t["columns"].items() if b}
-        lines += _table(["column", "bytes"], [[c, _human(b)] for c, b in filled.items()], indent=2)
-        empty = [c for c in t["columns"] if c not in filled]
-        if empty:  # all null (or not written yet): one line instead of a row each
-            lines.append(f"  0 B: {', '.join(empty)}")
-    rows = [
-        [
-            f"{name}.{i['name']}",
-            i["type"],
-            ",".join(i["columns"]),
-            i["rows_indexed"],
-            i["unindexed_fragments"],
-            _human(i["bytes"]),
-        ]
-        for name, t in tables.items()
-        for i in t["indices"]
-    ]
-    lines += ["", "indices"]
-    lines += (
-        _table(["index", "type", "column", "rows", "unindexed fragments", "bytes"], rows, indent=2)
-        if rows
-        else ["  none (`reelforge store compact` creates them)"]
-    )
-    staging = s["staging"]
-    if staging:
-        lines += ["", "staging"]
-        lines += _table(
-            ["stage", "rows", "bytes", "state"],
-            [
-                [
-                    stage,
-                    st["rows"],
-                    _human(st["bytes"]),
-                    "merged (vacuum removes it)" if st["merged"] else "not merged: a re-run resumes from it",
-                ]
-                for stage, st in staging.items()
-            ],
-            indent=2,
-        )
-    return "\n".join(lines)
-
-
-def _table(header: list[str], rows: list[list[Any]], indent: int = 0) -> list[str]:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    # numbers and sizes right-aligned, names and words left-aligned
-    numeric = [bool(rows) and all(r[i][:1].isdigit() for r in cells[1:]) for i in range(len(header))]
-
-    def fmt(row: list[str]) -> str:
-        parts = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)]
-        return " " * indent + "  ".join(parts).rstrip()
-
-    return [fmt(r) for r in cells]
-
-
-def _human(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """1536 -> "1.5 KiB"."""
     size = float(n)
     for unit in ("B", "KiB", "MiB"):
         if size < 1024:

@@ -14,7 +14,8 @@ from pathlib import Path
 from pipelines.cli.options import UsageError
 from pipelines.config import PipelineConfig
 from store import CLIPS, VIDEOS, Store
-from store.maintenance import job_lock, maybe_compact
+from store.locks import job_lock
+from store.maintenance import maybe_compact
 
 
 def store_of(cfg: PipelineConfig) -> Store:

@@ -8,7 +8,8 @@ import json
 from pipelines.cli.options import EPILOG, Subcommands, common_options
 from pipelines.cli.stage_run import job, store_of
 from pipelines.config import PipelineConfig
-from store.maintenance import compact, format_stats, stats, vacuum
+from store.maintenance import compact, vacuum
+from store.stats import format_stats, stats
 
 
 def add_store_parser(sub: Subcommands) -> None:

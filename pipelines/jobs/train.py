@@ -22,7 +22,7 @@ from typing import Any
 
 from pipelines.config import PipelineConfig, load_config
 from store import Store
-from store.maintenance import job_lock
+from store.locks import job_lock
 from train.checkpoint import checkpoint_root
 from train.config import DeviceError
 from train.loop import TrainSummary, train

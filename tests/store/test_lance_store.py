@@ -152,7 +152,7 @@ def test_staging_stays_compact_over_many_appends(tmp_store):
     bounded (a commit's cost grows with them) and every staged row is still there, in order."""
     import numpy as np
 
-    from store.lance_store import _STAGING_FRAGMENT_BOUND
+    from store.column_staging import _STAGING_FRAGMENT_BOUND
 
     staging = ColumnStaging(tmp_store, "score")
     appends, rows = 3 * _STAGING_FRAGMENT_BOUND, 4

@@ -21,15 +21,9 @@ from pipelines.config import ConfigError, parse_config
 from store import contract
 from store.config import StoreConfig
 from store.lance_store import CLIPS, VIDEOS, Store, StoreError
-from store.maintenance import (
-    compact,
-    ensure_indices,
-    format_stats,
-    job_lock,
-    maybe_compact,
-    stats,
-    vacuum,
-)
+from store.locks import job_lock
+from store.maintenance import compact, ensure_indices, maybe_compact, vacuum
+from store.stats import format_stats, stats
 
 REPO = Path(__file__).resolve().parents[2]
 CLIPS_SCHEMA, VIDEOS_SCHEMA = contract.schema(CLIPS), contract.schema(VIDEOS)
@@ -100,7 +94,7 @@ def hold_in_subprocess(root: Path, code: str) -> subprocess.Popen:
     script = textwrap.dedent(
         f"""
         import sys
-        from store.maintenance import job_lock, maintenance_lock
+        from store.locks import job_lock, maintenance_lock
         {code}:
             print("held", flush=True)
             sys.stdin.read()
