@@ -339,8 +339,8 @@ def step_report_scores(root: Path) -> dict[str, Any]:
 
 def step_index(root: Path) -> dict[str, Any]:
     from store import Store
+    from train.clip_index import build_index
     from train.config import Bucket, DataConfig
-    from train.data import build_index
 
     config = DataConfig(
         buckets=tuple(Bucket(height=h, width=w, frames=f) for h, w, f in BUCKETS), filter="selected"

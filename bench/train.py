@@ -26,14 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from store import ROW_ID, ClipReader, Store  # noqa: E402
+from train.clip_index import build_index  # noqa: E402
 from train.clipset import ClipSpec, write_clipset  # noqa: E402
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig  # noqa: E402
-from train.data import BucketBatchSampler, ClipBatches, build_index, make_loader  # noqa: E402
 from train.device import CPU, Placement  # noqa: E402
 from train.dit import DiT  # noqa: E402
 from train.encode import LatentEncoder, encode_signature  # noqa: E402
 from train.flow import training_loss  # noqa: E402
-from train.loop import BatchPreparer  # noqa: E402
+from train.loader import BucketBatchSampler, ClipBatches, make_loader  # noqa: E402
+from train.step_inputs import BatchPreparer  # noqa: E402
 from train.text import build_text_encoder  # noqa: E402
 from train.vae import VideoVAE, load_vae, save_vae  # noqa: E402
 

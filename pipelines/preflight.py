@@ -86,7 +86,7 @@ def check(
         except CaptionJobError as err:
             raise PreflightError(str(err)) from None
     elif command == "train-vae":
-        from train.data import TrainDataError
+        from train.clip_index import TrainDataError
         from train.vae_train import vae_training_index
 
         check_filter(store, cfg.train.vae_train.filter, "train.vae_train.filter")
@@ -108,7 +108,7 @@ def check(
             )
         _require_text_encoder(cfg, command)
         if command == "encode":
-            from train.data import TrainDataError, build_index, no_clips_error
+            from train.clip_index import TrainDataError, build_index, no_clips_error
 
             try:  # what the encode job selects: every clip of the filter that fits a bucket
                 index = build_index(store.clips_uri, data.model_copy(update={"latents": "decode"}))
@@ -118,8 +118,8 @@ def check(
                 raise PreflightError(str(no_clips_error("encode", index, "train.data")))
             _require_vae_weights(cfg, command)
         else:
-            from train.data import TrainDataError
-            from train.loop import training_index
+            from train.clip_index import TrainDataError
+            from train.training_clips import training_index
 
             try:
                 index, _, _ = training_index(cfg.train, store.clips_uri, train_workers)

@@ -33,7 +33,7 @@ from pipelines.report import collect
 from pipelines.report.scores_text import render
 from store import Store
 from train.config import Bucket, DataConfig
-from train.data import build_index
+from train.clip_index import build_index
 
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 store = Store(sys.argv[1])

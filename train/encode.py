@@ -2,7 +2,7 @@
 
 A model stage in the project's sense: the constructor loads the VAE and the text encoder, and
 `__call__(batch)` maps a batch holding clip_id, the clip's MP4 bytes, its size, frame count and
-caption to a batch with the columns the trainer reads (see train.data.LATENT_COLUMNS). Each clip
+caption to a batch with the columns the trainer reads (see train.clip_index.LATENT_COLUMNS). Each clip
 is cut to the bucket the trainer would put it in, and the VAE runs under the trainer's autocast (train.precision on this
 device), so a precomputed latent is bit-for-bit what the trainer would have computed on the fly. Clips that fit no bucket or fail to decode get null
 columns and a reason in `encode_error`, and the batch goes on.
@@ -16,16 +16,11 @@ import pyarrow as pa
 import torch
 
 from store import ROW_ID, contract
+from train.clip_index import assign_bucket, bucket_name
 from train.config import TrainConfig
-from train.data import (
-    assign_bucket,
-    bucket_name,
-    decode_clip,
-    frames_to_tensor,
-    prompt_template,
-    render_prompts,
-)
 from train.device import Placement
+from train.loader import decode_clip, frames_to_tensor
+from train.prompts import prompt_template, render_prompts
 from train.text import build_text_encoder
 from train.vae import load_vae
 

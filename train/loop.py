@@ -29,14 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import lance
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from store import Store
-from store.placeholders import schema_marks
 from train.checkpoint import (
     RankRng,
     capture_rng,
@@ -46,22 +43,16 @@ from train.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
+from train.clip_index import ClipIndex
 from train.config import TrainConfig
-from train.data import (
-    BucketBatchSampler,
-    ClipBatches,
-    ClipIndex,
-    TrainDataError,
-    build_index,
-    make_loader,
-    no_clips_error,
-)
 from train.device import CPU, Placement, autocast_dtype, local_rank
 from train.dit import DiT
-from train.encode import encode_signature
-from train.flow import drop_captions, sample_timesteps, training_loss
+from train.flow import sample_timesteps, training_loss
+from train.loader import BucketBatchSampler, ClipBatches, make_loader
+from train.step_inputs import BatchPreparer, step_inputs
 from train.text import TextEncoder, build_text_encoder
-from train.vae import VideoVAE, load_vae
+from train.training_clips import placeholder_inputs, training_index
+from train.vae import load_vae
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ("step", "loss", "lr", "grad_norm", "step_time_s", "samples_per_s", "tokens_per_s")
@@ -92,53 +83,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def latents_match(clips_uri: str, config: TrainConfig) -> bool:
-    """Were the clips' latent/text columns made by exactly this VAE, text encoder and bucket set?"""
-    records = Store(Path(clips_uri).parent).stage_records()
-    recorded = records.get("encode", {}).get("config", {}).get("signature")
-    return recorded == encode_signature(config)
-
-
-def placeholder_inputs(clips_uri: str, version: int, config: TrainConfig) -> dict[str, str]:
-    """The placeholder mark (store/placeholders.py) of the caption column training learns from: a DiT
-    trained on a random-weight VLM's captions learnt random text (precomputed text embeddings are made
-    of the same captions)."""
-    marks = schema_marks(lance.dataset(clips_uri, version=version).schema)
-    caption = config.data.caption_column
-    return {caption: marks[caption]} if caption in marks else {}
-
-
-def training_index(
-    config: TrainConfig, clips_uri: str, world_size: int = 1
-) -> tuple[ClipIndex, ClipIndex, ClipIndex]:
-    """(every clip to learn from, its training part, its validation part). Raises TrainDataError when
-    precomputed latents are required but made by another encoder, when no clip is left to train on,
-    or when there are fewer batches an epoch than ranks (a rank without a batch would wait forever).
-    Only reads the clips: the CLI's preflight calls it before a run takes the store."""
-    index = build_index(clips_uri, config.data)
-    if index.has_latents and not latents_match(clips_uri, config):
-        if config.data.latents == "precomputed":
-            raise TrainDataError(
-                f"train.data.latents=precomputed but the latents in {clips_uri} were made with another "
-                "autoencoder, text encoder or bucket set (train.vae, train.text, train.data.buckets): run "
-                "`reelforge encode` again, or set train.data.latents=auto to decode the clips instead"
-            )
-        log.warning("precomputed latents do not match this config; decoding clips on the fly")
-        index = build_index(clips_uri, config.data.model_copy(update={"latents": "decode"}))
-    train_index, val_index = index.split(config.val_fraction)
-    if len(train_index) == 0:
-        raise no_clips_error("train on", index, "train.data")
-    batches = len(BucketBatchSampler(train_index, config.batch_size, config.seed, world_size=world_size))
-    if batches == 0:
-        per_epoch = len(BucketBatchSampler(train_index, config.batch_size, config.seed))
-        raise TrainDataError(
-            f"{world_size} training workers need a batch each, and the {len(train_index)} training clips "
-            f"in {clips_uri} make {per_epoch} batch(es) of train.batch_size={config.batch_size}: use at "
-            "most that many workers, lower train.batch_size, or select more clips"
-        )
-    return index, train_index, val_index
-
-
 def distributed_context(
     config: TrainConfig, device: torch.device | None = None
 ) -> tuple[int, int, Placement]:
@@ -164,60 +108,6 @@ def gather_rngs(rng: RankRng, rank: int, world: int) -> list[RankRng]:
     gathered: list[Any] = [None] * world if rank == 0 else []
     dist.gather_object(rng, gathered if rank == 0 else None, dst=0)
     return cast(list[RankRng], gathered)
-
-
-class BatchPreparer:
-    """Turns a loader batch into (latents, text tokens, text mask): reads precomputed columns, or
-    encodes clips with the VAE and captions with the text encoder (cached per caption)."""
-
-    def __init__(self, vae: VideoVAE | None, text: TextEncoder, placement: Placement):
-        self.vae, self.text, self.placement = vae, text, placement
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        # One caption per call: the encoder's floats depend on how many captions share a batch (the
-        # CPU kernels are chosen by shape), and a resumed run meets a caption in another batch than
-        # an uninterrupted one, which made their weights differ from step 4 on.
-        for caption in dict.fromkeys(captions):
-            if caption not in self._cache:
-                tokens, mask = self.text.encode([caption])
-                self._cache[caption] = (tokens[0], mask[0])
-        return (
-            torch.stack([self._cache[c][0] for c in captions]),
-            torch.stack([self._cache[c][1] for c in captions]),
-        )
-
-    def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if "latent" in batch:
-            latent, text, mask = batch["latent"], batch["text"], batch["text_mask"]
-        else:
-            if self.vae is None:
-                raise ValueError("clips have no precomputed latents and no VAE is loaded")
-            # the encode stage's autocast too (train.encode), so its latents are these
-            with torch.no_grad(), self.placement.autocast():
-                latent = self.vae.encode_normalized(self.placement.put(batch["video"])).float()
-            text, mask = self.encode_captions(batch["caption"])
-        put = self.placement.put
-        return put(latent), put(text), put(mask)
-
-
-def step_inputs(
-    batch: dict[str, Any],
-    prepare: BatchPreparer,
-    config: TrainConfig,
-    generator: torch.Generator,
-    null_text: torch.Tensor,
-    null_mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(latent, text, mask, noise, t) of one training step: the batch with captions dropped, and the
-    noise and timesteps drawn from `generator` (on the training device), in this order."""
-    latent, text, mask = prepare(batch)
-    text, mask = drop_captions(text, mask, null_text, null_mask, config.caption_dropout, generator)
-    noise = torch.randn(latent.shape, generator=generator, device=generator.device).to(latent.device)
-    t = sample_timesteps(
-        latent.shape[0], config.logit_normal_mean, config.logit_normal_std, generator, latent.device
-    )
-    return latent, text, mask, noise, t
 
 
 def _batches_forever(

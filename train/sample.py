@@ -23,10 +23,10 @@ import media
 from media import encode_mp4
 from train.checkpoint import latest_checkpoint, read_state
 from train.config import SampleConfig, TrainConfig
-from train.data import tensor_to_frames
 from train.device import Placement
 from train.dit import DiT
 from train.flow import euler_sample
+from train.loader import tensor_to_frames
 from train.loop import load_trained_dit
 from train.text import TextEncoder, build_text_encoder, text_encoder_problem
 from train.vae import VideoVAE, check_video_shape, load_vae, stored_vae_config

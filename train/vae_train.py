@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from train.clip_index import ClipIndex, build_index, no_clips_error
 from train.config import Bucket, DataConfig, VAEConfig, VAETrainConfig
-from train.data import BucketBatchSampler, ClipBatches, ClipIndex, build_index, make_loader, no_clips_error
 from train.device import CPU, Placement
+from train.loader import BucketBatchSampler, ClipBatches, make_loader
 from train.vae import Posterior, VideoVAE, check_video_shape, psnr, save_vae
 
 log = logging.getLogger(__name__)

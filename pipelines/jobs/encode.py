@@ -28,9 +28,10 @@ from pipelines.outcome import errors_of
 from pipelines.plan import ENCODE_READ_NUM_CPUS, start_job
 from pipelines.runtime import actor_pool, blocks_of, work_dataset
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
+from train.clip_index import build_index
 from train.config import DEVICE_CHOICES, DeviceError, EncodeConfig, TrainConfig
-from train.data import build_index, prompt_template, template_columns
 from train.encode import ENCODE_SCHEMA, LatentEncoder, encode_signature
+from train.prompts import prompt_template, template_columns
 
 ENCODE_STAGE = "encode"
 

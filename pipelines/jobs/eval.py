@@ -285,7 +285,7 @@ def training_evaluator(cfg: PipelineConfig) -> Callable[[int, Any, Any], dict[st
     sample.prompts) with eval.seed at sample's shape into <train.out_dir>/eval/step_NNNNNNN/ (MP4 + GIF:
     the report's sample grid), the videos are scored into the evals table (source `training`), and the
     mean of each dimension (and VBench's quality score) is returned for the loop to log."""
-    from train.data import tensor_to_frames
+    from train.loader import tensor_to_frames
     from train.sample import generate, slug, write_gif, write_mp4
     from train.vae import load_vae
 

@@ -7,8 +7,9 @@ import pytest
 from score_clips import store_with
 
 from curate.describe import camera_words, describe, motion_words, text_words
+from train.clip_index import build_index
 from train.config import DataConfig
-from train.data import build_index, render_prompts
+from train.prompts import render_prompts
 
 
 def test_scores_in_words():

@@ -17,7 +17,7 @@ from media import count_decodes
 from media.decode import source_label
 from pipelines.report.media import animated_preview
 from train.config import Bucket
-from train.data import decode_clip as train_decode
+from train.loader import decode_clip as train_decode
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import torch
 from pipelines.config import parse_config
 from pipelines.jobs.encode import run_encode
 from store import Store
+from train.clip_index import build_index
 from train.config import VAEConfig
-from train.data import build_index, decode_clip, frames_to_tensor
+from train.loader import decode_clip, frames_to_tensor
 from train.vae import VideoVAE, load_vae, save_vae
 
 

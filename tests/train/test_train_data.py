@@ -12,18 +12,9 @@ import pytest
 import torch
 from synthetic_store import make_store
 
+from train.clip_index import assign_bucket, assign_buckets, build_index, is_validation, split_keys
 from train.config import Bucket, DataConfig
-from train.data import (
-    BucketBatchSampler,
-    ClipBatches,
-    assign_bucket,
-    assign_buckets,
-    build_index,
-    decode_clip,
-    is_validation,
-    make_loader,
-    split_keys,
-)
+from train.loader import BucketBatchSampler, ClipBatches, decode_clip, make_loader
 
 SQUARE, WIDE, LONG_WIDE = (
     Bucket(height=32, width=32, frames=9),
@@ -162,7 +153,8 @@ def test_streamed_index_selects_what_the_row_by_row_index_did(tmp_path, monkeypa
         buckets=(SQUARE, WIDE, LONG_WIDE, Bucket(height=48, width=32, frames=9)),
         filter="technical_quality > 0.2 AND motion < 0.02",
     )
-    monkeypatch.setattr("train.data.INDEX_BATCH_ROWS", 300)  # several batches, one cut inside a fragment
+    # several batches, one cut inside a fragment
+    monkeypatch.setattr("train.clip_index.INDEX_BATCH_ROWS", 300)
     index = build_index(store.clips_uri, config)
     ids, buckets, validation = _row_by_row_index(store.clips_uri, config)
     assert (

@@ -23,14 +23,16 @@ from store import Store
 from store.placeholders import mark_placeholders
 from train.checkpoint import latest_checkpoint, read_state
 from train.config import Bucket, DataConfig, DiTConfig, SampleConfig, TrainConfig, VAEConfig
-from train.data import BucketBatchSampler, ClipBatches
 from train.device import CPU, Placement
 from train.dit import DiT
 from train.encode import LatentEncoder, encode_signature
 from train.flow import training_loss
-from train.loop import BatchPreparer, load_trained_dit, lr_factor, step_inputs, train, training_index
+from train.loader import BucketBatchSampler, ClipBatches
+from train.loop import load_trained_dit, lr_factor, train
 from train.sample import sample
+from train.step_inputs import BatchPreparer, step_inputs
 from train.text import build_text_encoder
+from train.training_clips import training_index
 from train.vae import load_vae
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,10 +25,11 @@ import pytest
 import torch
 
 from store import Store
+from train.clip_index import build_index
 from train.clipset import write_clipset
 from train.config import Bucket, DataConfig, DiTConfig, TrainConfig, VAEConfig, VAETrainConfig
-from train.data import BucketBatchSampler, ClipBatches, build_index
 from train.encode import LatentEncoder, encode_signature
+from train.loader import BucketBatchSampler, ClipBatches
 from train.loop import load_trained_dit, train
 from train.sample import generate, resolve_checkpoint
 from train.text import build_text_encoder
