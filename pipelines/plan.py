@@ -1,10 +1,8 @@
 """`reelforge plan`: every stage's Ray resources resolved against a cluster before any job starts.
 
-Each Ray Data stage is a chain of operators: tasks (decoding, helpers) and actor pools (models, vLLM
-engine replicas). Actors hold their resources for the whole job, and Ray Data fuses a task into the
-actor after it when both ask for the same resources (Ray 2.60's operator fusion: same num_cpus and
-num_gpus, and the task's concurrency unset or equal to the pool size); a fused task runs inside the
-actor and needs no slot of its own. So a stage can run only when
+A stage is a chain of tasks and actor pools, some tasks fused into the actor after them
+(pipelines/stage_operators.py). Actors hold their resources for the whole job; a fused task runs
+inside its actor and needs no slot of its own. So a stage can run only when
   - every actor (or vLLM replica with its tensor-parallel bundles) fits on some node, alone;
   - all of a stage's actors fit on the cluster at once (Ray Data starts every pool's actors up
     front, and a pending actor takes the CPU a finished task frees);
@@ -21,37 +19,18 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pipelines.cluster_spec import ClusterSpec, NodeGroup, live_cluster_spec, unreached_root
 from pipelines.config import ConfigError, PipelineConfig
+from pipelines.stage_operators import STAGES, Operator, stage_operators
 
-STAGES = ("split", "score", "caption", "encode")
 # How long a job waits for its actor pools to start (model loading; a vLLM engine on GPUs takes
 # minutes) before it fails with Ray Data's "Timed out while starting actors" instead of hanging.
 ACTOR_START_TIMEOUT_S = 1800
-# The encode job's blob-reading task (pipelines/jobs/encode.py): it only reads bytes by row id.
-ENCODE_READ_NUM_CPUS = 0.25
 
 
 class PlanError(ConfigError):
     """A stage that can never be scheduled on the cluster (one line with the reason and the fix)."""
-
-
-@dataclass(frozen=True)
-class Operator:
-    """One Ray Data operator of a stage, as the job builds it from the config."""
-
-    name: str
-    kind: Literal["task", "actor"]
-    setting: str  # the config section that sets its resources, for messages
-    cpus: float
-    gpus: float = 0.0
-    memory_gb: float = 0.0
-    count: int = 0  # actors: pool size; tasks: concurrency cap (0 = as many as fit)
-    batch_size: int = 0
-    bundles: int = 1  # vLLM replica: tensor-parallel workers, one bundle (cpus, gpus) each, on one node
-    fused_into: str = ""  # the actor this task runs inside
 
 
 @dataclass
@@ -61,123 +40,6 @@ class StagePlan:
     problems: list[str] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # operator name -> where / how many at once
     notes: list[str] = field(default_factory=list)
-
-
-def stage_operators(config: PipelineConfig, stage: str, cluster_gpus: float = 0.0) -> list[Operator]:
-    """The operators `stage`'s job builds, in chain order, with Ray Data's task->actor fusion applied."""
-    chain: list[Operator]
-    if stage == "split":
-        s = config.split
-        chain = [Operator("split file", "task", "split", s.num_cpus, count=s.concurrency, batch_size=1)]
-    elif stage == "score":
-        c = config.score
-        chain = [
-            Operator(
-                "decode+measure",
-                "task",
-                "score",
-                c.decode_num_cpus,
-                count=c.decode_concurrency,
-                batch_size=c.decode_batch_size,
-            )
-        ]
-        if c.aesthetic.enabled or c.embedding.enabled:
-            m = c.clip
-            chain.append(
-                Operator(
-                    "image tower",
-                    "actor",
-                    "score.clip",
-                    m.num_cpus,
-                    m.num_gpus,
-                    count=m.concurrency,
-                    batch_size=m.batch_size,
-                )
-            )
-        if c.ocr.enabled:
-            o = c.ocr
-            chain.append(
-                Operator(
-                    "ocr",
-                    "actor",
-                    "score.ocr",
-                    o.num_cpus,
-                    o.num_gpus,
-                    count=o.concurrency,
-                    batch_size=o.batch_size,
-                )
-            )
-    elif stage == "caption":
-        cap = config.caption
-        chain = [
-            Operator(
-                "read+frames",
-                "task",
-                "caption",
-                cap.decode_num_cpus,
-                count=cap.decode_concurrency,
-                batch_size=cap.batch_size,
-            )
-        ]
-        if cap.engine == "vllm":
-            chain += _vllm_operators(config)
-    elif stage == "encode":
-        e = config.encode
-        chain = [
-            Operator("read blobs", "task", "encode", ENCODE_READ_NUM_CPUS, batch_size=e.batch_size),
-            Operator(
-                "autoencoder+text",
-                "actor",
-                "encode",
-                e.num_cpus,
-                # as encoder_device (pipelines/jobs/encode.py) resolves encode.device on the cluster
-                e.num_gpus if e.device != "cpu" and cluster_gpus > 0 else 0.0,
-                count=e.concurrency,
-                batch_size=e.batch_size,
-            ),
-        ]
-    else:
-        raise ValueError(f"no Ray stage named {stage!r}; stages: {', '.join(STAGES)}")
-    return _fused(chain)
-
-
-def _vllm_operators(config: PipelineConfig) -> list[Operator]:
-    """Ray Data LLM's chain (caption/_vllm_engine): helper tasks around one engine actor per replica.
-    A GPU replica is `tensor_parallel_size` bundles of 1 GPU + 1 CPU (one actor with 1 GPU when the
-    size is 1); on CPU, `tensor_parallel_size` bundles of 1 CPU."""
-    c = config.caption
-    v = c.vllm
-    gpu = v.device == "GPU"
-    helper = Operator(
-        "llm helpers", "task", "caption.vllm.helper_num_cpus", v.helper_num_cpus, batch_size=c.batch_size
-    )
-    engine = Operator(
-        f"vLLM replica (tp {v.tensor_parallel_size})",
-        "actor",
-        "caption.vllm",
-        1.0,
-        1.0 if gpu else 0.0,
-        memory_gb=0.0 if gpu else float(v.cpu_kvcache_gib),
-        count=v.replicas,
-        batch_size=c.batch_size,
-        bundles=v.tensor_parallel_size,
-    )
-    return [helper, engine, helper]
-
-
-def _fused(chain: list[Operator]) -> list[Operator]:
-    out = list(chain)
-    for i in range(len(out) - 1):
-        task, actor = out[i], out[i + 1]
-        if (
-            task.kind == "task"
-            and actor.kind == "actor"
-            and actor.bundles == 1
-            and (task.cpus, task.gpus) == (actor.cpus, actor.gpus)
-            and task.count in (0, actor.count)
-        ):
-            out[i] = Operator(**{**task.__dict__, "fused_into": actor.name})
-    return out
 
 
 @dataclass

@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 
 from pipelines.config import PipelineConfig
 from pipelines.outcome import errors_of
-from pipelines.plan import ENCODE_READ_NUM_CPUS, start_job
+from pipelines.plan import start_job
 from pipelines.runtime import actor_pool, blocks_of, work_dataset
+from pipelines.stage_operators import ENCODE_READ_NUM_CPUS
 from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList
 from train.clip_index import build_index
 from train.config import DEVICE_CHOICES, DeviceError, EncodeConfig, TrainConfig

@@ -8,7 +8,8 @@ import pytest
 from pipelines.cli import main
 from pipelines.cluster_spec import ClusterSpecError, load_cluster_spec
 from pipelines.config import CONFIG_DIR, load_config
-from pipelines.plan import PlanError, check_job, format_plan, plan, resolve_stage, stage_operators
+from pipelines.plan import PlanError, check_job, format_plan, plan, resolve_stage
+from pipelines.stage_operators import stage_operators
 
 SPECS = CONFIG_DIR / "clusters"
 LAPTOP, GPU_1X8, GPU_4X8, CPU_4X32 = (
