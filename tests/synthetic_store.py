@@ -55,7 +55,7 @@ _STAGE_ROWS = 10_000
 
 
 def clip_ids(positions: np.ndarray) -> list[str]:
-    """The clip_id of each clip position: video id + start in microseconds, like curate.clips.clip_id."""
+    """The clip_id of each clip position: video id + start in microseconds, like curate.clip_plan.clip_id."""
     return [
         f"syn{g // CLIPS_PER_VIDEO:013d}_{(g % CLIPS_PER_VIDEO) * 2_000_000:013d}" for g in positions.tolist()
     ]
