@@ -1,6 +1,7 @@
 """`duplicate_of` over the whole clips table: exact duplicates by content hash, near duplicates by a
-vector index (curate/dedup.py). The signature column streams from Lance in batches; only the duplicates
-come back, and the column is written through the store's streaming merge (originals get null)."""
+vector index (curate/dedup.py, curate/near_search.py). The signature column streams from Lance in
+batches; only the duplicates come back, and the column is written through the store's streaming
+merge (originals get null)."""
 
 from __future__ import annotations
 
