@@ -22,7 +22,7 @@ from curate.borders import content_box
 from curate.camera import CameraScores
 from curate.config import ScoreConfig
 from curate.dedup import frame_signature
-from curate.frames import FrameDecodeError, clip_input, decode_clip
+from curate.frames import FrameDecodeError, decode_clip, tower_input
 from curate.motion import MotionScorer, MotionScores
 from curate.ocr import ocr_input
 from curate.quality import QualityScorer, QualityScores
@@ -31,7 +31,7 @@ from store import contract
 SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 
 
-def runs_clip(cfg: ScoreConfig) -> bool:
+def runs_image_tower(cfg: ScoreConfig) -> bool:
     return cfg.aesthetic.enabled or cfg.embedding.enabled
 
 
@@ -40,7 +40,7 @@ def signature_wanted(cfg: ScoreConfig) -> set[str]:
 
 
 def measure_clips(
-    clip_ids: Sequence[str], blobs: Mapping[str, bytes], cfg: ScoreConfig, clip_size: int
+    clip_ids: Sequence[str], blobs: Mapping[str, bytes], cfg: ScoreConfig, tower_size: int
 ) -> dict[str, Any]:
     """The CPU scores and model inputs of each clip (its MP4 bytes in `blobs`) as a batch of columns."""
     motion = MotionScorer(cfg.motion, cfg.camera) if cfg.motion.enabled else None
@@ -82,17 +82,17 @@ def measure_clips(
                 row.update(vars(quality(frames.frames)))
             if "frame_signature" in signature_wanted(cfg):
                 row["frame_signature"] = frame_signature(frames.frames)
-            row["clip_pixels"] = clip_input(frames.frames, clip_size) if runs_clip(cfg) else None
+            row["tower_pixels"] = tower_input(frames.frames, tower_size) if runs_image_tower(cfg) else None
             row["ocr_frames"] = (
                 ocr_input(frames.frames, cfg.ocr.frames, cfg.ocr.max_side) if cfg.ocr.enabled else None
             )
         except (FrameDecodeError, ValueError) as err:
             row["score_error"] = f"{type(err).__name__}: {err}"
         rows.append(row)
-    return _columns(rows, cfg, clip_size)
+    return _columns(rows, cfg, tower_size)
 
 
-def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> dict[str, Any]:
+def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, tower_size: int) -> dict[str, Any]:
     """Rows -> a batch of columns. Failed clips get NaN/False placeholders plus empty model inputs."""
     n = len(rows)
     out: dict[str, Any] = {
@@ -129,11 +129,11 @@ def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> di
             if n
             else np.zeros((0, SIGNATURE_SIZE), np.float32)
         )
-    if runs_clip(cfg):
-        out["clip_pixels"] = [
-            r.get("clip_pixels")
-            if r.get("clip_pixels") is not None
-            else np.zeros((0, clip_size, clip_size, 3), np.uint8)
+    if runs_image_tower(cfg):
+        out["tower_pixels"] = [
+            r.get("tower_pixels")
+            if r.get("tower_pixels") is not None
+            else np.zeros((0, tower_size, tower_size, 3), np.uint8)
             for r in rows
         ]
     if cfg.ocr.enabled:

@@ -246,7 +246,7 @@ def _add_stages(store: Store, embed_dim: int, seed: int, stages: Sequence[str]) 
         models={
             "motion": {"method": "synthetic", "placeholder": False},
             "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
-            "clip": {"placeholder": True, "columns": ["clip_embedding"], "embed_dim": embed_dim},
+            "image_tower": {"placeholder": True, "columns": ["clip_embedding"], "embed_dim": embed_dim},
         },
     )
     if "dedup" not in stages:

@@ -5,9 +5,10 @@ The score job is one flat Ray Data chain:
     work list: row ids of the clips lacking scores, at one clips version
       -> decode_and_measure   CPU tasks: read blobs by row id, then curate/measure.py: decode once,
                               motion + camera (same flow) + quality + hashes,
-                              resize frames for the models                    (score.decode_*)
-      -> ClipStage            actors: CLIP embedding + aesthetic head            (score.clip.*)
-      -> TextAreaStage        actors: EasyOCR detector text area                 (score.ocr.*)
+                              resize frames for the models            (score.decode_*)
+      -> ImageTowerStage      actors: image-tower (open_clip) embedding
+                              + aesthetic head                        (score.image_tower.*)
+      -> TextAreaStage        actors: EasyOCR detector text area      (score.ocr.*)
       -> driver               stages finished rows (resumable), then merges them into `clips`
                               fragment by fragment
 
@@ -27,12 +28,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# curate.embed (torch + open_clip, ~5 s to import) is imported inside the functions that need it:
-# this module is what every CPU decode worker unpickles, and those must start in well under a second.
+# curate.image_tower (torch + open_clip, ~5 s to import) is imported inside the functions that need
+# it: this module is what every CPU decode worker unpickles, and those must start in well under a second.
 from curate.camera import CameraScores
 from curate.config import ScoreConfig
 from curate.describe import CAPTION_COLUMNS, with_descriptions
-from curate.measure import measure_clips, runs_clip, signature_wanted
+from curate.measure import measure_clips, runs_image_tower, signature_wanted
 from curate.motion import MotionScores
 from curate.quality import QualityScores
 from media.decode import use_cpus
@@ -61,7 +62,7 @@ def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
         names += [f.name for f in fields(QualityScores)]
     if signature_wanted(cfg):
         names.append("frame_signature")
-    if runs_clip(cfg):
+    if runs_image_tower(cfg):
         if cfg.embedding.enabled:
             names.append("clip_embedding")
         if cfg.aesthetic.enabled:
@@ -81,7 +82,7 @@ def _describes(cfg: ScoreConfig) -> bool:
 
 # ---- CPU stage (curate/measure.py) as Ray tasks ----------------------------------------------------
 def decode_and_measure(
-    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: ScoreConfig, clip_size: int
+    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: ScoreConfig, tower_size: int
 ) -> dict[str, Any]:
     """curate.measure on a batch of clips, on the CPUs the task was given. A bad clip gets score_error.
 
@@ -89,7 +90,7 @@ def decode_and_measure(
     use_cpus(cfg.decode_num_cpus)
     ids = [str(c) for c in batch["clip_id"]]
     blobs = dict(zip(ids, ClipReader.at(store_root, version).blobs(batch[ROW_ID]), strict=True))
-    columns = measure_clips(ids, blobs, cfg, clip_size)
+    columns = measure_clips(ids, blobs, cfg, tower_size)
     columns[ROW_ID] = np.asarray(batch[ROW_ID], dtype=np.uint64)
     # Where the batch ran: the summary counts clips per node (how well a cluster was used).
     columns["node_id"] = np.array([_node_id()] * len(ids), dtype=object)
@@ -176,22 +177,22 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
         }
     if cfg.quality.enabled:
         records["quality"] = {"measures": sorted(f.name for f in fields(QualityScores)), "placeholder": False}
-    if runs_clip(cfg):
-        from curate.embed import has_weights
+    if runs_image_tower(cfg):
+        from curate.image_tower import has_weights
 
-        clip_placeholder = not has_weights(cfg.clip)
-        records["clip"] = {
+        tower_placeholder = not has_weights(cfg.image_tower)
+        records["image_tower"] = {
             "library": "open_clip",
-            "model": cfg.clip.resolved_model(),
-            "checkpoint": cfg.clip.checkpoint,
-            "placeholder": clip_placeholder,
+            "model": cfg.image_tower.resolved_model(),
+            "checkpoint": cfg.image_tower.checkpoint,
+            "placeholder": tower_placeholder,
             "columns": ["clip_embedding"] if cfg.embedding.enabled else [],
         }
         if cfg.aesthetic.enabled:
             records["aesthetic"] = {
                 "layout": "laion-improved-aesthetic-predictor",
                 "head_checkpoint": cfg.aesthetic.head_checkpoint,
-                "placeholder": clip_placeholder or cfg.aesthetic.head_checkpoint is None,
+                "placeholder": tower_placeholder or cfg.aesthetic.head_checkpoint is None,
                 "columns": ["aesthetic_mean", "aesthetic_min"],
             }
     if cfg.ocr.enabled:
@@ -239,7 +240,7 @@ class ScoreSummary:
         return out
 
 
-def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int):
+def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, tower_size: int):
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
@@ -254,21 +255,21 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
             "store_root": str(store.root),
             "version": work.version,
             "cfg": cfg,
-            "clip_size": clip_size,
+            "tower_size": tower_size,
         },
         compute=task_pool(cfg.decode_concurrency, blocks),
     )
-    if runs_clip(cfg):
-        from curate.embed import ClipStage
+    if runs_image_tower(cfg):
+        from curate.image_tower import ImageTowerStage
 
         ds = ds.map_batches(
-            ClipStage,
+            ImageTowerStage,
             fn_constructor_args=(cfg,),
             batch_format="numpy",
-            batch_size=cfg.clip.batch_size,
-            compute=actor_pool(cfg.clip.concurrency, blocks),
-            num_cpus=cfg.clip.num_cpus,
-            num_gpus=cfg.clip.num_gpus,
+            batch_size=cfg.image_tower.batch_size,
+            compute=actor_pool(cfg.image_tower.concurrency, blocks),
+            num_cpus=cfg.image_tower.num_cpus,
+            num_gpus=cfg.image_tower.num_gpus,
         )
     if cfg.ocr.enabled:
         from curate.ocr import TextAreaStage
@@ -305,14 +306,14 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     todo = store.work_list(filter=lacking, exclude=staging)
     summary.total_clips = clips.count_rows()
     summary.skipped_done = summary.total_clips - len(todo)
-    clip_size = _tower_input_size(cfg) if runs_clip(cfg) else 0
-    embed_dim = _embed_dim(cfg) if runs_clip(cfg) else None
+    tower_size = _tower_input_size(cfg) if runs_image_tower(cfg) else 0
+    embed_dim = _embed_dim(cfg) if runs_image_tower(cfg) else None
     schema = score_schema(cfg, embed_dim)
     if len(todo):
         # Before Ray Data would start a default Ray (ignoring ray.address/num_cpus/temp_dir); refuses
         # what the cluster could never schedule.
         start_job(config, "score")
-        ds = build_dataset(store, cfg, todo, clip_size)
+        ds = build_dataset(store, cfg, todo, tower_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=cfg.commit_every, batch_format="numpy"):
             summary.clips_per_node.update(str(n) for n in batch["node_id"])
@@ -330,7 +331,9 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
         k for k, v in models.items() if isinstance(v, dict) and v.get("placeholder")
     )
     if cfg.dedup.enabled:
-        summary.duplicates = run_dedup(store, cfg.dedup, clip_placeholder="clip" in summary.placeholders)
+        summary.duplicates = run_dedup(
+            store, cfg.dedup, tower_placeholder="image_tower" in summary.placeholders
+        )
     mark_placeholders(store)  # in the Arrow schema too, for readers that never see the stage records
     summary.seconds = time.perf_counter() - started
     return summary
@@ -339,12 +342,12 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
 def refuse_missing_weights(cfg: ScoreConfig) -> None:
     """Fail on the driver, with the scorers' own messages (MissingWeightsError, FileNotFoundError),
     before any Ray work starts."""
-    if not runs_clip(cfg) or cfg.clip.allow_random_weights:
+    if not runs_image_tower(cfg) or cfg.image_tower.allow_random_weights:
         return
-    from curate.embed import ClipImageTower, has_weights
+    from curate.image_tower import ImageTower, has_weights
 
-    if not has_weights(cfg.clip):
-        ClipImageTower(cfg.clip)
+    if not has_weights(cfg.image_tower):
+        ImageTower(cfg.image_tower)
     if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
         from curate.aesthetic import load_head
 
@@ -352,12 +355,12 @@ def refuse_missing_weights(cfg: ScoreConfig) -> None:
 
 
 def _tower_input_size(cfg: ScoreConfig) -> int:
-    from curate.embed import tower_input_size
+    from curate.image_tower import tower_input_size
 
-    return tower_input_size(cfg.clip)
+    return tower_input_size(cfg.image_tower)
 
 
 def _embed_dim(cfg: ScoreConfig) -> int:
     import open_clip
 
-    return int(open_clip.get_model_config(cfg.clip.resolved_model())["embed_dim"])
+    return int(open_clip.get_model_config(cfg.image_tower.resolved_model())["embed_dim"])

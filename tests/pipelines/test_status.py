@@ -89,7 +89,7 @@ def test_after_score_and_after_filter(copy_of, capsys):
     scored = status(capsys, copy_of("score"))
     score = scored["stages"]["score"]
     assert score["ran"] and score["clips"] == N and score["failed"] == 0
-    assert "clip_embedding" in score["columns"] and score["placeholders"] == ["aesthetic", "clip"]
+    assert "clip_embedding" in score["columns"] and score["placeholders"] == ["aesthetic", "image_tower"]
     assert scored["next"].startswith("reelforge filter")
 
     filtered = status(capsys, copy_of("filter"))
