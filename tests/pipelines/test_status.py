@@ -109,7 +109,7 @@ def test_captioned_store_text(copy_of, capsys):
     assert main(["status", *options(folder)]) == 0
     text = capsys.readouterr().out
     assert "videos: 2 (1 ok, 1 failed: 1 x not a video)" in text
-    assert "vlm=synthetic PLACEHOLDER" in text and "clip PLACEHOLDER" in text
+    assert "vlm=synthetic PLACEHOLDER" in text and "image_tower PLACEHOLDER" in text
     assert text.splitlines()[-1].startswith("next: reelforge train-vae --root ")
 
 
