@@ -181,8 +181,7 @@ class AestheticConfig(_Frozen):
 
 
 class EmbeddingConfig(_Frozen):
-    # Store the clip embedding (mean of the frames' L2-normalised image-tower embeddings) as a vector
-    # column.
+    # Store the clip embedding (mean of the frames' L2-normalised tower embeddings) as a vector column.
     enabled: bool = True
 
 
@@ -345,9 +344,8 @@ class OcrConfig(_Frozen):
 
 class DedupConfig(_Frozen):
     enabled: bool = True
-    # Near duplicates compare the image-tower embedding (clip_embedding), or a model-free signature of
-    # tiny normalised grey frames (robust to re-encoding; the choice when the image tower's weights are
-    # random placeholders).
+    # Near duplicates compare the image-tower embedding, or a model-free signature of tiny normalised
+    # grey frames (robust to re-encoding; the choice when the tower's weights are random placeholders).
     signature: Literal["clip_embedding", "frame_signature"] = "clip_embedding"
     # Cosine similarity at or above which two clips are near duplicates.
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)
@@ -389,9 +387,8 @@ class ScoreConfig(_Frozen):
     ocr: OcrConfig = OcrConfig()
     dedup: DedupConfig = DedupConfig()
     # Ray resources of the decode + CPU-scorer tasks (0 concurrency = as many as CPUs allow). The
-    # defaults (decode 0.5 + image-tower actor 1 + OCR actor 0.5) fit 2 CPUs: actors hold their CPUs
-    # for the whole job, so whole-CPU requests for everything would leave no slot for decoding (a
-    # deadlock).
+    # defaults (decode 0.5 + image-tower actor 1 + OCR actor 0.5) fit 2 CPUs: actors hold their CPUs for
+    # the whole job, so whole-CPU requests for everything would leave no slot for decoding (a deadlock).
     decode_batch_size: int = Field(default=4, ge=1)
     decode_num_cpus: float = Field(default=0.5, gt=0.0)
     decode_concurrency: int = Field(default=0, ge=0)
