@@ -77,21 +77,21 @@ def bench_export(copies: int) -> list[dict]:
 
 
 def bench_eval() -> list[dict]:
-    from curate.config import ClipModelConfig, ScoreConfig
-    from curate.frames import clip_input, spread_indices
+    from curate.config import ImageTowerConfig, ScoreConfig
+    from curate.frames import spread_indices, tower_input
     from curate.vbench import EvalConfig, VBenchScorer, read_video
 
     if not FOOTAGE.is_dir():
         return []
     cfg = EvalConfig()
-    scorer = VBenchScorer(cfg, ScoreConfig(clip=ClipModelConfig(allow_random_weights=True)))
+    scorer = VBenchScorer(cfg, ScoreConfig(image_tower=ImageTowerConfig(allow_random_weights=True)))
     rows = []
     for name in ("flower.mp4", "bigbuckbunny.mp4", "car-detection.mp4"):
         started = time.perf_counter()
         video = read_video(FOOTAGE / name, cfg)
         decoded = time.perf_counter()
         picked = video.frames[spread_indices(len(video.frames), cfg.tower_frames)]
-        scorer.tower.embed(clip_input(picked, scorer.tower.image_size))
+        scorer.tower.embed(tower_input(picked, scorer.tower.image_size))
         tower = time.perf_counter()
         scorer.flow.motion_smoothness(video.frames)
         scorer.flow.dynamic_degree(video.frames, video.fps)

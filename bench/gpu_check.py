@@ -1,8 +1,8 @@
 """`make gpu-check`: the demo pipeline on a CUDA GPU, every stage timed, and the DiT training step's speed
 against the GPU's bf16 matmul peak measured in the same run. Without CUDA it says so and exits 0.
 
-Every model stage is moved to the GPU with config overrides (score's CLIP and OCR actors, train-vae,
-encode, train, sample); captioning runs where caption.vllm.device says (the GPU needs the CUDA vLLM
+Every model stage is moved to the GPU with config overrides (score's image-tower and OCR actors,
+train-vae, encode, train, sample); captioning runs where caption.vllm.device says (the GPU needs the CUDA vLLM
 environment). Data lands under --root (data/gpu-check), apart from the CPU demo's. Prints a table of
 (stage, device, status, seconds), then the DiT step (small preset, bf16 autocast, eager and compiled):
 tokens/s and its fraction of a bf16 GEMM peak measured just before it. JSON to bench/results/gpu_check.json.
@@ -26,8 +26,8 @@ from pipelines.config import PipelineConfig, load_config  # noqa: E402
 
 # GPU shares of the Ray actors: fractions, so the model stages' actors fit one GPU together.
 GPU_OVERRIDES = (
-    "score.clip.device=cuda",
-    "score.clip.num_gpus=0.5",
+    "score.image_tower.device=cuda",
+    "score.image_tower.num_gpus=0.5",
     "score.ocr.device=cuda",
     "score.ocr.num_gpus=0.25",
     "encode.device=cuda",
@@ -53,7 +53,7 @@ def gpu_config(root: Path, extra: list[str]) -> PipelineConfig:
 
 def stage_device(cfg: PipelineConfig, stage: str) -> str:
     return {
-        "score": f"{cfg.score.clip.device} (CLIP), {cfg.score.ocr.device} (OCR)",
+        "score": f"{cfg.score.image_tower.device} (image tower), {cfg.score.ocr.device} (OCR)",
         "caption": f"vLLM {cfg.caption.vllm.device}",
         "train-vae": cfg.train.vae_train.device,
         "encode": cfg.encode.device,

@@ -57,7 +57,7 @@ RESULTS = REPO / "bench" / "results" / "scale.json"
 OVERRIDES = [
     "split.num_cpus=1",
     "split.detect.decode_threads=1",
-    "score.clip.allow_random_weights=true",
+    "score.image_tower.allow_random_weights=true",
     "score.aesthetic.enabled=false",
     "score.embedding.enabled=false",
     "score.ocr.enabled=false",
@@ -124,7 +124,7 @@ started = time.time()
 for start in starts:
     part = work.rows.slice(start, size)
     batch = {"clip_id": part["clip_id"].to_numpy(zero_copy_only=False), ROW_ID: part[ROW_ID].to_numpy()}
-    decode_and_measure(batch, root, work.version, cfg.score, 0)  # 0: OVERRIDES turn the CLIP tower off
+    decode_and_measure(batch, root, work.version, cfg.score, 0)  # 0: OVERRIDES turn the image tower off
 print(started, time.time())
 """
 

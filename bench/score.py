@@ -8,10 +8,10 @@ two files of ../shared/footage when present):
    RGB frames; plus the small grey runs optical flow needs; plus the codec's motion vectors), then
    each CPU scorer on the pre-decoded frames (motion DIS / Farneback / codec MVs, quality, and the
    resize/crop that prepares the model inputs). Target: motion + quality <= 0.3x the plain decode.
-2. Model scorers (CLIP tower with random weights + aesthetic head + embedding; EasyOCR detector) on
+2. Model scorers (image tower with random weights + aesthetic head + embedding; EasyOCR detector) on
    the same pre-decoded inputs, same batch size and torch threads, three ways: the stage called
    directly in a loop ("bare"), the same stage class as a Ray Data actor in map_batches with the
-   job's arguments ("pipeline"), and, for CLIP, `run_score` end to end with only CLIP enabled.
+   job's arguments ("pipeline"), and, for the image tower, `run_score` end to end with only it enabled.
    Steady state excludes the first batch (actor start-up, model load, first-call warm-up); raw
    numbers include everything. Target: pipeline aesthetic throughput >= 0.9x the bare model's.
 
@@ -50,9 +50,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.config import ClipModelConfig, FrameSamplingConfig, OcrConfig, ScoreConfig  # noqa: E402
-from curate.embed import ClipStage, tower_input_size  # noqa: E402
-from curate.frames import ClipFrames, clip_input, decode_clip  # noqa: E402
+from curate.config import FrameSamplingConfig, ImageTowerConfig, OcrConfig, ScoreConfig  # noqa: E402
+from curate.frames import ClipFrames, decode_clip, tower_input  # noqa: E402
+from curate.image_tower import ImageTowerStage, tower_input_size  # noqa: E402
 from curate.motion import MotionScorer  # noqa: E402
 from curate.ocr import TextAreaStage, ocr_input  # noqa: E402
 from curate.quality import QualityScorer  # noqa: E402
@@ -159,7 +159,7 @@ def cpu_section(
     cfg: ScoreConfig,
     threads: int,
     repeats: int,
-    clip_size: int,
+    tower_size: int,
 ) -> dict[str, Any]:
     """Every measure on every clip; totals per clip group (median over rounds) and their ratios."""
     frames_cfg = cfg.frames
@@ -196,7 +196,7 @@ def cpu_section(
         "motion_farneback": lambda i: farneback(decoded[i]),
         "motion_codec_mvs": lambda i: codec_mvs(with_mvs[i]),
         "quality": lambda i: quality(decoded[i].frames),
-        "clip_input": lambda i: clip_input(decoded[i].frames, clip_size),
+        "tower_input": lambda i: tower_input(decoded[i].frames, tower_size),
         "ocr_input": lambda i: ocr_input(decoded[i].frames, cfg.ocr.frames, cfg.ocr.max_side),
     }
 
@@ -462,8 +462,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def end_to_end(config: PipelineConfig, store: Store, cfg: ScoreConfig) -> dict[str, Any]:
-    """`run_score` on the model clips with only the CLIP stage enabled (decode tasks feed the actor)."""
-    only_clip = cfg.model_copy(
+    """`run_score` on the model clips with only the image-tower stage on (decode tasks feed the actor)."""
+    only_tower = cfg.model_copy(
         update={
             "motion": cfg.motion.model_copy(update={"enabled": False}),
             "quality": cfg.quality.model_copy(update={"enabled": False}),
@@ -472,7 +472,7 @@ def end_to_end(config: PipelineConfig, store: Store, cfg: ScoreConfig) -> dict[s
         }
     )
     job = config.model_copy(
-        update={"score": only_clip, "store": config.store.model_copy(update={"root": store.root})}
+        update={"score": only_tower, "store": config.store.model_copy(update={"root": store.root})}
     )
     load_before = load()
     summary = run_score(job, progress=False)
@@ -540,14 +540,14 @@ def main() -> None:
         clips, groups = read_clips(store, work / "footage")
         cfg = ScoreConfig(
             frames=FrameSamplingConfig(decode_threads=args.threads),
-            clip=ClipModelConfig(
+            image_tower=ImageTowerConfig(
                 allow_random_weights=True, batch_size=args.model_batch, num_cpus=args.threads
             ),
             ocr=OcrConfig(batch_size=args.model_batch, num_cpus=args.threads),
         )
-        clip_size = tower_input_size(cfg.clip)
+        tower_size = tower_input_size(cfg.image_tower)
         print(f"{len(clips)} clips; CPU scorers ({repeats} rounds) ...", flush=True)
-        cpu = cpu_section(list(clips.values()), groups, cfg, args.threads, repeats, clip_size)
+        cpu = cpu_section(list(clips.values()), groups, cfg, args.threads, repeats, tower_size)
 
         # Spread over the sorted ids, so shared footage is in the mix when present.
         spread = np.unique(
@@ -555,8 +555,8 @@ def main() -> None:
         )
         model_ids = [list(clips)[i] for i in spread]
         decoded = {cid: decode_clip(clips[cid], cfg.frames) for cid in model_ids}
-        clip_items = [
-            {"clip_id": cid, "clip_pixels": clip_input(f.frames, clip_size)} for cid, f in decoded.items()
+        tower_items = [
+            {"clip_id": cid, "tower_pixels": tower_input(f.frames, tower_size)} for cid, f in decoded.items()
         ]
         ocr_items = [
             {"clip_id": cid, "ocr_frames": ocr_input(f.frames, cfg.ocr.frames, cfg.ocr.max_side)}
@@ -573,11 +573,11 @@ def main() -> None:
         print(f"model stages on {len(model_ids)} clips, batch {args.model_batch} ...", flush=True)
         models["aesthetic_embedding"] = compare(
             "aesthetic+embedding",
-            lambda: ClipStage(cfg),
-            ClipStage,
+            lambda: ImageTowerStage(cfg),
+            ImageTowerStage,
             (cfg,),
-            clip_items,
-            float(np.mean([i["clip_pixels"].shape[0] for i in clip_items])),
+            tower_items,
+            float(np.mean([i["tower_pixels"].shape[0] for i in tower_items])),
             args.model_batch,
             args.threads,
             args.model_repeats,
@@ -597,7 +597,7 @@ def main() -> None:
                 bare_in_driver=not args.quick,
             )
         if not args.quick:
-            print("run_score end to end, CLIP stage only ...", flush=True)
+            print("run_score end to end, image-tower stage only ...", flush=True)
             models["aesthetic_run_score"] = end_to_end(
                 config, subset_store(store, work / "model_store", model_ids), cfg
             )
@@ -622,10 +622,10 @@ def main() -> None:
         "args": vars(args) | {"repeats": repeats, "model_clips": model_clips},
         "clips": clips_info | {"scored": len(clips)},
         "score_config": cfg.model_dump(mode="json"),
-        "clip_model": {
-            "model": cfg.clip.resolved_model(),
+        "image_tower": {
+            "model": cfg.image_tower.resolved_model(),
             "weights": "random (allow_random_weights)",
-            "input_size": clip_size,
+            "input_size": tower_size,
         },
         "cpu": cpu,
         "models": models,
@@ -703,7 +703,8 @@ def print_tables(result: dict[str, Any]) -> None:
         e = models["aesthetic_run_score"]
         bare = models["aesthetic_embedding"]["bare_raw_clips_per_s"]
         print(
-            f"\nrun_score, CLIP stage only, end to end (decode tasks + actor + staging + Lance merge): "
+            f"\nrun_score, image-tower stage only, end to end "
+            "(decode tasks + actor + staging + Lance merge): "
             f"{e['clips']} clips in {e['seconds']:.1f} s = {e['raw_clips_per_s']:.3f} clips/s, "
             f"{e['raw_clips_per_s'] / bare:.3f}x the bare model's raw rate (incl. its load)"
         )

@@ -177,7 +177,7 @@ def codec_work(
     `via_rgb` feeds the encoder as the split does (scaled to RGB, then converted back to 4:2:0 by
     the encoder's input conversion): the cost of that round trip, which the split keeps because
     its clips' pixels (and so their bytes and scores) come from it."""
-    from curate.clips import output_geometry
+    from curate.clip_output import output_geometry
 
     extract = cfg.extract
     scaler = VideoReformatter()

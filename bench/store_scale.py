@@ -308,7 +308,7 @@ def step_dedup(root: Path) -> dict[str, Any]:
     from store import Store
 
     store = Store(root)
-    seconds, found = _timed(lambda: run_dedup(store, DedupConfig(), clip_placeholder=False))
+    seconds, found = _timed(lambda: run_dedup(store, DedupConfig(), tower_placeholder=False))
     return {"seconds": seconds, "duplicates": found}
 
 

@@ -117,14 +117,14 @@ def load_head(
                 "no aesthetic head configured: set score.aesthetic.head_checkpoint to the LAION improved "
                 "aesthetic predictor weights (a local .pth/.safetensors file, e.g. the ViT-L-14 "
                 "'sac+logos+ava1-l14-linearMSE.pth', or hf-hub:org/repo/filename), or set "
-                "score.clip.allow_random_weights=true to compute placeholder scores"
+                "score.image_tower.allow_random_weights=true to compute placeholder scores"
             )
         return AestheticHead.random(embed_dim, seed).eval(), True
     head = AestheticHead.from_state_dict(load_state_dict(resolve_checkpoint(cfg.head_checkpoint))).eval()
     if head.input_size != embed_dim:
         raise ValueError(
-            f"aesthetic head expects {head.input_size}-d CLIP embeddings but the CLIP tower gives "
-            f"{embed_dim}-d: use the head trained for this CLIP model"
+            f"aesthetic head expects {head.input_size}-d CLIP embeddings but the image tower gives "
+            f"{embed_dim}-d: use the head trained for this image tower (score.image_tower.model)"
         )
     return head, False
 

@@ -148,7 +148,7 @@ class FrameSamplingConfig(_Frozen):
     decode_threads: int = Field(default=1, ge=0)
 
 
-class ClipModelConfig(_Frozen):
+class ImageTowerConfig(_Frozen):
     """The open_clip image tower shared by the aesthetic head and the clip embedding."""
 
     # A built-in open_clip architecture ("ViT-B-32"), "local-dir:FOLDER" (open_clip_config.json +
@@ -176,12 +176,12 @@ class ClipModelConfig(_Frozen):
 class AestheticConfig(_Frozen):
     enabled: bool = True
     # LAION "improved aesthetic predictor" MLP head: a local .pth/.safetensors state dict or
-    # "hf-hub:org/repo/filename". Its input size must match the CLIP tower's embedding size.
+    # "hf-hub:org/repo/filename". Its input size must match the image tower's embedding size.
     head_checkpoint: str | None = None
 
 
 class EmbeddingConfig(_Frozen):
-    # Store the clip embedding (mean of the frames' L2-normalised CLIP embeddings) as a vector column.
+    # Store the clip embedding (mean of the frames' L2-normalised tower embeddings) as a vector column.
     enabled: bool = True
 
 
@@ -344,8 +344,8 @@ class OcrConfig(_Frozen):
 
 class DedupConfig(_Frozen):
     enabled: bool = True
-    # Near duplicates compare the CLIP embedding, or a model-free signature of tiny normalised grey
-    # frames (robust to re-encoding; the choice when CLIP weights are random placeholders).
+    # Near duplicates compare the image-tower embedding, or a model-free signature of tiny normalised
+    # grey frames (robust to re-encoding; the choice when the tower's weights are random placeholders).
     signature: Literal["clip_embedding", "frame_signature"] = "clip_embedding"
     # Cosine similarity at or above which two clips are near duplicates.
     threshold: float = Field(default=0.95, gt=0.0, le=1.0)
@@ -377,7 +377,7 @@ class ScoreConfig(_Frozen):
     """Scorers. Fields are owned by the score stage."""
 
     frames: FrameSamplingConfig = FrameSamplingConfig()
-    clip: ClipModelConfig = ClipModelConfig()
+    image_tower: ImageTowerConfig = ImageTowerConfig()
     aesthetic: AestheticConfig = AestheticConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     motion: MotionConfig = MotionConfig()
@@ -387,8 +387,8 @@ class ScoreConfig(_Frozen):
     ocr: OcrConfig = OcrConfig()
     dedup: DedupConfig = DedupConfig()
     # Ray resources of the decode + CPU-scorer tasks (0 concurrency = as many as CPUs allow). The
-    # defaults (decode 0.5 + CLIP actor 1 + OCR actor 0.5) fit 2 CPUs: actors hold their CPUs for the
-    # whole job, so whole-CPU requests for everything would leave no slot for decoding (a deadlock).
+    # defaults (decode 0.5 + image-tower actor 1 + OCR actor 0.5) fit 2 CPUs: actors hold their CPUs for
+    # the whole job, so whole-CPU requests for everything would leave no slot for decoding (a deadlock).
     decode_batch_size: int = Field(default=4, ge=1)
     decode_num_cpus: float = Field(default=0.5, gt=0.0)
     decode_concurrency: int = Field(default=0, ge=0)

@@ -5,8 +5,8 @@ A clip's encoded MP4 bytes are decoded once (`media.read_clip`). Frames are pick
 whole clip), so variable frame rate clips sample the right moments. Around each sampled point a
 short run of consecutive frames is kept as small grey images for optical flow, and, when asked,
 the codec's motion vectors are read from the same decode; decoding stops once the last sampled
-frame and its run are in (or runs to the end for motion vectors). `clip_input` turns sampled
-frames into the CLIP tower's square input here, in the CPU tasks, so they never import torch.
+frame and its run are in (or runs to the end for motion vectors). `tower_input` turns sampled
+frames into the image tower's square input here, in the CPU tasks, so they never import torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from curate.config import FrameSamplingConfig
 from media import MediaError, Sampling, read_clip, spread_indices
 from media.decode import DecodedFrame
 
-__all__ = ["ClipFrames", "CodecMotion", "FrameDecodeError", "clip_input", "decode_clip", "spread_indices"]
+__all__ = ["ClipFrames", "CodecMotion", "FrameDecodeError", "decode_clip", "spread_indices", "tower_input"]
 
 
 class FrameDecodeError(MediaError):
@@ -161,7 +161,7 @@ class _MotionObserver:
         )
 
 
-def clip_input(frames: np.ndarray, size: int) -> np.ndarray:
+def tower_input(frames: np.ndarray, size: int) -> np.ndarray:
     """(n, H, W, 3) uint8 RGB -> (n, size, size, 3) uint8: shortest side to `size`, centre crop."""
     out = np.empty((frames.shape[0], size, size, 3), dtype=np.uint8)
     for i, rgb in enumerate(frames):

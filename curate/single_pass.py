@@ -30,17 +30,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from curate.borders import file_content_box
-from curate.clips import (
-    Clip,
-    ClipFailure,
-    ClipPlan,
-    OutputGeometry,
-    extract_clips,
-    output_geometry,
-    picture,
-    plan_clips,
-)
+from curate.clip_output import Clip, ClipFailure, OutputGeometry, output_geometry, picture
+from curate.clip_plan import ClipPlan, plan_clips
 from curate.config import BorderConfig, SplitConfig
+from curate.extract import extract_clips
 from curate.scenes import Boundary, BoundaryDetector, BoundaryKind, Scan, stream_end_pts
 from curate.stream_writer import StreamWriter
 from media.decode import (
@@ -332,8 +325,8 @@ class SinglePass:
                 self.scan.frame_pts[lo],
                 self.scan.time_base,
             )
-        # The clip's own average rate, as `_ClipWriter` sets it: exact when its end is already known,
-        # else from its frames decoded so far (the same integer on constant-rate footage).
+        # The clip's own average rate, as `curate.extract._ClipWriter` sets it: exact when its end is
+        # already known, else from its frames decoded so far (the same integer on constant-rate footage).
         end = (
             stop
             if stop is not None and self._time(stop) - self._time(lo) <= rules.max_length_s + _EPS

@@ -15,8 +15,10 @@ from pathlib import Path
 import av
 import av.error
 
-from curate.clips import Clip, ClipFailure, extract_clips, output_geometry, plan_clips, stride_plans
+from curate.clip_output import Clip, ClipFailure, output_geometry
+from curate.clip_plan import plan_clips, stride_plans
 from curate.config import SplitConfig
+from curate.extract import extract_clips
 from curate.probe import Probe, Reason, no_frames_reason, path_id, probe_file
 from curate.scenes import Boundary, Scan, scan_file
 from curate.single_pass import PlanMismatch, SinglePass, single_pass_supported

@@ -1,6 +1,6 @@
 """A clip encoded as its frames pass, before its end is known (the one-pass split's writer).
 
-It feeds the encoder exactly as `curate.clips._ClipWriter` does, so a clip's bytes are the same;
+It feeds the encoder exactly as `curate.extract._ClipWriter` does, so a clip's bytes are the same;
 what it cannot know at the start it settles at `close`: the plan (and so the frame count to
 verify) and the thumbnail, the middle frame, kept as small copies of every frame that can still
 be the middle.
@@ -13,7 +13,8 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-from curate.clips import Clip, ClipFailure, ClipPlan, OutputGeometry, verify_clip
+from curate.clip_output import Clip, ClipFailure, OutputGeometry, verify_clip
+from curate.clip_plan import ClipPlan
 from curate.config import ExtractConfig
 from curate.probe import Reason
 from media import Mp4Writer, jpeg
@@ -23,7 +24,7 @@ _EPS = 1e-6
 
 
 class StreamWriter:
-    """One clip encoded as its frames pass, before its end is known (cf. curate.clips._ClipWriter)."""
+    """One clip encoded as its frames pass, before its end is known (cf. curate.extract._ClipWriter)."""
 
     def __init__(
         self,

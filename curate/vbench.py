@@ -7,7 +7,7 @@ here by its published definition, with the models this project already runs in p
 - `subject_consistency`: for each frame i > 0, the mean of the cosine of its image features with the
   first frame's and with the previous frame's (each clamped at 0), averaged over frames. VBench uses
   DINO ViT-B/16 features; here the project's open_clip image tower on the centre crop the score stage
-  gives it (curate.frames.clip_input: the subject usually sits in the middle).
+  gives it (curate.frames.tower_input: the subject usually sits in the middle).
 - `background_consistency`: the same formula on CLIP image features of the whole frame. VBench uses
   CLIP ViT-B/32; here the same tower on the full frame letterboxed to a square (nothing cropped, so the
   surroundings count as much as the centre).
@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import MotionConfig, QualityConfig, ScoreConfig
-from curate.frames import FrameDecodeError, clip_input, spread_indices
+from curate.frames import FrameDecodeError, spread_indices, tower_input
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 
@@ -247,15 +247,15 @@ class VBenchScorer:
 
     def __init__(self, cfg: EvalConfig, score: ScoreConfig) -> None:
         from curate.aesthetic import load_head
-        from curate.embed import ClipImageTower
+        from curate.image_tower import ImageTower
 
         self.cfg = cfg
-        self.tower = ClipImageTower(score.clip)
+        self.tower = ImageTower(score.image_tower)
         self.head, self.head_placeholder = load_head(
             score.aesthetic,
             self.tower.embed_dim,
-            allow_random=score.clip.allow_random_weights,
-            seed=score.clip.seed,
+            allow_random=score.image_tower.allow_random_weights,
+            seed=score.image_tower.seed,
         )
         self.quality = QualityScorer(score.quality if score.quality.enabled else QualityConfig())
         self.flow = FlowMeasures(cfg)
@@ -293,7 +293,7 @@ class VBenchScorer:
 
         frames = video.frames
         picked = frames[spread_indices(len(frames), self.cfg.tower_frames)]
-        centre = self.tower.embed(clip_input(picked, self.tower.image_size))
+        centre = self.tower.embed(tower_input(picked, self.tower.image_size))
         whole = self.tower.embed(letterbox(picked, self.tower.image_size))
         mean = centre.mean(axis=0)
         scores = {

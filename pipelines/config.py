@@ -25,6 +25,8 @@ from store.config import StoreConfig
 from train.config import EncodeConfig, SampleConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Keys that were renamed (old -> new): a config still using the old name is told the new one.
+RENAMED_KEYS = {"score.clip": "score.image_tower"}
 
 
 class ConfigError(ValueError):
@@ -170,6 +172,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error["loc"])
     dotted = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
+        if dotted in RENAMED_KEYS:
+            return f"{dotted} was renamed {RENAMED_KEYS[dotted]}"
         allowed = _allowed_keys(loc[:-1])
         where = ".".join(str(p) for p in loc[:-1]) or "the top level"
         return f"unknown key '{dotted}'; allowed keys in {where}: {', '.join(allowed)}"

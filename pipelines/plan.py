@@ -174,7 +174,7 @@ def _device_problems(config: PipelineConfig, stage: str, largest: NodeGroup) -> 
     if stage != "score":
         return []
     problems = []
-    for name, model in (("clip", config.score.clip), ("ocr", config.score.ocr)):
+    for name, model in (("image_tower", config.score.image_tower), ("ocr", config.score.ocr)):
         if model.device == "cuda" and model.num_gpus == 0:
             problems.append(
                 f"score.{name}.device=cuda with score.{name}.num_gpus=0: Ray gives the actor no GPU; "

@@ -54,12 +54,12 @@ def stage_operators(config: PipelineConfig, stage: str, cluster_gpus: float = 0.
             )
         ]
         if c.aesthetic.enabled or c.embedding.enabled:
-            m = c.clip
+            m = c.image_tower
             chain.append(
                 Operator(
                     "image tower",
                     "actor",
-                    "score.clip",
+                    "score.image_tower",
                     m.num_cpus,
                     m.num_gpus,
                     count=m.concurrency,

@@ -3,7 +3,7 @@
 Clips come from curate's real splitter (probe, PySceneDetect, PyAV extraction) on two files of the
 built-in sample footage, a remuxed copy of one of them (same frames, other bytes: exact duplicates
 for the dedup section) and a file that is not a video (a failed row with its reason). Scores come
-from curate's real motion and quality scorers and a random-weight CLIP + aesthetic head (recorded as
+from curate's real motion and quality scorers and a random-weight image tower + aesthetic head (recorded as
 placeholders, as the demo does); captions are the footage's ground-truth shot descriptions; the
 filter is evaluated with curate's filter language. Rows and stage records go through store
 the same way the jobs write them.
@@ -32,8 +32,8 @@ from curate.config import (
 )
 from curate.dedup import find_duplicates, frame_signature
 from curate.describe import with_descriptions
-from curate.embed import ClipStage
-from curate.frames import FrameDecodeError, clip_input, decode_clip
+from curate.frames import FrameDecodeError, decode_clip, tower_input
+from curate.image_tower import ImageTowerStage
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 from curate.split_file import VideoSplit
@@ -45,10 +45,10 @@ SOURCES = ("cuts.mp4", "looks.mp4")
 # The random aesthetic head's placeholder scores centre on 0: its rule keeps every clip and still puts a
 # threshold on the placeholder histogram.
 FILTER = "motion > 0.0005 and technical_quality >= 0.3 and aesthetic_mean >= -1 and duplicate_of is null"
-# A small CLIP tower keeps the placeholder aesthetic scores cheap; its weights are random.
+# A small image tower keeps the placeholder aesthetic scores cheap; its weights are random.
 SCORE_CFG = ScoreConfig(
     frames=FrameSamplingConfig(count=3),
-    clip={"model": "ViT-S-32", "allow_random_weights": True},
+    image_tower={"model": "ViT-S-32", "allow_random_weights": True},
     ocr={"enabled": False},
     dedup=DedupConfig(signature="frame_signature"),
 )
@@ -146,7 +146,7 @@ def _score(store: Store) -> None:
     ids = table.column("clip_id").to_pylist()
     blobs = store.read_clip_bytes(ids)
     motion, quality = MotionScorer(MotionConfig(), CameraConfig()), QualityScorer(QualityConfig())
-    stage = ClipStage(cfg)
+    stage = ImageTowerStage(cfg)
     size = stage.tower.image_size
     rows, pixels = [], []
     for cid in ids:
@@ -159,19 +159,19 @@ def _score(store: Store) -> None:
             row.update(vars(motion_scores), **vars(camera_scores), **vars(quality(frames.frames)))
             row["content_hash"] = frames.content_hash()
             row["frame_signature"] = frame_signature(frames.frames).tolist()
-            pixels.append(clip_input(frames.frames, size))
+            pixels.append(tower_input(frames.frames, size))
         except FrameDecodeError as err:
             row["score_error"] = str(err)
             pixels.append(np.zeros((0, size, size, 3), np.uint8))
         rows.append(row)
-    out = stage({"clip_pixels": pixels})
+    out = stage({"tower_pixels": pixels})
     for row, a_mean, a_min in zip(rows, out["aesthetic_mean"], out["aesthetic_min"], strict=True):
         row["aesthetic_mean"], row["aesthetic_min"] = float(a_mean), float(a_min)
     models = {
         "motion": {"method": cfg.motion.method, "placeholder": False},
         "camera": {"model": "similarity fitted with RANSAC to the motion flow", "placeholder": False},
         "quality": {"measures": ["sharpness", "technical_quality"], "placeholder": False},
-        "clip": {**stage.tower.describe(), "columns": []},
+        "image_tower": {**stage.tower.describe(), "columns": []},
         "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean", "aesthetic_min"]},
     }
     store.add_columns(

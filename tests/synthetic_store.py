@@ -56,7 +56,7 @@ _STAGE_ROWS = 10_000
 
 
 def clip_ids(positions: np.ndarray) -> list[str]:
-    """The clip_id of each clip position: video id + start in microseconds, like curate.clips.clip_id."""
+    """The clip_id of each clip position: video id + start in microseconds, like curate.clip_plan.clip_id."""
     return [
         f"syn{g // CLIPS_PER_VIDEO:013d}_{(g % CLIPS_PER_VIDEO) * 2_000_000:013d}" for g in positions.tolist()
     ]
@@ -251,7 +251,7 @@ def _add_stages(store: Store, embed_dim: int, seed: int, stages: Sequence[str]) 
         models={
             "motion": {"method": "synthetic", "placeholder": False},
             "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
-            "clip": {"placeholder": True, "columns": ["clip_embedding"], "embed_dim": embed_dim},
+            "image_tower": {"placeholder": True, "columns": ["clip_embedding"], "embed_dim": embed_dim},
         },
     )
     if "dedup" not in stages:

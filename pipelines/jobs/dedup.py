@@ -1,6 +1,7 @@
 """`duplicate_of` over the whole clips table: exact duplicates by content hash, near duplicates by a
-vector index (curate/dedup.py). The signature column streams from Lance in batches; only the duplicates
-come back, and the column is written through the store's streaming merge (originals get null)."""
+vector index (curate/dedup.py, curate/near_search.py). The signature column streams from Lance in
+batches; only the duplicates come back, and the column is written through the store's streaming
+merge (originals get null)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from store import CLIPS, ROW_ID, Store
 DEDUP_STAGE = "dedup"
 
 
-def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
+def run_dedup(store: Store, cfg: DedupConfig, *, tower_placeholder: bool) -> int:
     """Add `duplicate_of` to every clip; returns how many clips are duplicates."""
     column = "clip_embedding" if cfg.signature == "clip_embedding" else "frame_signature"
     names = store.require(CLIPS).schema.names
@@ -30,7 +31,7 @@ def run_dedup(store: Store, cfg: DedupConfig, *, clip_placeholder: bool) -> int:
         )
 
     duplicates = find_duplicates_streaming(batches, vectors, cfg)
-    models = {"signature": column, "placeholder": column == "clip_embedding" and clip_placeholder}
+    models = {"signature": column, "placeholder": column == "clip_embedding" and tower_placeholder}
     schema = pa.schema([(ROW_ID, pa.uint64()), ("clip_id", pa.string()), ("duplicate_of", pa.string())])
     store.add_columns(
         duplicates.cast(schema), DEDUP_STAGE, cfg.model_dump(mode="json"), models, schema=schema

@@ -3,11 +3,12 @@
 The score job is one flat Ray Data chain:
 
     work list: row ids of the clips lacking scores, at one clips version
-      -> decode_and_measure   CPU tasks: read blobs by row id, decode once, motion + camera (same
-                              flow) + quality + hashes,
-                              resize frames for the models                    (score.decode_*)
-      -> ClipStage            actors: CLIP embedding + aesthetic head            (score.clip.*)
-      -> TextAreaStage        actors: EasyOCR detector text area                 (score.ocr.*)
+      -> decode_and_measure   CPU tasks: read blobs by row id, then curate/measure.py: decode once,
+                              motion + camera (same flow) + quality + hashes,
+                              resize frames for the models            (score.decode_*)
+      -> ImageTowerStage      actors: image-tower (open_clip) embedding
+                              + aesthetic head                        (score.image_tower.*)
+      -> TextAreaStage        actors: EasyOCR detector text area      (score.ocr.*)
       -> driver               stages finished rows (resumable), then merges them into `clips`
                               fragment by fragment
 
@@ -27,17 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# curate.embed (torch + open_clip, ~5 s to import) is imported inside the functions that need it:
-# this module is what every CPU decode worker unpickles, and those must start in well under a second.
-from curate.borders import content_box
+# curate.image_tower (torch + open_clip, ~5 s to import) is imported inside the functions that need
+# it: this module is what every CPU decode worker unpickles, and those must start in well under a second.
 from curate.camera import CameraScores
 from curate.config import ScoreConfig
-from curate.dedup import frame_signature
 from curate.describe import CAPTION_COLUMNS, with_descriptions
-from curate.frames import FrameDecodeError, clip_input, decode_clip
-from curate.motion import MotionScorer, MotionScores
-from curate.ocr import ocr_input
-from curate.quality import QualityScorer, QualityScores
+from curate.measure import measure_clips, runs_image_tower, signature_wanted
+from curate.motion import MotionScores
+from curate.quality import QualityScores
 from media.decode import use_cpus
 from pipelines.config import PipelineConfig
 from pipelines.jobs.dedup import run_dedup
@@ -48,7 +46,6 @@ from store import ROW_ID, ClipReader, ColumnStaging, Store, WorkList, contract
 from store.placeholders import mark_placeholders
 
 SCORE_STAGE = "score"
-SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 OCR_COLUMNS = ("text_area", "text_area_max", "overlay_text_area", "subtitle_band", "corner_logo")
 
 
@@ -63,9 +60,9 @@ def score_schema(cfg: ScoreConfig, embed_dim: int | None) -> pa.Schema:
         names += ["content_box", "border_fraction"]
     if cfg.quality.enabled:
         names += [f.name for f in fields(QualityScores)]
-    if _signature_wanted(cfg):
+    if signature_wanted(cfg):
         names.append("frame_signature")
-    if _runs_clip(cfg):
+    if runs_image_tower(cfg):
         if cfg.embedding.enabled:
             names.append("clip_embedding")
         if cfg.aesthetic.enabled:
@@ -83,67 +80,17 @@ def _describes(cfg: ScoreConfig) -> bool:
     return cfg.camera.enabled or cfg.ocr.enabled
 
 
-def _runs_clip(cfg: ScoreConfig) -> bool:
-    return cfg.aesthetic.enabled or cfg.embedding.enabled
-
-
-# ---- CPU stage -----------------------------------------------------------------------------------
+# ---- CPU stage (curate/measure.py) as Ray tasks ----------------------------------------------------
 def decode_and_measure(
-    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: ScoreConfig, clip_size: int
+    batch: dict[str, np.ndarray], store_root: str, version: int, cfg: ScoreConfig, tower_size: int
 ) -> dict[str, Any]:
-    """Decode each clip once; compute the CPU scores and the model inputs. A bad clip gets score_error.
+    """curate.measure on a batch of clips, on the CPUs the task was given. A bad clip gets score_error.
 
     The batch's blobs are read by row id at the listed version: O(batch), whatever the table's size."""
     use_cpus(cfg.decode_num_cpus)
     ids = [str(c) for c in batch["clip_id"]]
     blobs = dict(zip(ids, ClipReader.at(store_root, version).blobs(batch[ROW_ID]), strict=True))
-    motion = MotionScorer(cfg.motion, cfg.camera) if cfg.motion.enabled else None
-    quality = QualityScorer(cfg.quality) if cfg.quality.enabled else None
-    rows: list[dict[str, Any]] = []
-    for clip_id in ids:
-        row: dict[str, Any] = {
-            "clip_id": clip_id,
-            "score_error": None,
-            "frames_sampled": 0,
-            "content_hash": None,
-        }
-        try:
-            data = blobs.get(clip_id)
-            if not data:
-                raise FrameDecodeError("clip bytes missing from the store")
-            frames = decode_clip(
-                data,
-                cfg.frames,
-                motion_width=cfg.motion.width
-                if cfg.motion.enabled and cfg.motion.method != "codec_mvs"
-                else 0,
-                motion_run_length=cfg.motion.run_length,
-                motion_points=cfg.motion.points,
-                codec_motion_vectors=cfg.motion.enabled and cfg.motion.method == "codec_mvs",
-            )
-            row["frames_sampled"] = int(frames.frames.shape[0])
-            row["content_hash"] = frames.content_hash()
-            if motion is not None:
-                motion_scores, camera_scores = motion.measure(frames)
-                row.update(vars(motion_scores))
-                if camera_scores is not None:
-                    row.update(vars(camera_scores))
-            if cfg.borders.enabled:
-                box = content_box(frames.frames, cfg.borders)
-                row["content_box"] = np.array([box.x, box.y, box.w, box.h], dtype=np.float64)
-                row["border_fraction"] = box.border_fraction
-            if quality is not None:
-                row.update(vars(quality(frames.frames)))
-            if "frame_signature" in _signature_wanted(cfg):
-                row["frame_signature"] = frame_signature(frames.frames)
-            row["clip_pixels"] = clip_input(frames.frames, clip_size) if _runs_clip(cfg) else None
-            row["ocr_frames"] = (
-                ocr_input(frames.frames, cfg.ocr.frames, cfg.ocr.max_side) if cfg.ocr.enabled else None
-            )
-        except (FrameDecodeError, ValueError) as err:
-            row["score_error"] = f"{type(err).__name__}: {err}"
-        rows.append(row)
-    columns = _columns(rows, cfg, clip_size)
+    columns = measure_clips(ids, blobs, cfg, tower_size)
     columns[ROW_ID] = np.asarray(batch[ROW_ID], dtype=np.uint64)
     # Where the batch ran: the summary counts clips per node (how well a cluster was used).
     columns["node_id"] = np.array([_node_id()] * len(ids), dtype=object)
@@ -156,68 +103,7 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
-def _signature_wanted(cfg: ScoreConfig) -> set[str]:
-    return {"frame_signature"} if cfg.dedup.enabled and cfg.dedup.signature == "frame_signature" else set()
-
-
-def _columns(rows: list[dict[str, Any]], cfg: ScoreConfig, clip_size: int) -> dict[str, Any]:
-    """Rows -> a Ray batch. Failed clips get NaN/False placeholders plus empty model inputs."""
-    n = len(rows)
-    out: dict[str, Any] = {
-        "clip_id": np.array([r["clip_id"] for r in rows], dtype=object),
-        "score_error": np.array([r["score_error"] or "" for r in rows], dtype=object),
-        "frames_sampled": np.array([r["frames_sampled"] for r in rows], dtype=np.int32),
-        "content_hash": np.array([r["content_hash"] or "" for r in rows], dtype=object),
-    }
-    measured = {}
-    if cfg.motion.enabled:
-        measured.update(_types(MotionScores))
-    if cfg.camera.enabled:
-        measured.update(_types(CameraScores))
-    if cfg.quality.enabled:
-        measured.update(_types(QualityScores))
-    for name, typ in measured.items():
-        if typ == pa.string():
-            # "" for a missing text: a batch whose texts are all None would reach the driver typed as
-            # float by Ray's Arrow conversion and clash with the batches that have text.
-            out[name] = np.array([r.get(name) or "" for r in rows], dtype=object)
-        elif typ == pa.bool_():
-            out[name] = np.array([bool(r.get(name, False)) for r in rows])
-        else:
-            out[name] = np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)
-    if cfg.borders.enabled:
-        # x, y, w, h as a float row (NaN: not measured) through Ray; a struct in the table.
-        out["content_box"] = (
-            np.stack([r.get("content_box", np.full(4, np.nan)) for r in rows]) if n else np.zeros((0, 4))
-        )
-        out["border_fraction"] = np.array([r.get("border_fraction", np.nan) for r in rows], dtype=np.float64)
-    if _signature_wanted(cfg):
-        out["frame_signature"] = (
-            np.stack([r.get("frame_signature", np.full(SIGNATURE_SIZE, np.nan, np.float32)) for r in rows])
-            if n
-            else np.zeros((0, SIGNATURE_SIZE), np.float32)
-        )
-    if _runs_clip(cfg):
-        out["clip_pixels"] = [
-            r.get("clip_pixels")
-            if r.get("clip_pixels") is not None
-            else np.zeros((0, clip_size, clip_size, 3), np.uint8)
-            for r in rows
-        ]
-    if cfg.ocr.enabled:
-        out["ocr_frames"] = [
-            r.get("ocr_frames") if r.get("ocr_frames") is not None else np.zeros((0, 1, 1, 3), np.uint8)
-            for r in rows
-        ]
-    return out
-
-
 # ---- driver side -----------------------------------------------------------------------------------
-def _types(scores: type[MotionScores] | type[CameraScores] | type[QualityScores]) -> dict[str, pa.DataType]:
-    """The contract's type of each field of a scorer's result dataclass."""
-    return {f.name: contract.COLUMNS[contract.CLIPS][f.name].type for f in fields(scores)}
-
-
 def to_staged_table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
     """A finished Ray batch as a typed Arrow table: NaN scores of failed clips become nulls; the scores
     in words (curate/describe.py) are added from the table's own scores when the schema has them."""
@@ -291,22 +177,22 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
         }
     if cfg.quality.enabled:
         records["quality"] = {"measures": sorted(f.name for f in fields(QualityScores)), "placeholder": False}
-    if _runs_clip(cfg):
-        from curate.embed import has_weights
+    if runs_image_tower(cfg):
+        from curate.image_tower import has_weights
 
-        clip_placeholder = not has_weights(cfg.clip)
-        records["clip"] = {
+        tower_placeholder = not has_weights(cfg.image_tower)
+        records["image_tower"] = {
             "library": "open_clip",
-            "model": cfg.clip.resolved_model(),
-            "checkpoint": cfg.clip.checkpoint,
-            "placeholder": clip_placeholder,
+            "model": cfg.image_tower.resolved_model(),
+            "checkpoint": cfg.image_tower.checkpoint,
+            "placeholder": tower_placeholder,
             "columns": ["clip_embedding"] if cfg.embedding.enabled else [],
         }
         if cfg.aesthetic.enabled:
             records["aesthetic"] = {
                 "layout": "laion-improved-aesthetic-predictor",
                 "head_checkpoint": cfg.aesthetic.head_checkpoint,
-                "placeholder": clip_placeholder or cfg.aesthetic.head_checkpoint is None,
+                "placeholder": tower_placeholder or cfg.aesthetic.head_checkpoint is None,
                 "columns": ["aesthetic_mean", "aesthetic_min"],
             }
     if cfg.ocr.enabled:
@@ -354,7 +240,7 @@ class ScoreSummary:
         return out
 
 
-def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int):
+def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, tower_size: int):
     """The Ray Data chain of the module docstring (resources from the config)."""
     import ray
 
@@ -369,21 +255,21 @@ def build_dataset(store: Store, cfg: ScoreConfig, work: WorkList, clip_size: int
             "store_root": str(store.root),
             "version": work.version,
             "cfg": cfg,
-            "clip_size": clip_size,
+            "tower_size": tower_size,
         },
         compute=task_pool(cfg.decode_concurrency, blocks),
     )
-    if _runs_clip(cfg):
-        from curate.embed import ClipStage
+    if runs_image_tower(cfg):
+        from curate.image_tower import ImageTowerStage
 
         ds = ds.map_batches(
-            ClipStage,
+            ImageTowerStage,
             fn_constructor_args=(cfg,),
             batch_format="numpy",
-            batch_size=cfg.clip.batch_size,
-            compute=actor_pool(cfg.clip.concurrency, blocks),
-            num_cpus=cfg.clip.num_cpus,
-            num_gpus=cfg.clip.num_gpus,
+            batch_size=cfg.image_tower.batch_size,
+            compute=actor_pool(cfg.image_tower.concurrency, blocks),
+            num_cpus=cfg.image_tower.num_cpus,
+            num_gpus=cfg.image_tower.num_gpus,
         )
     if cfg.ocr.enabled:
         from curate.ocr import TextAreaStage
@@ -420,14 +306,14 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
     todo = store.work_list(filter=lacking, exclude=staging)
     summary.total_clips = clips.count_rows()
     summary.skipped_done = summary.total_clips - len(todo)
-    clip_size = _tower_input_size(cfg) if _runs_clip(cfg) else 0
-    embed_dim = _embed_dim(cfg) if _runs_clip(cfg) else None
+    tower_size = _tower_input_size(cfg) if runs_image_tower(cfg) else 0
+    embed_dim = _embed_dim(cfg) if runs_image_tower(cfg) else None
     schema = score_schema(cfg, embed_dim)
     if len(todo):
         # Before Ray Data would start a default Ray (ignoring ray.address/num_cpus/temp_dir); refuses
         # what the cluster could never schedule.
         start_job(config, "score")
-        ds = build_dataset(store, cfg, todo, clip_size)
+        ds = build_dataset(store, cfg, todo, tower_size)
         bar = tqdm(total=len(todo), desc="score", unit="clip", disable=not progress)
         for batch in ds.iter_batches(batch_size=cfg.commit_every, batch_format="numpy"):
             summary.clips_per_node.update(str(n) for n in batch["node_id"])
@@ -445,7 +331,9 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
         k for k, v in models.items() if isinstance(v, dict) and v.get("placeholder")
     )
     if cfg.dedup.enabled:
-        summary.duplicates = run_dedup(store, cfg.dedup, clip_placeholder="clip" in summary.placeholders)
+        summary.duplicates = run_dedup(
+            store, cfg.dedup, tower_placeholder="image_tower" in summary.placeholders
+        )
     mark_placeholders(store)  # in the Arrow schema too, for readers that never see the stage records
     summary.seconds = time.perf_counter() - started
     return summary
@@ -454,12 +342,12 @@ def run_score(config: PipelineConfig, *, recompute: bool = False, progress: bool
 def refuse_missing_weights(cfg: ScoreConfig) -> None:
     """Fail on the driver, with the scorers' own messages (MissingWeightsError, FileNotFoundError),
     before any Ray work starts."""
-    if not _runs_clip(cfg) or cfg.clip.allow_random_weights:
+    if not runs_image_tower(cfg) or cfg.image_tower.allow_random_weights:
         return
-    from curate.embed import ClipImageTower, has_weights
+    from curate.image_tower import ImageTower, has_weights
 
-    if not has_weights(cfg.clip):
-        ClipImageTower(cfg.clip)
+    if not has_weights(cfg.image_tower):
+        ImageTower(cfg.image_tower)
     if cfg.aesthetic.enabled and cfg.aesthetic.head_checkpoint is None:
         from curate.aesthetic import load_head
 
@@ -467,12 +355,12 @@ def refuse_missing_weights(cfg: ScoreConfig) -> None:
 
 
 def _tower_input_size(cfg: ScoreConfig) -> int:
-    from curate.embed import tower_input_size
+    from curate.image_tower import tower_input_size
 
-    return tower_input_size(cfg.clip)
+    return tower_input_size(cfg.image_tower)
 
 
 def _embed_dim(cfg: ScoreConfig) -> int:
     import open_clip
 
-    return int(open_clip.get_model_config(cfg.clip.resolved_model())["embed_dim"])
+    return int(open_clip.get_model_config(cfg.image_tower.resolved_model())["embed_dim"])

@@ -25,7 +25,8 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from curate.clips import Clip, clip_id
+from curate.clip_output import Clip
+from curate.clip_plan import clip_id
 from curate.config import SplitConfig
 from curate.probe import content_id, path_id, reason_of
 from curate.split_file import VideoSplit

@@ -92,8 +92,10 @@ def test_score_job_writes_the_content_box(tmp_store):
 
 @pytest.mark.parametrize("crop", [True, False])
 def test_split_crops_clips_to_the_picture(tmp_path, crop):
-    from curate.clips import Clip, extract_clips, plan_clips
+    from curate.clip_output import Clip
+    from curate.clip_plan import plan_clips
     from curate.config import ExtractConfig, SplitConfig
+    from curate.extract import extract_clips
     from curate.probe import probe_file
     from curate.scenes import scan_file
 

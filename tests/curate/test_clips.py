@@ -13,16 +13,10 @@ import av
 import numpy as np
 import pytest
 
-from curate.clips import (
-    Clip,
-    clip_id,
-    extract_clips,
-    output_geometry,
-    plan_clips,
-    stride_plans,
-    verify_clip,
-)
+from curate.clip_output import Clip, output_geometry, verify_clip
+from curate.clip_plan import clip_id, plan_clips, stride_plans
 from curate.config import ClipRules, ExtractConfig, SplitConfig
+from curate.extract import extract_clips
 from curate.probe import Reason, probe_file, reason_of
 from curate.scenes import Boundary, Scan, scan_file
 from curate.split_file import VideoSplit

@@ -14,15 +14,15 @@ from score_clips import decode_all, encode_mp4, even, sample_shots
 from curate.aesthetic import AestheticHead, MissingWeightsError, load_head, score_frames
 from curate.config import (
     AestheticConfig,
-    ClipModelConfig,
     DedupConfig,
     FrameSamplingConfig,
+    ImageTowerConfig,
     MotionConfig,
     QualityConfig,
 )
 from curate.dedup import find_duplicates, frame_signature
-from curate.embed import ClipImageTower
-from curate.frames import FrameDecodeError, clip_input, decode_clip, spread_indices
+from curate.frames import FrameDecodeError, decode_clip, spread_indices, tower_input
+from curate.image_tower import ImageTower
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 
@@ -153,7 +153,7 @@ def test_dedup_clusters_scale_and_stay_deterministic():
 
 
 # ---- tiny models built here: never downloaded --------------------------------------------------
-TINY_CLIP = {
+TINY_TOWER = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
@@ -161,15 +161,15 @@ TINY_CLIP = {
 
 
 @pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
+def tiny_tower_dir(tmp_path_factory):
     """A hub-layout open_clip folder (config + safetensors weights) with a tiny random model."""
     import open_clip
     from safetensors.torch import save_file
 
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    folder = tmp_path_factory.mktemp("tiny_tower")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_TOWER, "preprocess_cfg": {}}))
     torch.manual_seed(1)
-    model = open_clip.CLIP(**TINY_CLIP)
+    model = open_clip.CLIP(**TINY_TOWER)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(folder / "open_clip_model.safetensors"),
@@ -177,30 +177,30 @@ def tiny_clip_dir(tmp_path_factory):
     return folder
 
 
-def test_tiny_clip_tower_loads_weights_and_is_deterministic_across_batches(tiny_clip_dir):
-    cfg = ClipModelConfig(model=f"local-dir:{tiny_clip_dir}")
-    tower = ClipImageTower(cfg)
+def test_tiny_image_tower_loads_weights_and_is_deterministic_across_batches(tiny_tower_dir):
+    cfg = ImageTowerConfig(model=f"local-dir:{tiny_tower_dir}")
+    tower = ImageTower(cfg)
     assert not tower.placeholder and tower.embed_dim == 32 and tower.image_size == 32
     photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
-    pixels = np.concatenate([clip_input(p[None], 32) for p in photos])
+    pixels = np.concatenate([tower_input(p[None], 32) for p in photos])
     together = tower.embed(pixels)
     one_by_one = np.concatenate([tower.embed(pixels[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
-    again = ClipImageTower(cfg).embed(pixels)
+    again = ImageTower(cfg).embed(pixels)
     np.testing.assert_allclose(together, again, atol=1e-6)  # weights came from the file, not the seed
     assert not np.allclose(together[0], together[1])
 
 
 def test_clip_without_weights_refuses_unless_random_allowed(tmp_path):
     with pytest.raises(MissingWeightsError, match="allow_random_weights"):
-        ClipImageTower(ClipModelConfig(model="ViT-B-32"))
+        ImageTower(ImageTowerConfig(model="ViT-B-32"))
     folder = tmp_path / "no_weights"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_TOWER}))
     with pytest.raises(MissingWeightsError):
-        ClipImageTower(ClipModelConfig(model=f"local-dir:{folder}"))
-    tower = ClipImageTower(ClipModelConfig(model=f"local-dir:{folder}", allow_random_weights=True))
+        ImageTower(ImageTowerConfig(model=f"local-dir:{folder}"))
+    tower = ImageTower(ImageTowerConfig(model=f"local-dir:{folder}", allow_random_weights=True))
     assert tower.placeholder
 
 

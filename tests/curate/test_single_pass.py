@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 import curate.single_pass as single_pass
-from curate.clips import ClipFailure, extract_clips, plan_clips
+from curate.clip_output import ClipFailure
+from curate.clip_plan import plan_clips
 from curate.config import SplitConfig
+from curate.extract import extract_clips
 from curate.probe import probe_file
 from curate.scenes import scan_file
 from curate.single_pass import SinglePass

@@ -36,7 +36,7 @@ def _config(store: Store, vae: VAEConfig, out: Path, eval_every: int):
     return parse_config(
         {
             "store": {"root": str(store.root)},
-            "score": {"clip": {"allow_random_weights": True}},
+            "score": {"image_tower": {"allow_random_weights": True}},
             "eval": {
                 "prompts": ["a rabbit in a meadow", "cars on a road"],
                 "max_frames": 9,

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from curate.config import ClipModelConfig, QualityConfig, ScoreConfig
-from curate.frames import clip_input, spread_indices
+from curate.config import ImageTowerConfig, QualityConfig, ScoreConfig
+from curate.frames import spread_indices, tower_input
 from curate.quality import QualityScorer
 from curate.vbench import (
     DIMENSIONS,
@@ -46,9 +46,9 @@ def clips(shared_footage, sample_footage) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tower():
-    from curate.embed import ClipImageTower
+    from curate.image_tower import ImageTower
 
-    return ClipImageTower(ClipModelConfig(allow_random_weights=True))
+    return ImageTower(ImageTowerConfig(allow_random_weights=True))
 
 
 def _shuffled(frames: np.ndarray) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_shuffled_frames_lower_subject_consistency(clips, tower, name):
 
     def consistency(frames: np.ndarray) -> float:
         picked = frames[spread_indices(len(frames), CFG.tower_frames)]
-        return feature_consistency(tower.embed(clip_input(picked, tower.image_size)))
+        return feature_consistency(tower.embed(tower_input(picked, tower.image_size)))
 
     assert consistency(_shuffled(clips[name])) < consistency(clips[name])
 
@@ -122,11 +122,11 @@ def test_letterbox_keeps_the_whole_frame():
     frame = np.zeros((1, 90, 160, 3), np.uint8)
     frame[:, :, :8] = 255  # a white bar at the left edge, which a centre crop cuts away
     assert letterbox(frame, 64)[0, :, :4].max() == 255
-    assert clip_input(frame, 64)[0, :, :4].max() == 0
+    assert tower_input(frame, 64)[0, :, :4].max() == 0
 
 
 def test_scorer_gives_every_dimension(shared_footage):
-    score = ScoreConfig(clip=ClipModelConfig(allow_random_weights=True))
+    score = ScoreConfig(image_tower=ImageTowerConfig(allow_random_weights=True))
     scorer = VBenchScorer(CFG, score)
     video = read_video(shared_footage / "singleshot" / "bigbuckbunny.mp4", CFG)
     values, feature = scorer(Video(video.frames[:32], video.fps))

@@ -99,7 +99,7 @@ def run_all(cfg: PipelineConfig, footage: str, work: Path) -> dict[str, Any]:
     return {
         "split_files_per_node": dict(split.files_per_node),
         "score_clips_per_node": dict(score.clips_per_node),
-        "tower_actor_nodes": actor_nodes("ClipStage"),
+        "tower_actor_nodes": actor_nodes("ImageTowerStage"),
         "encode_actor_nodes": actor_nodes("LatentEncoder"),
         "clips": split.clips,
         "score_errors": score.errors,

@@ -150,8 +150,8 @@ CASES = [
     # without model weights
     (
         "split",
-        ["score", "--set", "score.clip.allow_random_weights=false"],
-        ["no CLIP weights", "score.clip.checkpoint"],
+        ["score", "--set", "score.image_tower.allow_random_weights=false"],
+        ["no image-tower weights", "score.image_tower.checkpoint"],
     ),
     ("caption", ["encode"], ["no video autoencoder", "reelforge train-vae"]),
     ("caption", ["train"], ["no video autoencoder", "reelforge train-vae"]),

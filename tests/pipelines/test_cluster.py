@@ -25,9 +25,9 @@ OVERRIDES = [
     "score.ocr.enabled=false",
     "score.decode_batch_size=2",
     "score.decode_num_cpus=1",
-    "score.clip.num_cpus=1",
-    "score.clip.concurrency=2",
-    "score.clip.batch_size=4",
+    "score.image_tower.num_cpus=1",
+    "score.image_tower.concurrency=2",
+    "score.image_tower.batch_size=4",
     "encode.concurrency=2",
     "encode.num_cpus=0.75",
     "encode.batch_size=4",
@@ -101,8 +101,10 @@ def test_a_node_removed_mid_job_leaves_every_clip_scored_once(tmp_path, sample_f
     (Ray retries the lost tasks, restarts the lost actor there) or fails; a re-run scores what is missing.
     Either way every clip ends with one score row, and nothing is scored twice."""
     # One 0.5-CPU tower actor per node, decode fused into it: the node left can hold the restarted one.
-    overrides = [o for o in OVERRIDES if not o.startswith(("score.clip.num_cpus", "score.decode_num_cpus"))]
-    overrides += ["score.clip.num_cpus=0.5", "score.decode_num_cpus=0.5", "score.commit_every=2"]
+    overrides = [
+        o for o in OVERRIDES if not o.startswith(("score.image_tower.num_cpus", "score.decode_num_cpus"))
+    ]
+    overrides += ["score.image_tower.num_cpus=0.5", "score.decode_num_cpus=0.5", "score.commit_every=2"]
     result = drive("node-loss", tmp_path / "store", sample_footage, tmp_path / "work", overrides)
     assert result["removed_mid_job"], result
     if "failed" in result["first_run"]:  # the re-run scores exactly what the first run did not stage

@@ -27,6 +27,16 @@ def test_unknown_section_is_an_error():
         parse_config({"scoring": {}})
 
 
+def test_a_renamed_key_names_its_new_name(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"score": {"clip": {"allow_random_weights": True}}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).splitlines()[1:] == ["  score.clip was renamed score.image_tower"]
+    with pytest.raises(ConfigError, match=r"score.clip was renamed score.image_tower"):
+        load_config("demo", ["score.clip.num_cpus=1"])
+
+
 def test_wrong_type_names_the_key_and_the_value():
     with pytest.raises(ConfigError, match=r"ray.num_cpus: .*got 'lots'"):
         parse_config({"ray": {"num_cpus": "lots"}})

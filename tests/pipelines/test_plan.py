@@ -16,7 +16,7 @@ LAPTOP, GPU_1X8, GPU_4X8, CPU_4X32 = (
     SPECS / f"{n}.yaml" for n in ("laptop-2core", "gpu-1x8", "gpu-4x8", "cpu-4x32")
 )
 # The whole-CPU actors that hung the score job on 2 cores: nothing is left for the decode tasks.
-WHOLE_CPU_ACTORS = ["score.clip.num_cpus=1", "score.ocr.num_cpus=1"]
+WHOLE_CPU_ACTORS = ["score.image_tower.num_cpus=1", "score.ocr.num_cpus=1"]
 
 
 def problems(config, spec) -> dict[str, list[str]]:
@@ -85,14 +85,14 @@ def test_more_gpus_than_any_node_has_is_refused():
 def test_a_cluster_without_gpus_refuses_the_gpu_stages_only():
     found = problems(load_config("cluster"), CPU_4X32)
     assert not found["split"] and not found["encode"]
-    assert "one image tower (score.clip) needs 1 GPU and no node has more than 0" in found["score"][0]
+    assert "one image tower (score.image_tower) needs 1 GPU and no node has more than 0" in found["score"][0]
     assert "needs 1 GPU and no node has more than 0" in found["caption"][0]
     # the same pipeline on CPUs fits
     cpu = load_config(
         "cluster",
         [
-            "score.clip.device=cpu",
-            "score.clip.num_gpus=0",
+            "score.image_tower.device=cpu",
+            "score.image_tower.num_gpus=0",
             "score.ocr.device=cpu",
             "score.ocr.num_gpus=0",
             "caption.vllm.device=CPU",
@@ -110,8 +110,10 @@ def test_a_cuda_model_without_a_gpu_reservation_is_refused():
 
 
 def test_more_actors_than_fit_at_once_are_refused():
-    found = problems(load_config("demo", ["score.clip.concurrency=3", "score.clip.num_cpus=1"]), LAPTOP)
-    assert "3 x image tower (score.clip: 1 CPU each) do not fit at once" in found["score"][0]
+    found = problems(
+        load_config("demo", ["score.image_tower.concurrency=3", "score.image_tower.num_cpus=1"]), LAPTOP
+    )
+    assert "3 x image tower (score.image_tower: 1 CPU each) do not fit at once" in found["score"][0]
 
 
 def test_task_concurrency_is_resolved_beside_the_actors():
@@ -128,7 +130,7 @@ def test_task_concurrency_is_resolved_beside_the_actors():
 def test_fusion_follows_ray_data_rules():
     ops = {o.name: o for o in stage_operators(load_config("demo", ["score.decode_concurrency=3"]), "score")}
     assert ops["decode+measure"].fused_into == ""  # a task cap other than the pool size: not fused
-    ops = {o.name: o for o in stage_operators(load_config("demo", ["score.clip.num_cpus=1"]), "score")}
+    ops = {o.name: o for o in stage_operators(load_config("demo", ["score.image_tower.num_cpus=1"]), "score")}
     assert ops["decode+measure"].fused_into == ""  # different CPUs: not fused
 
 

@@ -52,7 +52,7 @@ def test_placeholder_columns_follow_the_model_records():
             "models": {
                 "motion": {"placeholder": False},
                 "aesthetic": {"placeholder": True, "columns": ["aesthetic_mean"]},
-                "clip": {"placeholder": True, "columns": ["clip_embedding"]},
+                "image_tower": {"placeholder": True, "columns": ["clip_embedding"]},
             },
         },
         "dedup": {
@@ -63,7 +63,7 @@ def test_placeholder_columns_follow_the_model_records():
     }
     assert placeholder_columns(records) == {
         "aesthetic_mean": "score/aesthetic",
-        "clip_embedding": "score/clip",
+        "clip_embedding": "score/image_tower",
         "duplicate_of": "dedup",
         "caption": "caption/vlm",
         "caption_model": "caption/vlm",

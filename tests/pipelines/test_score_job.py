@@ -15,7 +15,7 @@ from pipelines.jobs.score import run_score
 from pipelines.report.scores_text import render
 from store import ColumnStaging
 
-TINY_CLIP = {
+TINY_TOWER = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
@@ -27,13 +27,13 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     import open_clip
     from safetensors.torch import save_file
 
-    clip_dir = tmp_path / "tiny_clip"
-    clip_dir.mkdir()
-    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
+    tower_dir = tmp_path / "tiny_tower"
+    tower_dir.mkdir()
+    (tower_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_TOWER}))
     torch.manual_seed(0)
     save_file(
-        {k: v.contiguous() for k, v in open_clip.CLIP(**TINY_CLIP).state_dict().items()},
-        str(clip_dir / "open_clip_model.safetensors"),
+        {k: v.contiguous() for k, v in open_clip.CLIP(**TINY_TOWER).state_dict().items()},
+        str(tower_dir / "open_clip_model.safetensors"),
     )
     shots = sample_shots(sample_footage, "cuts.mp4")
     clips = {f"v:{name}": encode_mp4(frames) for name, frames in shots.items()}
@@ -44,7 +44,7 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
         {
             "store": {"root": str(tmp_store.root)},
             "score": {
-                "clip": {"model": f"local-dir:{clip_dir}", "allow_random_weights": True},
+                "image_tower": {"model": f"local-dir:{tower_dir}", "allow_random_weights": True},
                 "ocr": {"enabled": False},
                 "dedup": {"signature": "frame_signature", "threshold": 0.9},
                 "commit_every": 2,
@@ -55,7 +55,9 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     strict = cfg.model_copy(
         update={
             "score": cfg.score.model_copy(
-                update={"clip": cfg.score.clip.model_copy(update={"allow_random_weights": False})}
+                update={
+                    "image_tower": cfg.score.image_tower.model_copy(update={"allow_random_weights": False})
+                }
             )
         }
     )
@@ -64,7 +66,7 @@ def test_score_job_resumes_dedups_filters_and_reports(ray_session, sample_footag
     first = run_score(cfg, progress=False)
     assert first.scored == len(clips) and first.errors == 1 and first.duplicates == 1
     assert (
-        "aesthetic" in first.placeholders and "clip" not in first.placeholders
+        "aesthetic" in first.placeholders and "image_tower" not in first.placeholders
     )  # trained tower, random head
     table = tmp_store.read_clips(
         columns=[

@@ -89,7 +89,7 @@ def test_after_score_and_after_filter(copy_of, capsys):
     scored = status(capsys, copy_of("score"))
     score = scored["stages"]["score"]
     assert score["ran"] and score["clips"] == N and score["failed"] == 0
-    assert "clip_embedding" in score["columns"] and score["placeholders"] == ["aesthetic", "clip"]
+    assert "clip_embedding" in score["columns"] and score["placeholders"] == ["aesthetic", "image_tower"]
     assert scored["next"].startswith("reelforge filter")
 
     filtered = status(capsys, copy_of("filter"))
@@ -109,7 +109,7 @@ def test_captioned_store_text(copy_of, capsys):
     assert main(["status", *options(folder)]) == 0
     text = capsys.readouterr().out
     assert "videos: 2 (1 ok, 1 failed: 1 x not a video)" in text
-    assert "vlm=synthetic PLACEHOLDER" in text and "clip PLACEHOLDER" in text
+    assert "vlm=synthetic PLACEHOLDER" in text and "image_tower PLACEHOLDER" in text
     assert text.splitlines()[-1].startswith("next: reelforge train-vae --root ")
 
 

@@ -1,6 +1,7 @@
-"""The model stages on CUDA (`pytest -m gpu`): score's CLIP and OCR actors, encode, a few bf16 train steps,
-sample. Each test skips, with the reason, where this process sees no CUDA device. Captioning on a GPU
-runs in the CUDA vLLM environment: tests/caption/test_vllm.py::test_in_process_vllm_engine_on_a_gpu."""
+"""The model stages on CUDA (`pytest -m gpu`): score's image-tower and OCR actors, encode, a few bf16
+train steps, sample. Each test skips, with the reason, where this process sees no CUDA device.
+Captioning on a GPU runs in the CUDA vLLM environment:
+tests/caption/test_vllm.py::test_in_process_vllm_engine_on_a_gpu."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ pytestmark = [
     ),
 ]
 BUCKET = Bucket(height=32, width=32, frames=9)
-TINY_CLIP = {
+TINY_TOWER = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
@@ -62,19 +63,19 @@ def test_cuda_placement_is_bf16_with_tf32_and_device_noise():
         ).dtype == (torch.bfloat16)
 
 
-def test_score_runs_clip_and_ocr_actors_on_the_gpu(ray_session, sample_footage, tmp_store, tmp_path):
+def test_score_runs_image_tower_and_ocr_actors_on_the_gpu(ray_session, sample_footage, tmp_store, tmp_path):
     import open_clip
     from safetensors.torch import save_file
 
     if ray_session.cluster_resources().get("GPU", 0) < 1:
         pytest.skip("the test session's Ray sees no GPU")
-    clip_dir = tmp_path / "tiny_clip"
-    clip_dir.mkdir()
-    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
+    tower_dir = tmp_path / "tiny_tower"
+    tower_dir.mkdir()
+    (tower_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_TOWER}))
     torch.manual_seed(0)
     save_file(
-        {k: v.contiguous() for k, v in open_clip.CLIP(**TINY_CLIP).state_dict().items()},
-        str(clip_dir / "open_clip_model.safetensors"),
+        {k: v.contiguous() for k, v in open_clip.CLIP(**TINY_TOWER).state_dict().items()},
+        str(tower_dir / "open_clip_model.safetensors"),
     )
     shots = sample_shots(sample_footage, "cuts.mp4")
     store_with(tmp_store, {f"v:{name}": encode_mp4(frames) for name, frames in shots.items()})
@@ -83,7 +84,7 @@ def test_score_runs_clip_and_ocr_actors_on_the_gpu(ray_session, sample_footage, 
         {
             "store": {"root": str(tmp_store.root)},
             "score": {
-                "clip": {"model": f"local-dir:{clip_dir}", "allow_random_weights": True, **gpu},
+                "image_tower": {"model": f"local-dir:{tower_dir}", "allow_random_weights": True, **gpu},
                 "ocr": gpu,
                 "dedup": {"signature": "frame_signature"},
             },

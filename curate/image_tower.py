@@ -1,10 +1,10 @@
-"""CLIP image embeddings (open_clip) and the model stage that also applies the aesthetic head.
+"""The image tower: open_clip's CLIP image encoder, and the model stage that also applies the aesthetic head.
 
 The image tower is built by open_clip from a built-in architecture name plus a checkpoint file or
 pretrained tag, from "local-dir:FOLDER" (open_clip_config.json + weights, the hub layout), or from
 "hf-hub:org/repo". Only the image tower is kept. Pixels arrive already resized and centre-cropped
-to the tower's input size (curate.frames.clip_input(), run in the CPU decode tasks), so the model stage only
-normalises and runs the network.
+to the tower's input size (curate.frames.tower_input(), run in the CPU decode tasks), so the model
+stage only normalises and runs the network.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import open_clip
 import torch
 
 from curate.aesthetic import MissingWeightsError, load_head, score_frames
-from curate.config import ClipModelConfig, ScoreConfig
+from curate.config import ImageTowerConfig, ScoreConfig
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
-def _has_weights(cfg: ClipModelConfig, name: str) -> bool:
+def _has_weights(cfg: ImageTowerConfig, name: str) -> bool:
     if name.startswith("local-dir:"):
         folder = Path(name.removeprefix("local-dir:"))
         return any(p.suffix in _WEIGHT_SUFFIXES for p in folder.glob("*"))
@@ -31,17 +31,18 @@ def _has_weights(cfg: ClipModelConfig, name: str) -> bool:
     return cfg.checkpoint is not None
 
 
-class ClipImageTower:
-    def __init__(self, cfg: ClipModelConfig) -> None:
+class ImageTower:
+    def __init__(self, cfg: ImageTowerConfig) -> None:
         self.cfg = cfg
         name = cfg.resolved_model()
         self.placeholder = not _has_weights(cfg, name)
         if self.placeholder and not cfg.allow_random_weights:
             raise MissingWeightsError(
-                f"no CLIP weights for '{name}': set score.clip.checkpoint to a local checkpoint file (or an "
-                "open_clip pretrained tag such as 'laion2b_s34b_b79k', which downloads), or point "
-                "score.clip.model at local-dir:FOLDER holding open_clip_config.json and the weights; "
-                "set score.clip.allow_random_weights=true only for placeholder scores (demo, tests)"
+                f"no image-tower weights for '{name}': set score.image_tower.checkpoint to a local "
+                "checkpoint file (or an open_clip pretrained tag such as 'laion2b_s34b_b79k', which "
+                "downloads), or point "
+                "score.image_tower.model at local-dir:FOLDER holding open_clip_config.json and the weights; "
+                "set score.image_tower.allow_random_weights=true only for placeholder scores (demo, tests)"
             )
         builtin = not name.startswith(("local-dir:", "hf-hub:"))
         if (
@@ -50,7 +51,7 @@ class ClipImageTower:
             and not Path(cfg.checkpoint).is_file()
             and "/" in cfg.checkpoint
         ):
-            raise FileNotFoundError(f"CLIP checkpoint not found: {cfg.checkpoint}")
+            raise FileNotFoundError(f"image-tower checkpoint not found: {cfg.checkpoint}")
         rng = torch.random.get_rng_state()
         torch.manual_seed(cfg.seed)
         model = open_clip.create_model(
@@ -74,7 +75,7 @@ class ClipImageTower:
         self.name = name
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, S, S, 3) uint8 from clip_input() -> (n, D) float32 L2-normalised embeddings."""
+        """(n, S, S, 3) uint8 from tower_input() -> (n, D) float32 L2-normalised embeddings."""
         if pixels.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         if pixels.shape[1:] != (self.image_size, self.image_size, 3):
@@ -99,8 +100,8 @@ class ClipImageTower:
         }
 
 
-class ClipStage:
-    """Model stage: batch["clip_pixels"][i] (n_i, S, S, 3) -> clip_embedding, aesthetic_mean/min.
+class ImageTowerStage:
+    """Model stage: batch["tower_pixels"][i] (n_i, S, S, 3) -> clip_embedding, aesthetic_mean/min.
 
     One forward pass over all frames of the batch; per-clip results are split back out. A clip with
     no frames (its decode failed) gets nulls.
@@ -108,21 +109,21 @@ class ClipStage:
 
     def __init__(self, cfg: ScoreConfig) -> None:
         self.cfg = cfg
-        self.tower = ClipImageTower(cfg.clip)
+        self.tower = ImageTower(cfg.image_tower)
         self.head = None
         self.head_placeholder = False
         if cfg.aesthetic.enabled:
             self.head, self.head_placeholder = load_head(
                 cfg.aesthetic,
                 self.tower.embed_dim,
-                allow_random=cfg.clip.allow_random_weights,
-                seed=cfg.clip.seed,
+                allow_random=cfg.image_tower.allow_random_weights,
+                seed=cfg.image_tower.seed,
             )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         per_clip = [
             np.asarray(p, dtype=np.uint8).reshape(-1, self.tower.image_size, self.tower.image_size, 3)
-            for p in batch["clip_pixels"]
+            for p in batch["tower_pixels"]
         ]
         counts = [p.shape[0] for p in per_clip]
         all_pixels = np.concatenate(per_clip) if sum(counts) else np.zeros((0, 1, 1, 3), np.uint8)
@@ -145,7 +146,7 @@ class ClipStage:
                 a_mean[i] = frame_scores[start : start + n].mean()
                 a_min[i] = frame_scores[start : start + n].min()
             start += n
-        out = {k: v for k, v in batch.items() if k != "clip_pixels"}
+        out = {k: v for k, v in batch.items() if k != "tower_pixels"}
         if self.cfg.embedding.enabled:
             out["clip_embedding"] = clip_embeddings
         if self.head is not None:
@@ -154,7 +155,7 @@ class ClipStage:
         return out
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"clip": self.tower.describe()}
+        info: dict[str, Any] = {"image_tower": self.tower.describe()}
         if self.head is not None:
             info["aesthetic_head"] = {
                 "layout": "laion-improved-aesthetic-predictor",
@@ -165,12 +166,12 @@ class ClipStage:
         return info
 
 
-def has_weights(cfg: ClipModelConfig) -> bool:
+def has_weights(cfg: ImageTowerConfig) -> bool:
     """Whether the configured tower loads trained weights (else it would be a random placeholder)."""
     return _has_weights(cfg, cfg.resolved_model())
 
 
-def tower_input_size(cfg: ClipModelConfig) -> int:
+def tower_input_size(cfg: ImageTowerConfig) -> int:
     """The tower's square input size, read from its open_clip config without building the model."""
     model_cfg = open_clip.get_model_config(cfg.resolved_model())
     if model_cfg is None:

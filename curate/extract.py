@@ -1,26 +1,21 @@
-"""Clip rules (shots -> planned clips) and exact clip extraction with verification.
+"""Exact clip extraction, the extraction pass of the two-pass split.
 
-A plan is a half-open range of source frames [start_frame, end_frame) in decoding order with
-the container times of its first frame and of the frame after it. `extract_clips` is the
-extraction pass of the two-pass split (stride mode, stream copy; curate.single_pass cuts on the
-detection pass otherwise): it decodes the file once more, streams the frames of each planned clip into its own H.264 encoder (size, frame
-rate and display rotation from the config) and closes the clip as soon as its last frame has
-passed, so memory holds one clip's encoded bytes, never the video. Each clip's container is then
-read back (packets, no decoding: `verify_clip` says what that proves) and its frame count and
-duration compared with the plan; a mismatch is a failure with the numbers in its message, never a
-silently wrong clip.
+`extract_clips` is that pass (stride mode, stream copy; curate.single_pass cuts on the detection
+pass otherwise): it decodes the file once more, streams the frames of each planned clip
+(curate.clip_plan) into its own H.264 encoder (size, frame rate and display rotation from the
+config) and closes the clip as soon as its last frame has passed, so memory holds one clip's
+encoded bytes, never the video. Each clip's container is then read back (packets, no decoding:
+`curate.clip_output.verify_clip` says what that proves) and its frame count and duration compared
+with the plan; a mismatch is a failure with the numbers in its message, never a silently wrong clip.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import io
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
-from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -28,10 +23,12 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from curate.borders import ContentBox, file_content_box
-from curate.config import BorderConfig, ClipRules, ExtractConfig
+from curate.borders import file_content_box
+from curate.clip_output import Clip, ClipFailure, OutputGeometry, output_geometry, picture, verify_clip
+from curate.clip_plan import ClipPlan
+from curate.config import BorderConfig, ExtractConfig
 from curate.probe import Reason
-from curate.scenes import Boundary, Scan
+from curate.scenes import Scan
 from media import Mp4Writer, jpeg
 from media.decode import (
     Deadline,
@@ -44,179 +41,6 @@ from media.decode import (
 
 # Seconds of slack when comparing times that went through float conversions.
 _EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    index: int
-    start_frame: int
-    end_frame: int  # exclusive
-    start_s: float
-    end_s: float  # time of the frame after the clip (or the end of the last frame)
-
-    @property
-    def num_frames(self) -> int:
-        return self.end_frame - self.start_frame
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-
-@dataclass(frozen=True)
-class Clip:
-    plan: ClipPlan
-    data: bytes  # the MP4 file
-    thumbnail: bytes  # JPEG
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    codec: str
-    stream_copied: bool
-    crop_box: ContentBox | None  # the source's picture the clip shows (split.extract.crop_borders)
-
-
-@dataclass(frozen=True)
-class ClipFailure:
-    plan: ClipPlan
-    reason: Reason
-    detail: str
-
-    @property
-    def message(self) -> str:
-        return f"clip {self.plan.index} [{self.plan.start_s:.3f}-{self.plan.end_s:.3f}s]: {self.detail}"
-
-
-def clip_id(video_id: str, start_s: float) -> str:
-    """Deterministic id: the source's content hash and the clip's start in microseconds."""
-    return f"{video_id}_{round(start_s * 1_000_000):013d}"
-
-
-# ---- clip rules -----------------------------------------------------------------------------------
-
-
-def plan_clips(scan: Scan, rules: ClipRules, boundaries: Sequence[Boundary] | None = None) -> list[ClipPlan]:
-    """Shots between boundaries -> clips: trim at boundaries, drop short shots, window long ones."""
-    n = scan.num_frames
-    if n == 0:
-        return []
-    times = [scan.seconds_of(i) for i in range(n + 1)]  # times[n] = end of the last frame
-    bounds = sorted(boundaries if boundaries is not None else scan.boundaries, key=lambda b: b.frame)
-    edges = [(0, None), *[(b.frame, b) for b in bounds if 0 < b.frame < n], (n, None)]
-    plans: list[ClipPlan] = []
-    for (a, left), (b, right) in pairwise(edges):
-        start_t = times[a] + _trim(left, rules)
-        end_t = times[b] - _trim(right, rules)
-        first = bisect.bisect_left(times, start_t - _EPS, lo=a, hi=b)
-        # The clip ends before the first frame that starts later than end_t.
-        stop = bisect.bisect_right(times, end_t + _EPS, lo=first, hi=b + 1) - 1
-        stop = min(stop, b)
-        for lo, hi in _windows(times, first, stop, rules):
-            plans.append(ClipPlan(len(plans), lo, hi, times[lo], times[hi]))
-    return plans
-
-
-def stride_plans(scan: Scan, rules: ClipRules, stride_s: float) -> list[ClipPlan]:
-    """Fixed-length windows over the whole file (no detection), then the same length rules."""
-    n = scan.num_frames
-    if n == 0:
-        return []
-    duration = scan.seconds_of(n)
-    count = max(1, math.ceil(duration / stride_s - _EPS))
-    marks = [
-        Boundary(frame=_frame_at(scan, k * stride_s), seconds=k * stride_s, kind="cut")
-        for k in range(1, count)
-    ]
-    no_trim = rules.model_copy(update={"trim_s": 0.0})
-    return plan_clips(scan, no_trim, [m for m in marks if 0 < m.frame < n])
-
-
-def _frame_at(scan: Scan, seconds: float) -> int:
-    lo, hi = 0, scan.num_frames
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if scan.seconds_of(mid) < seconds - _EPS:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def _trim(boundary: Boundary | None, rules: ClipRules) -> float:
-    if boundary is None:
-        return 0.0
-    if boundary.kind == "gradual" and rules.drop_transitions:
-        return max(rules.transition_s, rules.trim_s)
-    return rules.trim_s
-
-
-def _windows(times: Sequence[float], first: int, stop: int, rules: ClipRules) -> Iterator[tuple[int, int]]:
-    if stop <= first or times[stop] - times[first] < rules.min_length_s - _EPS:
-        return
-    if times[stop] - times[first] <= rules.max_length_s + _EPS:
-        yield first, stop
-        return
-    if rules.long_scenes == "drop":
-        return
-    lo = first
-    while lo < stop:
-        hi = bisect.bisect_right(times, times[lo] + rules.max_length_s + _EPS, lo=lo + 1, hi=stop + 1) - 1
-        hi = max(hi, lo + 1)
-        if times[hi] - times[lo] >= rules.min_length_s - _EPS:
-            yield lo, hi
-        if rules.long_scenes == "first":
-            return
-        lo = hi
-
-
-# ---- extraction -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutputGeometry:
-    """Encoder input size before rotation, and the displayed (encoded) size after it.
-
-    With a crop (split.extract.crop_borders), the whole frame is scaled to scale_width x
-    scale_height and the picture is the window of the encoder's input size at (crop_x, crop_y)."""
-
-    scale_width: int
-    scale_height: int
-    width: int
-    height: int
-    rotation: int
-    crop_x: int = 0
-    crop_y: int = 0
-    crop: ContentBox | None = None  # the source's picture cut out, in source pixels before rotation
-
-
-def output_geometry(
-    width: int, height: int, rotation: int, cfg: ExtractConfig, box: ContentBox | None = None
-) -> OutputGeometry:
-    """Output size of a source frame, or of its picture `box` (pixels before rotation) when cropping."""
-    rotation = rotation if cfg.apply_rotation else 0
-    x, y, w, h = (box.x, box.y, box.w, box.h) if box is not None else (0, 0, width, height)
-    shown_w, shown_h = (h, w) if rotation in (90, 270) else (w, h)
-    short = min(shown_w, shown_h)
-    scale = cfg.short_side / short if 0 < cfg.short_side < short else 1.0
-    out_w = max(2, round(shown_w * scale) // 2 * 2)
-    out_h = max(2, round(shown_h * scale) // 2 * 2)
-    pre_w, pre_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
-    if box is None:
-        return OutputGeometry(pre_w, pre_h, out_w, out_h, rotation)
-    full_w, full_h = max(pre_w, round(width * scale)), max(pre_h, round(height * scale))
-    crop_x = min(round(x * scale), full_w - pre_w)
-    crop_y = min(round(y * scale), full_h - pre_h)
-    return OutputGeometry(full_w, full_h, out_w, out_h, rotation, crop_x, crop_y, box)
-
-
-def picture(image: np.ndarray, g: OutputGeometry) -> np.ndarray:
-    """The encoder's input from a frame scaled to (scale_width, scale_height): the crop window when
-    cropping to the content box, else the frame itself."""
-    pre_w, pre_h = (g.height, g.width) if g.rotation in (90, 270) else (g.width, g.height)
-    if (pre_w, pre_h) == (g.scale_width, g.scale_height):
-        return image
-    return np.ascontiguousarray(image[g.crop_y : g.crop_y + pre_h, g.crop_x : g.crop_x + pre_w])
 
 
 class _ClipWriter:
@@ -513,45 +337,3 @@ def _frame_tolerance(scan: Scan, plan: ClipPlan) -> float:
         default=0.0,
     )
     return longest + 1e-3
-
-
-def verify_clip(data: bytes, expected_frames: int, expected_duration: float, tolerance_s: float) -> str:
-    """Check an encoded clip from its container index alone: '' if it holds, else what differs.
-
-    What this proves: the bytes are an MP4 that opens, its video track holds exactly
-    `expected_frames` samples (one per frame in MP4), the first is a keyframe (the clip starts
-    decodable) and their timestamps span the planned duration within `tolerance_s`. It reads
-    packets and decodes nothing, so it does not re-prove the bitstream: those packets came out of
-    libx264 in this process from exactly the frames counted in (or, stream-copied, decoded
-    without error in the same pass). The frame count and timing are what a wrong cut or a lost
-    frame would change.
-    """
-    try:
-        with open_input(data) as container:
-            stream = container.streams.video[0]
-            count = 0
-            first: int | None = None
-            end: int | None = None
-            first_is_key = False
-            for packet in container.demux(stream):
-                if not packet.size or packet.pts is None:
-                    continue
-                if count == 0:
-                    first_is_key = packet.is_keyframe
-                count += 1
-                stop = packet.pts + (packet.duration or 0)
-                first = packet.pts if first is None else min(first, packet.pts)
-                end = stop if end is None else max(end, stop)
-            time_base = stream.time_base
-    except (av.error.FFmpegError, IndexError) as err:
-        return f"the encoded clip does not open: {err}"
-    if count != expected_frames:
-        return f"encoded clip has {count} frames, plan has {expected_frames}"
-    if first is None or end is None or time_base is None:
-        return "encoded clip has no timestamps"
-    if not first_is_key:
-        return "encoded clip does not start with a keyframe"
-    duration = float((end - first) * time_base)
-    if abs(duration - expected_duration) > tolerance_s:
-        return f"encoded clip lasts {duration:.4f} s, plan {expected_duration:.4f} s"
-    return ""

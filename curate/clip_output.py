@@ -1,0 +1,130 @@
+"""What an extracted clip is, shared by the two-pass extraction (curate.extract) and the one-pass
+split (curate.single_pass, curate.stream_writer): the encoder's output geometry, the finished clip
+or its failure, and the check of its container against the plan (`verify_clip`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av.error
+import numpy as np
+
+from curate.borders import ContentBox
+from curate.clip_plan import ClipPlan
+from curate.config import ExtractConfig
+from curate.probe import Reason
+from media.decode import open_input
+
+
+@dataclass(frozen=True)
+class Clip:
+    plan: ClipPlan
+    data: bytes  # the MP4 file
+    thumbnail: bytes  # JPEG
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    stream_copied: bool
+    crop_box: ContentBox | None  # the source's picture the clip shows (split.extract.crop_borders)
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    plan: ClipPlan
+    reason: Reason
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"clip {self.plan.index} [{self.plan.start_s:.3f}-{self.plan.end_s:.3f}s]: {self.detail}"
+
+
+@dataclass(frozen=True)
+class OutputGeometry:
+    """Encoder input size before rotation, and the displayed (encoded) size after it.
+
+    With a crop (split.extract.crop_borders), the whole frame is scaled to scale_width x
+    scale_height and the picture is the window of the encoder's input size at (crop_x, crop_y)."""
+
+    scale_width: int
+    scale_height: int
+    width: int
+    height: int
+    rotation: int
+    crop_x: int = 0
+    crop_y: int = 0
+    crop: ContentBox | None = None  # the source's picture cut out, in source pixels before rotation
+
+
+def output_geometry(
+    width: int, height: int, rotation: int, cfg: ExtractConfig, box: ContentBox | None = None
+) -> OutputGeometry:
+    """Output size of a source frame, or of its picture `box` (pixels before rotation) when cropping."""
+    rotation = rotation if cfg.apply_rotation else 0
+    x, y, w, h = (box.x, box.y, box.w, box.h) if box is not None else (0, 0, width, height)
+    shown_w, shown_h = (h, w) if rotation in (90, 270) else (w, h)
+    short = min(shown_w, shown_h)
+    scale = cfg.short_side / short if 0 < cfg.short_side < short else 1.0
+    out_w = max(2, round(shown_w * scale) // 2 * 2)
+    out_h = max(2, round(shown_h * scale) // 2 * 2)
+    pre_w, pre_h = (out_h, out_w) if rotation in (90, 270) else (out_w, out_h)
+    if box is None:
+        return OutputGeometry(pre_w, pre_h, out_w, out_h, rotation)
+    full_w, full_h = max(pre_w, round(width * scale)), max(pre_h, round(height * scale))
+    crop_x = min(round(x * scale), full_w - pre_w)
+    crop_y = min(round(y * scale), full_h - pre_h)
+    return OutputGeometry(full_w, full_h, out_w, out_h, rotation, crop_x, crop_y, box)
+
+
+def picture(image: np.ndarray, g: OutputGeometry) -> np.ndarray:
+    """The encoder's input from a frame scaled to (scale_width, scale_height): the crop window when
+    cropping to the content box, else the frame itself."""
+    pre_w, pre_h = (g.height, g.width) if g.rotation in (90, 270) else (g.width, g.height)
+    if (pre_w, pre_h) == (g.scale_width, g.scale_height):
+        return image
+    return np.ascontiguousarray(image[g.crop_y : g.crop_y + pre_h, g.crop_x : g.crop_x + pre_w])
+
+
+def verify_clip(data: bytes, expected_frames: int, expected_duration: float, tolerance_s: float) -> str:
+    """Check an encoded clip from its container index alone: '' if it holds, else what differs.
+
+    What this proves: the bytes are an MP4 that opens, its video track holds exactly
+    `expected_frames` samples (one per frame in MP4), the first is a keyframe (the clip starts
+    decodable) and their timestamps span the planned duration within `tolerance_s`. It reads
+    packets and decodes nothing, so it does not re-prove the bitstream: those packets came out of
+    libx264 in this process from exactly the frames counted in (or, stream-copied, decoded
+    without error in the same pass). The frame count and timing are what a wrong cut or a lost
+    frame would change.
+    """
+    try:
+        with open_input(data) as container:
+            stream = container.streams.video[0]
+            count = 0
+            first: int | None = None
+            end: int | None = None
+            first_is_key = False
+            for packet in container.demux(stream):
+                if not packet.size or packet.pts is None:
+                    continue
+                if count == 0:
+                    first_is_key = packet.is_keyframe
+                count += 1
+                stop = packet.pts + (packet.duration or 0)
+                first = packet.pts if first is None else min(first, packet.pts)
+                end = stop if end is None else max(end, stop)
+            time_base = stream.time_base
+    except (av.error.FFmpegError, IndexError) as err:
+        return f"the encoded clip does not open: {err}"
+    if count != expected_frames:
+        return f"encoded clip has {count} frames, plan has {expected_frames}"
+    if first is None or end is None or time_base is None:
+        return "encoded clip has no timestamps"
+    if not first_is_key:
+        return "encoded clip does not start with a keyframe"
+    duration = float((end - first) * time_base)
+    if abs(duration - expected_duration) > tolerance_s:
+        return f"encoded clip lasts {duration:.4f} s, plan {expected_duration:.4f} s"
+    return ""
