@@ -487,7 +487,7 @@ def end_to_end(config: PipelineConfig, store: Store, cfg: ScoreConfig) -> dict[s
 
 
 # ---- main ----------------------------------------------------------------------------------------
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 — one benchmark read top to bottom: arguments, runs, the table
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",

@@ -181,7 +181,7 @@ def codec_work(
 
     extract = cfg.extract
     scaler = VideoReformatter()
-    starts = {start: end for start, end in plans}
+    starts = dict(plans)
     writer: Mp4Writer | None = None
     end = -1
     with open_input(path) as container:

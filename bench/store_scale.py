@@ -536,7 +536,7 @@ def print_table(result: dict[str, Any]) -> None:
     )
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 — one benchmark read top to bottom: arguments, runs, the table
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

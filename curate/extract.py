@@ -219,7 +219,7 @@ def _copyable(
     return out
 
 
-def extract_clips(
+def extract_clips(  # noqa: PLR0912 — one decode loop keeps each clip's copy/re-encode state in step
     path: str | Path,
     plans: Sequence[ClipPlan],
     scan: Scan,

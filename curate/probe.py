@@ -195,7 +195,7 @@ def _identify(path: Path, cfg: ProbeConfig, identity: tuple[str, int] | None) ->
         raise ProbeError(Reason.UNREADABLE, f"{err.strerror or err}") from None
 
 
-def _probe_media(
+def _probe_media(  # noqa: PLR0912 — one check per container field the probe refuses, in order
     path: Path, probe: Probe, cfg: ProbeConfig, deadline: Deadline, decode_sample: bool
 ) -> Probe:
     try:

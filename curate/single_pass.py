@@ -103,7 +103,7 @@ class SinglePass:
     rotation: int = 0
     second_pass: bool = False
 
-    def run(self) -> Iterator[Clip | ClipFailure]:
+    def run(self) -> Iterator[Clip | ClipFailure]:  # noqa: PLR0915 — the one decode loop every clip of the pass shares
         cfg = self.cfg
         rules = cfg.clips
         self._max_trim = max(rules.trim_s, rules.transition_s if rules.drop_transitions else 0.0)

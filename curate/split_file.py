@@ -70,7 +70,7 @@ class VideoSplit:
         except Exception as err:  # a library bug on one file must not end the job: record it
             self._fail(Reason.INTERNAL, f"{type(err).__name__}: {err}")
 
-    def _run(self, deadline: Deadline) -> Iterator[Clip]:
+    def _run(self, deadline: Deadline) -> Iterator[Clip]:  # noqa: PLR0912 — the file's stages in order, each with its own way to fail
         probe = probe_file(self.path, self.cfg.probe, deadline, self._identity, decode_sample=False)
         self.probe = probe
         if not probe.ok:

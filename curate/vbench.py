@@ -282,7 +282,7 @@ class VBenchScorer:
         out = {}
         if self.tower.placeholder:
             out.update(
-                {d: "eval/image_tower" for d in TOWER_DIMENSIONS} | {"tower_embedding": "eval/image_tower"}
+                dict.fromkeys(TOWER_DIMENSIONS, "eval/image_tower") | {"tower_embedding": "eval/image_tower"}
             )
         if self.head_placeholder:
             out.setdefault("aesthetic_quality", "eval/aesthetic_head")

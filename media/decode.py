@@ -143,7 +143,7 @@ def configure_threads(stream: av.video.stream.VideoStream, threads: int) -> None
     stream.codec_context.thread_count = threads
 
 
-def iter_frames(
+def iter_frames(  # noqa: PLR0912 — the demux/decode loop with its timestamp repairs in one place
     container: av.container.InputContainer,
     stats: DecodeStats,
     deadline: Deadline,

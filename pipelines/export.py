@@ -179,7 +179,7 @@ def _save_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
 
 
 # ---- checking a clip -------------------------------------------------------------------------------
-def clip_problem(data: bytes, num_frames: int | None, verify: str) -> str | None:
+def clip_problem(data: bytes, num_frames: int | None, verify: str) -> str | None:  # noqa: PLR0911 — one early return per way a clip's bytes are unusable
     """Why a clip's bytes are unusable, or None. The one place export decodes (PyAV)."""
     if not data:
         return "no clip bytes (the video blob is empty or missing)"
@@ -215,7 +215,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def export(
+def export(  # noqa: PLR0915 — the export read top to bottom: check, write, manifest
     store: Store,
     out: Path,
     cfg: ExportConfig,

@@ -53,7 +53,7 @@ def check_filter(store: Store, expression: str | None, key: str) -> None:
         raise PreflightError(str(err)) from None
 
 
-def check(
+def check(  # noqa: PLR0912, PLR0915 — one refusal per command and missing input, in order
     command: str, cfg: PipelineConfig, filter_expression: str | None = None, *, train_workers: int = 1
 ) -> None:
     """Refuse `command` in one line when the store or the config cannot serve it (see module doc).

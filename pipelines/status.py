@@ -135,7 +135,7 @@ def _later(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a > b
 
 
-def _stale(cfg: PipelineConfig, clips: lance.LanceDataset, stages: dict[str, Any]) -> list[dict[str, str]]:
+def _stale(cfg: PipelineConfig, clips: lance.LanceDataset, stages: dict[str, Any]) -> list[dict[str, str]]:  # noqa: PLR0912 — one staleness rule per stage, in pipeline order
     names = set(clips.schema.names)
     total = clips.count_rows()
     stale: list[dict[str, str]] = []
@@ -248,7 +248,7 @@ def _modified_after(folder: str | None, at: str | None) -> str | None:
     return None
 
 
-def _next_command(cfg: PipelineConfig, clips: lance.LanceDataset | None, status: dict[str, Any]) -> str:
+def _next_command(cfg: PipelineConfig, clips: lance.LanceDataset | None, status: dict[str, Any]) -> str:  # noqa: PLR0911 — one return per pipeline step, in pipeline order
     """The first command of the pipeline with something left to do."""
     if clips is None or status["clips"] == 0:
         return "reelforge split INPUT"

@@ -235,7 +235,7 @@ def _check_filter(ds: lance.LanceDataset, expression: str, key: str) -> None:
         raise TrainDataError(str(err)) from None
 
 
-def build_index(
+def build_index(  # noqa: PLR0915 — one streaming pass selects, buckets and indexes together
     uri: str, config: DataConfig, require_captions: bool = True, settings: str = "train.data"
 ) -> ClipIndex:
     """Select, bucket and index the clips to train on; `require_captions=False` for the autoencoder,

@@ -169,7 +169,7 @@ def validation_loss(
     return total / count
 
 
-def train(
+def train(  # noqa: PLR0912, PLR0915 — the training loop read top to bottom: resume, step, log, save
     config: TrainConfig,
     clips_uri: str,
     device: torch.device | None = None,

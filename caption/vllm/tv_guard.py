@@ -102,7 +102,7 @@ class _TorchvisionImportGuard(importlib.abc.MetaPathFinder):
         if fullname == "torchvision":
             sys.meta_path.remove(self)
             _define_missing_torchvision_ops()
-        return None  # the regular finders do the import
+        # the regular finders do the import
 
 
 def install_import_hook() -> None:

@@ -86,7 +86,7 @@ def encoder_device(cfg: EncodeConfig, cluster_gpus: float) -> str:
             f"encode.device={cfg.device} but the Ray cluster has no GPU: set encode.device to one of "
             f"{DEVICE_CHOICES} (auto uses the CPU there), or join a cluster with GPUs (ray.address)"
         )
-    if cfg.device != "auto" and cfg.device != "cuda":
+    if cfg.device not in {"auto", "cuda"}:
         raise DeviceError(
             f"encode.device={cfg.device} names one GPU, but Ray gives each encoder actor its own: "
             "set encode.device to auto or cuda"

@@ -91,9 +91,9 @@ class EvalSummary:
             out.append(
                 f"  Frechet distance, image-tower features, samples vs curated clips: {self.frechet_image_tower:.4f}"
             )
-        for row in self.rows:
-            if row["error"] is not None:
-                out.append(f"  FAILED {row['video']}: {row['error']}")
+        out.extend(
+            f"  FAILED {row['video']}: {row['error']}" for row in self.rows if row["error"] is not None
+        )
         if self.placeholders:
             marks = ", ".join(f"{k} from {v}" for k, v in sorted(self.placeholders.items()))
             out.append(f"  PLACEHOLDER values (random-weight models): {marks}")

@@ -246,10 +246,8 @@ class SplitSummary:
         ]
         if self.orphans_removed:
             out.append(f"  removed clips of {self.orphans_removed} file(s) left by an interrupted run")
-        for reason, count in self.reasons.most_common():
-            out.append(f"  {count:5d} x {reason}")
-        for dup in self.duplicates:
-            out.append(f"  duplicate content, not stored again: {dup}")
+        out.extend(f"  {count:5d} x {reason}" for reason, count in self.reasons.most_common())
+        out.extend(f"  duplicate content, not stored again: {dup}" for dup in self.duplicates)
         return out
 
     def as_dict(self) -> dict[str, Any]:

@@ -65,10 +65,10 @@ def filter_lines(ds: lance.LanceDataset, expression: str, marked: Set[str] = fro
     if not found.sql:
         return ["filter: no expression (every clip scored without error is selected)"]
     lines = [f"filter: {found.sql}"]
-    for rule in found.rules:
-        lines.append(
-            f"  {rule.rule:<44} removes {rule.removes:>5}   (only this rule: {rule.only})"
-            + ("  [PLACEHOLDER input]" if rule.placeholder_input else "")
-        )
+    lines.extend(
+        f"  {rule.rule:<44} removes {rule.removes:>5}   (only this rule: {rule.only})"
+        + ("  [PLACEHOLDER input]" if rule.placeholder_input else "")
+        for rule in found.rules
+    )
     lines.append(f"  selected: {found.selected} of {found.total}")
     return lines

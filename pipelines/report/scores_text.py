@@ -84,7 +84,7 @@ def _batches(ds: lance.LanceDataset, columns: Sequence[str]):
     return ds.to_batches(columns=list(columns), batch_size=SCAN_ROWS, strict_batch_size=True)
 
 
-def render(store: Store, expression: str | None = None) -> str:
+def render(store: Store, expression: str | None = None) -> str:  # noqa: PLR0912 — one section of the report per branch
     """The report. `expression` defaults to the one recorded by the last filter run."""
     ds = streaming(store.require(CLIPS))  # one version for every pass below
     records = store.stage_records()

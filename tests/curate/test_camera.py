@@ -54,8 +54,8 @@ def test_known_camera_moves_are_labelled_over_noise_compression_and_moving_objec
             cases.append((photo, clip(photo, move, noise=noise, crf=crf, seed=m), move))
         # A subject walking through a pan, a tilt and a static shot does not change the camera's label.
         subject = MovingObject(_other(photo), 0.25, (0.0, 0.3), start=(0.6, 0.15))
-        for move in (Move("pan_left", shift=(0.15, 0.0)), Move("tilt_up", shift=(0.0, 0.15)), Move("static")):
-            cases.append((photo, clip(photo, move, noise=3.0, crf=26, obj=subject), move))
+        moves = (Move("pan_left", shift=(0.15, 0.0)), Move("tilt_up", shift=(0.0, 0.15)), Move("static"))
+        cases.extend((photo, clip(photo, move, noise=3.0, crf=26, obj=subject), move) for move in moves)
     results = [(photo, move, camera(data)) for photo, data, move in cases]
     wrong = [(photo, move, s.camera_motion) for photo, move, s in results if s.camera_motion != move.label]
     assert len(wrong) <= 0.05 * len(results), wrong

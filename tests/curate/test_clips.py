@@ -128,7 +128,7 @@ def test_vfr_timing_is_kept_exactly(sample_footage):
     scan = scan_file(video, CFG.detect)
     probe = probe_file(video, CFG.probe)
     plans = plan_clips(scan, CFG.clips)
-    clips = [c for c in extract_clips(video, plans, scan, probe.width, probe.height, 0, CFG.extract)]
+    clips = list(extract_clips(video, plans, scan, probe.width, probe.height, 0, CFG.extract))
     assert clips and all(isinstance(c, Clip) for c in clips)
     for clip in clips:
         pts, time_base, _ = decode_clip(clip.data)

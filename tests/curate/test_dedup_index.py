@@ -221,4 +221,4 @@ def test_tiny_inputs(n):
     assert find_duplicates(ids, [None] * n, v, CFG) == expected
     assert find_duplicates(ids, ["h"] * n, None, CFG) == expected
     assert find_duplicates(ids, [None] * n, None, CFG) == [None] * n
-    assert find_duplicates_streaming(lambda: [], "v", CFG).equals(OUTPUT_SCHEMA.empty_table())
+    assert find_duplicates_streaming(list, "v", CFG).equals(OUTPUT_SCHEMA.empty_table())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import curate.single_pass as single_pass
+from curate import single_pass
 from curate.clip_output import ClipFailure
 from curate.clip_plan import plan_clips
 from curate.config import SplitConfig

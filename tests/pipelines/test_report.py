@@ -155,7 +155,9 @@ def test_page_is_self_contained_and_badges_placeholders(store):
     assert not re.search(r"https?://", page.replace("http://www.w3.org", ""))  # SVG namespaces only
     assert page.count("class='card'") == _grid_cards(page) == 4
     # every place that shows aesthetic_mean carries the badge: histogram, sort option, each card
-    figure = re.search(r"<figure class='plot' data-column='aesthetic_mean'>.*?</figure>", page, re.S).group(0)
+    figure = re.search(
+        r"<figure class='plot' data-column='aesthetic_mean'>.*?</figure>", page, re.DOTALL
+    ).group(0)
     assert 'class="badge placeholder"' in figure
     assert "aesthetic_mean (placeholder)</option>" in page
     cards = page.split("<div class='card'")[1:]

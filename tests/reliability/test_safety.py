@@ -127,7 +127,7 @@ def clips_store(root: Path, count: int = 3) -> Store:
     for i in range(count):
         data = encode_h264(root.parent / f"clip{i}.mp4", shot_frames(40 + i, shots=1)[:25])
         rows.append(
-            {name: None for name in CLIPS_SCHEMA.names}
+            dict.fromkeys(CLIPS_SCHEMA.names)
             | {
                 "clip_id": f"v{i}_0000000000000",
                 "video_id": f"v{i}",
@@ -179,7 +179,7 @@ def everything_written(store: Store, ray_tmp: Path, proc: subprocess.CompletedPr
 
     places = {"stdout": proc.stdout, "stderr": proc.stderr}
     for path in ray_tmp.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.suffix not in (".sock",):
+        if path.is_file() and not path.is_symlink() and path.suffix != ".sock":
             try:
                 places[f"ray:{path.name}"] = path.read_bytes().decode("utf-8", "replace")
             except OSError:

@@ -35,20 +35,20 @@ TINY_TOWER = {
 
 
 def _train_config(out_dir, vae, **changes) -> TrainConfig:
-    base = dict(
-        steps=4,
-        batch_size=2,
-        log_every=1,
-        ckpt_every=4,
-        val_every=4,
-        out_dir=str(out_dir),
-        progress=False,
-        tensorboard=False,
-        device="cuda",
-        vae=vae,
-        dit=DiTConfig(preset="tiny"),
-        data=DataConfig(buckets=(BUCKET,)),
-    )
+    base = {
+        "steps": 4,
+        "batch_size": 2,
+        "log_every": 1,
+        "ckpt_every": 4,
+        "val_every": 4,
+        "out_dir": str(out_dir),
+        "progress": False,
+        "tensorboard": False,
+        "device": "cuda",
+        "vae": vae,
+        "dit": DiTConfig(preset="tiny"),
+        "data": DataConfig(buckets=(BUCKET,)),
+    }
     return TrainConfig(**{**base, **changes})
 
 

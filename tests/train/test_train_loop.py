@@ -40,24 +40,24 @@ BUCKET = Bucket(height=32, width=32, frames=9)
 
 
 def loop_config(out_dir: Path, vae: VAEConfig, **changes) -> TrainConfig:
-    base = dict(
-        steps=8,
-        batch_size=4,
-        lr=1e-3,
-        warmup_steps=2,
-        log_every=1,
-        ckpt_every=2,
-        val_every=4,
-        val_fraction=0.2,
-        caption_dropout=0.3,
-        ema_decay=0.9,
-        out_dir=str(out_dir),
-        progress=False,
-        tensorboard=False,
-        vae=vae,
-        dit=DiTConfig(preset="tiny"),
-        data=DataConfig(buckets=(BUCKET,)),
-    )
+    base = {
+        "steps": 8,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "log_every": 1,
+        "ckpt_every": 2,
+        "val_every": 4,
+        "val_fraction": 0.2,
+        "caption_dropout": 0.3,
+        "ema_decay": 0.9,
+        "out_dir": str(out_dir),
+        "progress": False,
+        "tensorboard": False,
+        "vae": vae,
+        "dit": DiTConfig(preset="tiny"),
+        "data": DataConfig(buckets=(BUCKET,)),
+    }
     return TrainConfig(**{**base, **changes})
 
 

@@ -10,7 +10,7 @@ import torch
 from train.config import VAEConfig
 from train.vae import CONFIG_FILE, VideoVAE, load_vae, save_vae
 
-SMALL = dict(base_channels=8, channel_multipliers=(1, 2, 2, 2))
+SMALL = {"base_channels": 8, "channel_multipliers": (1, 2, 2, 2)}
 
 
 @pytest.mark.parametrize(("spatial", "temporal"), [(8, 4), (4, 4), (16, 2), (8, 1)])
