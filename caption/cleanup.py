@@ -37,6 +37,8 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 @dataclass(frozen=True)
 class CleanCaption:
+    """A model's caption after cleaning: the text, or why it was rejected."""
+
     text: str | None
     # Why the caption was rejected (text is None then); None when accepted.
     error: str | None
@@ -44,6 +46,7 @@ class CleanCaption:
 
 
 def strip_stock_openings(text: str) -> str:
+    """The text without the stock openings models start captions with ("The video shows")."""
     changed = True
     while changed:
         changed = False
@@ -56,6 +59,7 @@ def strip_stock_openings(text: str) -> str:
 
 
 def collapse_whitespace(text: str) -> str:
+    """The text with every run of whitespace made one space, stripped at both ends."""
     return _WHITESPACE.sub(" ", text).strip()
 
 
@@ -93,6 +97,7 @@ def _truncate(text: str, max_chars: int) -> str:
 
 
 def clean_caption(raw: str | None, min_chars: int, max_chars: int) -> CleanCaption:
+    """Clean a model's raw caption, or say why it cannot be used (empty, too short, looping)."""
     if raw is None or not raw.strip():
         return CleanCaption(None, "empty output")
     text = collapse_whitespace(_UNPRINTABLE.sub("", raw))

@@ -20,6 +20,8 @@ class _Frozen(BaseModel):
 
 
 class FrameSamplingConfig(_Frozen):
+    """How frames are sampled from a clip and sent to the captioning model."""
+
     # Frames taken from each clip, spread evenly over it (used when `fps` is None).
     num_frames: int = Field(default=8, ge=1, le=256)
     # Sample at this rate instead (frames per second of clip time), capped at `max_frames`.
@@ -41,6 +43,8 @@ class FrameSamplingConfig(_Frozen):
 
 
 class SamplingParams(_Frozen):
+    """The captioning model's generation settings."""
+
     max_tokens: int = Field(default=256, ge=1, le=8192)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -49,6 +53,8 @@ class SamplingParams(_Frozen):
 
 
 class OpenAIEngineConfig(_Frozen):
+    """An OpenAI-compatible captioning server and how requests are sent to it."""
+
     # Any OpenAI-compatible server (`vllm serve`, `python -m caption.vllm.serve`, a hosted API).
     base_url: str = "http://127.0.0.1:8000/v1"
     # NAME of the environment variable holding the API key (the key itself never enters a config,
@@ -85,6 +91,8 @@ class OpenAIEngineConfig(_Frozen):
 
 
 class VLLMEngineConfig(_Frozen):
+    """The in-process vLLM engine run through Ray Data's LLM batch API."""
+
     # In-process vLLM through Ray Data's LLM batch API (runs in the vLLM environment).
     tensor_parallel_size: int = Field(default=1, ge=1)
     # Engine replicas (Ray actors), each with tensor_parallel_size devices.
@@ -105,6 +113,8 @@ class VLLMEngineConfig(_Frozen):
 
 
 class CaptionConfig(_Frozen):
+    """The caption stage: engine, model, prompt, frame sampling and caption cleaning."""
+
     engine: Literal["vllm", "openai"] = "openai"
     # A hub id (needs network/cache) or a local folder with config, weights, tokenizer, processor.
     model: str = DEFAULT_GPU_MODEL
@@ -152,4 +162,5 @@ class CaptionConfig(_Frozen):
 
     @property
     def request_model_name(self) -> str:
+        """The model name sent in OpenAI requests: `served_model_name`, else `model`."""
         return self.served_model_name or self.model

@@ -40,6 +40,8 @@ class EngineConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CaptionRequest:
+    """One clip to caption: its sampled frames as JPEG and optional measured context words."""
+
     clip_id: str
     frames_jpeg: Sequence[bytes]
     context: str | None = None  # measured camera words (caption.camera_context)
@@ -47,6 +49,8 @@ class CaptionRequest:
 
 @dataclass(frozen=True)
 class EngineOutput:
+    """What an engine returned for one clip: the text or the error, tokens and latency."""
+
     clip_id: str
     text: str | None
     prompt_tokens: int | None
@@ -68,6 +72,7 @@ def frames_content(frames_jpeg: Sequence[bytes], send_as: str) -> list[dict[str,
 def build_messages(
     prompt: PromptTemplate, frames_jpeg: Sequence[bytes], send_as: str, context: str | None = None
 ) -> list[dict[str, Any]]:
+    """The chat messages of one request: the system prompt, then the frames and the user text."""
     text = user_text(prompt, context)
     return [
         {"role": "system", "content": prompt.system},
@@ -133,6 +138,7 @@ class OpenAICaptionEngine:
         return f"OpenAICaptionEngine(url={self._url!r}, model={self._cfg.request_model_name!r})"
 
     def payload(self, request: CaptionRequest) -> dict[str, Any]:
+        """The JSON body of the chat-completions request for one clip."""
         return {
             "model": self._cfg.request_model_name,
             "messages": build_messages(
@@ -152,6 +158,7 @@ class OpenAICaptionEngine:
         return self._session, self._semaphore
 
     async def generate(self, requests: Sequence[CaptionRequest]) -> list[EngineOutput]:
+        """Caption the clips concurrently, one request each, in request order."""
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def generate_payloads(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[EngineOutput]:
@@ -159,11 +166,14 @@ class OpenAICaptionEngine:
         return list(await asyncio.gather(*(self._send(cid, p) for cid, p in items)))
 
     async def aclose(self) -> None:
+        """Close the HTTP session (a new one is opened by the next request)."""
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
 
     def generate_sync(self, requests: Sequence[CaptionRequest]) -> list[EngineOutput]:
+        """Caption the clips from synchronous code, closing the session afterwards."""
+
         async def run() -> list[EngineOutput]:
             try:
                 return await self.generate(requests)

@@ -26,6 +26,8 @@ class FrameSamplingError(MediaError):
 
 @dataclass(frozen=True)
 class SampledFrames:
+    """Frames sampled from a clip, with their times and the clip's size before scaling."""
+
     frames: list[np.ndarray]  # RGB uint8, H x W x 3, all the same size
     timestamps_s: list[float]  # presentation time of each frame from the clip start
     source_size: tuple[int, int]  # (width, height) before scaling
@@ -38,6 +40,8 @@ def sample_frames(
     max_frames: int = 32,
     max_pixels: int = 448 * 448,
 ) -> SampledFrames:
+    """Sample `num_frames` frames spread over the clip (or `fps` up to `max_frames`), at most `max_pixels`
+    each."""
     sampling = (
         Sampling(mode="rate", rate_fps=fps, max_frames=max_frames)
         if fps is not None

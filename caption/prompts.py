@@ -15,6 +15,8 @@ PromptVariant = Literal["detailed", "short", "tags"]
 
 @dataclass(frozen=True)
 class PromptTemplate:
+    """A versioned caption prompt: the system and user text sent with the frames."""
+
     variant: PromptVariant
     version: int
     system: str
@@ -22,6 +24,7 @@ class PromptTemplate:
 
     @property
     def id(self) -> str:
+        """The prompt's id as recorded with each caption: "variant/vN"."""
         return f"{self.variant}/v{self.version}"
 
 
@@ -86,6 +89,7 @@ def user_text(prompt: PromptTemplate, context: str | None) -> str:
 
 
 def get_prompt(variant: str, version: int) -> PromptTemplate:
+    """The prompt template of this variant and version; ValueError names the known ones."""
     for template in _TEMPLATES:
         if template.variant == variant and template.version == version:
             return template
@@ -94,4 +98,5 @@ def get_prompt(variant: str, version: int) -> PromptTemplate:
 
 
 def all_prompts() -> tuple[PromptTemplate, ...]:
+    """Every known prompt template."""
     return _TEMPLATES

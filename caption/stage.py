@@ -162,6 +162,7 @@ class OpenAICaptioner:
         self._engine = OpenAICaptionEngine(cfg)
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Caption one Ray Data batch of sampled frames into the caption columns."""
         clip_ids = [str(c) for c in batch["clip_id"]]
         frame_errors = [optional_str(e) for e in batch["frame_error"]]
         contexts = (
@@ -181,6 +182,7 @@ class OpenAICaptioner:
         return columns
 
     async def aclose(self) -> None:
+        """Close the engine's connections."""
         await self._engine.aclose()
 
     def caption_sync(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

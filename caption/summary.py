@@ -27,6 +27,8 @@ def failure_reason(error: str) -> str:
 
 @dataclass
 class CaptionSummary:
+    """Counts and throughput of one caption run, printed at its end."""
+
     engine: str = ""
     model: str = ""
     selected: int = 0
@@ -46,10 +48,12 @@ class CaptionSummary:
 
     @property
     def clips_per_s(self) -> float:
+        """Clips attempted per second of the run."""
         return self.attempted / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def output_tokens_per_s(self) -> float:
+        """Output tokens generated per second of the run."""
         return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def count(self, table: pa.Table) -> None:
@@ -69,6 +73,7 @@ class CaptionSummary:
                 self.error_examples.append(f"{cid}: {err[:200]}")
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         outcome = f"{self.captioned} of {self.attempted} captioned"
         if self.failed:
             reasons = ", ".join(

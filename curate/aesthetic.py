@@ -32,6 +32,8 @@ class MissingWeightsError(RuntimeError):
 
 
 class AestheticHead(nn.Module):
+    """The LAION improved aesthetic predictor's MLP head over a normalised image embedding."""
+
     def __init__(self, input_size: int, hidden: tuple[int, ...] = HEAD_HIDDEN) -> None:
         super().__init__()
         if len(hidden) != 4:
@@ -46,10 +48,12 @@ class AestheticHead(nn.Module):
         self.input_size = input_size
 
     def forward(self, normalised_embedding: torch.Tensor) -> torch.Tensor:
+        """The aesthetic score of each normalised embedding (B, E) -> (B,)."""
         return self.layers(normalised_embedding).squeeze(-1)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> AestheticHead:
+        """A head with the weights of a LAION aesthetic-predictor state dict; ValueError when it is not one."""
         state = _unwrap(state)
         missing = [f"layers.{i}.weight" for i in _LINEAR_SLOTS if f"layers.{i}.weight" not in state]
         if missing:
@@ -67,6 +71,7 @@ class AestheticHead(nn.Module):
 
     @classmethod
     def random(cls, input_size: int, seed: int) -> AestheticHead:
+        """A head with seeded random weights (the placeholder when no checkpoint is given)."""
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         head = cls(input_size)
@@ -100,6 +105,7 @@ def resolve_checkpoint(ref: str) -> Path:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a .safetensors or a torch .pth file, on the CPU."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

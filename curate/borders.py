@@ -22,6 +22,8 @@ from curate.config import BorderConfig
 
 @dataclass(frozen=True)
 class ContentBox:
+    """The picture's box inside the frame, in pixels, and the frame's size."""
+
     x: int
     y: int
     w: int
@@ -35,6 +37,7 @@ class ContentBox:
         return 1.0 - (self.w * self.h) / float(self.frame_w * self.frame_h)
 
     def as_dict(self) -> dict[str, int]:
+        """The box as the x, y, w, h columns of the store."""
         return {"x": self.x, "y": self.y, "w": self.w, "h": self.h}
 
 

@@ -48,6 +48,8 @@ LABELS = (
 
 @dataclass(frozen=True)
 class CameraScores:
+    """The camera columns of one clip: the motion label, speed, confidence and object motion."""
+
     camera_motion: str | None  # one of LABELS
     camera_speed: float | None  # mean displacement of the camera model, frame fractions per second
     camera_motion_confidence: float | None  # 0-1
@@ -56,6 +58,7 @@ class CameraScores:
 
     @classmethod
     def unmeasured(cls, reason: str) -> CameraScores:
+        """Scores with every value null and the reason in `camera_error`."""
         return cls(None, None, None, None, reason)
 
 
@@ -237,6 +240,7 @@ class CameraEstimator:
         )
 
     def classify(self, pairs: PairModels) -> CameraScores:
+        """Label the camera motion of a clip from its frame pairs' camera models."""
         cfg = self.cfg
         n = pairs.shift.shape[0]
         if n < cfg.min_pairs:

@@ -19,6 +19,8 @@ from media.decode import open_input
 
 @dataclass(frozen=True)
 class Clip:
+    """One finished clip: its plan, MP4 bytes, thumbnail and what the encoder wrote."""
+
     plan: ClipPlan
     data: bytes  # the MP4 file
     thumbnail: bytes  # JPEG
@@ -33,12 +35,15 @@ class Clip:
 
 @dataclass(frozen=True)
 class ClipFailure:
+    """A planned clip that could not be made, with the reason."""
+
     plan: ClipPlan
     reason: Reason
     detail: str
 
     @property
     def message(self) -> str:
+        """The failure as one line: the clip's index, time range and detail."""
         return f"clip {self.plan.index} [{self.plan.start_s:.3f}-{self.plan.end_s:.3f}s]: {self.detail}"
 
 

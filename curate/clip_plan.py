@@ -24,6 +24,8 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class ClipPlan:
+    """One clip to cut: its frame range and times in the source."""
+
     index: int
     start_frame: int
     end_frame: int  # exclusive
@@ -32,10 +34,12 @@ class ClipPlan:
 
     @property
     def num_frames(self) -> int:
+        """Frames in the clip."""
         return self.end_frame - self.start_frame
 
     @property
     def duration_s(self) -> float:
+        """Seconds from the clip's first frame to the frame after its last."""
         return self.end_s - self.start_s
 
 

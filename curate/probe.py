@@ -54,6 +54,8 @@ class Reason(StrEnum):
 
 
 class ProbeError(Exception):
+    """A file refused by the probe, with the reason."""
+
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -62,6 +64,8 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True)
 class Probe:
+    """What the probe learned about one input file, or why it failed."""
+
     path: str
     video_id: str
     size_bytes: int
@@ -83,12 +87,15 @@ class Probe:
 
     @property
     def ok(self) -> bool:
+        """Did the probe succeed?"""
         return not self.error
 
     def failed(self, reason: Reason, detail: str) -> Probe:
+        """This probe marked failed with the reason."""
         return replace(self, error=f"{reason}: {detail}")
 
     def as_row(self) -> dict[str, object]:
+        """The probe as a row of the videos table."""
         return asdict(self)
 
     def refine(
@@ -261,6 +268,7 @@ def _probe_media(  # noqa: PLR0912 — one check per container field the probe r
 
 
 def no_frames_reason(stats: DecodeStats) -> tuple[Reason, str]:
+    """The reason a file decoded no frames, from the decode's counts."""
     if stats.bad_packets:
         return Reason.UNDECODABLE, (
             f"0 frames decoded, {stats.bad_packets} of {stats.packets} packets failed "

@@ -21,6 +21,8 @@ from curate.frames import spread_indices
 
 @dataclass(frozen=True)
 class QualityScores:
+    """The technical quality columns of one clip."""
+
     sharpness: float  # variance of the Laplacian of luma (0-255 scale)
     luma_mean: float  # 0-1
     clipped_black: float  # fraction of pixels at or under black_level
@@ -64,6 +66,7 @@ def _pixel_grid(image: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 def sharpness(luma: np.ndarray) -> float:
+    """Variance of the Laplacian of 8-bit luma (higher is sharper)."""
     # int16 holds the 3x3 Laplacian of 8-bit luma exactly (|L| <= 1020); meanStdDev sums in double.
     _, std = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S))
     return float(std[0, 0] ** 2)
@@ -71,6 +74,8 @@ def sharpness(luma: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Exposure:
+    """Exposure statistics of a frame's luma."""
+
     luma_mean: float  # 0-1
     contrast: float  # std of luma, 0-1
     clipped_black: float
@@ -123,6 +128,7 @@ def blockiness(luma: np.ndarray, block: int = 8) -> float:
 def technical_quality(
     sharp: float, blocky: float, luma_mean: float, clipped: float, cfg: QualityConfig
 ) -> float:
+    """One 0-1 technical quality score from sharpness, blocking, exposure and clipping."""
     sharp_term = 1.0 - np.exp(-sharp / cfg.sharpness_scale)
     # Blocking ratios of ~1 are clean; 2 (border steps twice the interior ones) is badly blocked.
     block_term = float(np.clip(2.0 - blocky, 0.0, 1.0))
@@ -138,6 +144,8 @@ def technical_quality(
 
 
 class QualityScorer:
+    """Measures the technical quality columns of a clip's frames."""
+
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg
 

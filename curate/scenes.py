@@ -52,6 +52,7 @@ class Boundary:
     kind: BoundaryKind
 
     def as_dict(self) -> dict[str, object]:
+        """The boundary as recorded in the scan: frame, seconds and kind."""
         return {"frame": self.frame, "seconds": self.seconds, "kind": self.kind}
 
 
@@ -72,6 +73,7 @@ class Scan:
 
     @property
     def num_frames(self) -> int:
+        """Frames decoded."""
         return len(self.frame_pts)
 
     def seconds_of(self, index: int) -> float:
@@ -146,6 +148,7 @@ class BoundaryDetector:
         self._open_runs: list[tuple[int, int]] = []
 
     def add(self, index: int, image: np.ndarray) -> None:
+        """Feed frame `index` to every detector and record the boundaries they report."""
         timecode = FrameTimecode(index, fps=self._rate)
         self._last_index = index
         self._means.append(float(image.mean()))
@@ -192,6 +195,7 @@ class BoundaryDetector:
         ]
 
     def finish(self) -> list[int]:
+        """Flush the detectors at the last frame; returns the boundary frames in order."""
         if self._last_index >= 0:
             end = FrameTimecode(self._last_index, fps=self._rate)
             for detector, kind in self._detectors:
@@ -219,6 +223,7 @@ class BoundaryDetector:
         return any(abs(c - start) <= 2 for c in cuts) and any(abs(c - stop) <= 2 for c in cuts)
 
     def kind_of(self, frame: int) -> BoundaryKind:
+        """The kind of the boundary found at `frame`."""
         return self._found[frame]
 
     def _record(self, frame: int, kind: BoundaryKind) -> None:
@@ -269,6 +274,7 @@ def scan_file(
 
 
 def stream_end_pts(stream: av.video.stream.VideoStream, start_pts: int) -> int | None:
+    """The container time after the stream's last frame, or None when the stream has no duration."""
     if stream.duration:
         return start_pts + int(stream.duration)
     return None

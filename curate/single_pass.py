@@ -60,6 +60,7 @@ class PlanMismatch(RuntimeError):
 def single_pass_supported(
     cfg: SplitConfig, codec: str, container: str, geometry: OutputGeometry, width: int, height: int
 ) -> bool:
+    """Can this file be split in one decode pass (scene detection and cutting together)?"""
     if cfg.detect.mode != "scenes" or cfg.clips.long_scenes == "drop":
         return False
     copy_eligible = (
@@ -104,6 +105,7 @@ class SinglePass:
     second_pass: bool = False
 
     def run(self) -> Iterator[Clip | ClipFailure]:  # noqa: PLR0915 — the one decode loop every clip of the pass shares
+        """Detect, plan and cut the file's clips in one decode, yielding each clip or failure."""
         cfg = self.cfg
         rules = cfg.clips
         self._max_trim = max(rules.trim_s, rules.transition_s if rules.drop_transitions else 0.0)

@@ -55,6 +55,7 @@ class VideoSplit:
         self._notes: list[str] = []
 
     def clips(self) -> Iterator[Clip]:
+        """The file's clips, recording failures and timeouts instead of raising them."""
         deadline = Deadline(self.cfg.time_limit_s)
         try:
             yield from self._run(deadline)
@@ -171,4 +172,5 @@ class VideoSplit:
 
     @property
     def video_id(self) -> str:
+        """The file's content id (its path's when the probe failed)."""
         return self.probe.video_id if self.probe is not None else path_id(self.path)

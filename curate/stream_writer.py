@@ -52,6 +52,7 @@ class StreamWriter:
         )
 
     def add(self, item: DecodedFrame, image: np.ndarray, next_seconds: float) -> None:
+        """Encode one decoded frame into the clip and keep it as a thumbnail candidate."""
         self._candidates[self.frames_in] = _thumbnail_size(image, self.cfg.thumbnail_width)
         for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:
             del self._candidates[offset]
@@ -71,6 +72,7 @@ class StreamWriter:
         self.frames_in += 1
 
     def close(self, plan: ClipPlan, tolerance: float) -> Clip | ClipFailure:
+        """Finish the clip: its MP4, thumbnail and checks against the plan, or the failure."""
         data = self._mp4.finish()
         thumb = jpeg(
             self._candidates[plan.num_frames // 2], self.cfg.thumbnail_quality, self.cfg.thumbnail_width
@@ -92,6 +94,7 @@ class StreamWriter:
         return Clip(plan, data, thumb, self.frames_out, fps, g.width, g.height, "h264", False, g.crop)
 
     def abort(self) -> None:
+        """Drop the clip being written."""
         self._mp4.abort()
 
 

@@ -104,6 +104,8 @@ class EvalConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Video:
+    """Frames of a video to evaluate and their rate."""
+
     frames: np.ndarray  # (n, h, w, 3) uint8 RGB, consecutive, short side <= eval.short_side
     fps: float
 
@@ -289,6 +291,7 @@ class VBenchScorer:
         return out
 
     def __call__(self, video: Video) -> tuple[dict[str, float], np.ndarray]:
+        """The tower-based dimensions of one video and its feature for the Frechet distance."""
         from curate.aesthetic import score_frames
 
         frames = video.frames
@@ -344,6 +347,7 @@ class FeatureMoments:
         self._outer: np.ndarray | None = None
 
     def add(self, feature: np.ndarray) -> None:
+        """Add one video's feature to the running sums."""
         f = np.asarray(feature, dtype=np.float64)
         if self._sum is None or self._outer is None:
             self._sum, self._outer = np.zeros_like(f), np.zeros((f.size, f.size))
@@ -352,6 +356,7 @@ class FeatureMoments:
         self._outer += np.outer(f, f)
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and sample covariance of the features added."""
         if self.n < 2 or self._sum is None or self._outer is None:
             raise ValueError(f"a Frechet distance needs at least 2 videos on each side, got {self.n}")
         mean = self._sum / self.n

@@ -42,6 +42,7 @@ class Deadline:
         self._end = time.monotonic() + self.seconds if self.seconds > 0 else None
 
     def check(self, where: str) -> None:
+        """Raise FileTimeout when the time limit has passed; `where` names the step."""
         if self._end is not None and time.monotonic() > self._end:
             raise FileTimeout(f"time limit of {self.seconds:g} s reached during {where}")
 
@@ -61,6 +62,8 @@ class DecodeStats:
 
 @dataclass(frozen=True)
 class StreamInfo:
+    """The time base and start timestamp of a video stream."""
+
     time_base: Fraction
     # Timestamp of the stream's start; frame times are reported relative to it.
     start_pts: int
@@ -68,6 +71,8 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class DecodedFrame:
+    """One decoded frame: index in decode order, timestamp, seconds from the start."""
+
     index: int
     pts: int
     seconds: float
@@ -112,6 +117,7 @@ def count_decodes() -> Iterator[DecodeLog]:
 
 
 def source_label(source: Source) -> str:
+    """A short name for the source in messages: its path, or a hash of its bytes."""
     if isinstance(source, bytes | bytearray | memoryview):
         return "bytes:" + hashlib.sha1(source).hexdigest()[:12]
     return os.fspath(source)
@@ -209,12 +215,14 @@ def iter_frames(  # noqa: PLR0912 — the demux/decode loop with its timestamp r
 
 
 def stream_info(stream: av.video.stream.VideoStream) -> StreamInfo:
+    """The stream's time base and start timestamp."""
     time_base = stream.time_base or Fraction(1, 90000)
     start = stream.start_time if stream.start_time is not None else 0
     return StreamInfo(Fraction(time_base), int(start))
 
 
 def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's nominal frame rate, or None when no plausible one is recorded."""
     for rate in (stream.guessed_rate, stream.base_rate, stream.average_rate):
         if rate and 0 < float(rate) < 1000:
             return Fraction(rate)
@@ -294,6 +302,7 @@ def display_rotation(frame: av.VideoFrame) -> int:
 
 
 def rotate(image: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+    """The image rotated clockwise by a multiple of 90 degrees."""
     if clockwise_degrees == 0:
         return image
     return np.ascontiguousarray(np.rot90(image, k=-(clockwise_degrees // 90)))

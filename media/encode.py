@@ -90,6 +90,7 @@ class Mp4Writer:
         return self._buffer.getvalue() if self._buffer is not None else b""
 
     def abort(self) -> None:
+        """Close the output without finishing it."""
         with contextlib.suppress(av.error.FFmpegError):
             self._out.close()
 

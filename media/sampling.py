@@ -66,6 +66,7 @@ class TargetCursor:
 
     @property
     def done(self) -> bool:
+        """Have all targets been taken?"""
         return self.next >= len(self.targets)
 
     def take(self, seconds: float) -> list[int]:

@@ -42,6 +42,8 @@ class NodeGroup(_Frozen):
 
 
 class ClusterSpec(_Frozen):
+    """The nodes of a Ray cluster and the folders they share."""
+
     nodes: tuple[NodeGroup, ...] = Field(min_length=1)
     # Absolute folders every node mounts at the same path (a shared filesystem). On more than one node,
     # store.root must lie under one of them: a path on one machine's disk is another folder elsewhere.
@@ -51,6 +53,7 @@ class ClusterSpec(_Frozen):
 
     @property
     def node_count(self) -> int:
+        """Nodes in the cluster."""
         return sum(g.count for g in self.nodes)
 
     def expanded(self) -> list[NodeGroup]:
@@ -58,6 +61,7 @@ class ClusterSpec(_Frozen):
         return [g for g in self.nodes for _ in range(g.count)]
 
     def describe(self) -> str:
+        """The spec in one line: its source and node groups."""
         groups = ", ".join(
             f"{g.count} x ({g.cpus:g} CPU, {g.gpus:g} GPU, {g.memory_gb:g} GB)" for g in self.nodes
         )

@@ -38,6 +38,8 @@ class _Frozen(BaseModel):
 
 
 class InputConfig(_Frozen):
+    """Where the input footage is found and which files count as video."""
+
     # Folders (searched recursively), glob patterns, or text files listing one path per line.
     paths: tuple[str, ...] = ()
     extensions: tuple[str, ...] = (
@@ -65,6 +67,8 @@ class InputConfig(_Frozen):
 
 
 class RayConfig(_Frozen):
+    """Which Ray the jobs run on."""
+
     # A cluster address ("auto", "ray://host:10001"); empty means $RAY_ADDRESS or else a local Ray.
     address: str = ""
     # CPUs of the local Ray started when no cluster is given (0 = all cores).
@@ -79,6 +83,8 @@ class RayConfig(_Frozen):
 
 
 class ReportConfig(_Frozen):
+    """What the HTML report shows and where it is written."""
+
     # Where `reelforge report` writes the HTML (relative paths are under store.root).
     out: Path = Path("report.html")
     # Clips in the sortable grid, with animated previews: a random sample, the same on every run.
@@ -92,6 +98,8 @@ class ReportConfig(_Frozen):
 
 
 class PipelineConfig(_Frozen):
+    """The whole pipeline's config: every stage's section."""
+
     name: str = "default"
     store: StoreConfig = StoreConfig()
     input: InputConfig = InputConfig()
@@ -125,6 +133,7 @@ def load_config(source: str | Path | None = None, overrides: Iterable[str] = ())
 
 
 def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> PipelineConfig:
+    """Validate a config mapping; ConfigError lists every problem, one a line."""
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:

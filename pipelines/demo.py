@@ -31,6 +31,7 @@ STEPS: tuple[tuple[str, dict[str, object]], ...] = (
 
 
 def run_demo(cfg: PipelineConfig, inputs: list[str], handlers: Mapping[str, Handler]) -> int:
+    """Run every stage in `handlers` on the inputs (the sample footage by default); returns the exit status."""
     started = time.monotonic()
     if not inputs:
         inputs = [str(_sample_footage(cfg))]

@@ -74,6 +74,8 @@ _RESUME_KEYS = (
 
 
 class ExportConfig(BaseModel):
+    """The export command's settings: format, filter, shard and file sizes, layout."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: Format = "webdataset"
@@ -108,6 +110,8 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportSummary:
+    """Counts of one export run, printed at its end."""
+
     out: Path
     format: str
     exported: int = 0
@@ -118,9 +122,11 @@ class ExportSummary:
 
     @property
     def attempted(self) -> int:
+        """Clips this run tried to export, failed ones included."""
         return self.exported + self.failed
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         out = [
             f"export: {self.exported} clips as {self.format} in {self.out} ({self.files} files)"
             + (f", {self.skipped} done before this run" if self.skipped else "")

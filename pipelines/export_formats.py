@@ -44,20 +44,25 @@ class AppendLog:
         self._file = path.open("ab")
 
     def write(self, line: str) -> None:
+        """Append one line (newlines in it made spaces)."""
         self._file.write(line.replace("\n", " ").encode() + b"\n")
 
     def commit(self) -> int:
+        """Flush the log to disk; returns its size in bytes (the resume point)."""
         self._file.flush()
         os.fsync(self._file.fileno())
         return self._file.tell()
 
     def close(self) -> None:
+        """Close the log."""
         self._file.close()
 
 
 # ---- writers: one per format -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Clip:
+    """One clip to export: its key, metadata, caption and MP4 bytes."""
+
     key: str
     metadata: dict[str, Any]  # JSON-able
     caption: str
@@ -92,12 +97,15 @@ class _Writer:
 
 
 class WebDatasetWriter(_Writer):
+    """Writes WebDataset tar shards, each renamed into place when closed."""
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._tar: tarfile.TarFile | None = None
         self._path: Path | None = None
 
     def add(self, clip: Clip) -> None:
+        """Add the clip's MP4, caption and metadata to the open shard."""
         if self._tar is None:
             self._path = self.out / f"shard-{self.units:06d}.tar"
             self._tar = tarfile.open(  # noqa: SIM115  (open across add() calls, closed in commit())
@@ -111,9 +119,11 @@ class WebDatasetWriter(_Writer):
             self._tar.addfile(info, io.BytesIO(payload))
 
     def full(self) -> bool:
+        """Is the open shard at its size limit?"""
         return self._tar is not None and self._tar.offset >= self.cfg.shard_bytes
 
     def commit(self) -> dict[str, Any]:
+        """Close the open shard and move it into place; returns the resume state."""
         if self._tar is not None and self._path is not None:
             self._tar.close()
             os.replace(self._path.with_name(self._path.name + PARTIAL), self._path)
@@ -122,6 +132,8 @@ class WebDatasetWriter(_Writer):
 
 
 class ParquetWriter(_Writer):
+    """Writes parquet files, videos inline or as files beside them."""
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._writer: pq.ParquetWriter | None = None
@@ -133,6 +145,7 @@ class ParquetWriter(_Writer):
             (self.out / "videos").mkdir(parents=True, exist_ok=True)
 
     def add(self, clip: Clip) -> None:
+        """Add the clip's row (and its video file when videos are paths)."""
         row = {**clip.metadata, "key": clip.key, "caption": clip.caption}
         if self.cfg.parquet_video == "inline":
             row["video"] = clip.data
@@ -154,12 +167,15 @@ class ParquetWriter(_Writer):
         self._rows = []
 
     def full(self) -> bool:
+        """Is the open parquet file at its size limit?"""
         return self._bytes >= self.cfg.parquet_file_bytes
 
     def files(self, exported: int) -> int:
+        """Files written for `exported` clips."""
         return self.units + (exported if self.cfg.parquet_video == "path" else 0)
 
     def commit(self) -> dict[str, Any]:
+        """Close the open parquet file and move it into place; returns the resume state."""
         self._flush()
         if self._writer is not None and self._path is not None:
             self._writer.close()
@@ -184,6 +200,7 @@ class FolderWriter(_Writer):
         self._pending = 0
 
     def add(self, clip: Clip) -> None:
+        """Write the clip's video file and its line in the text files."""
         file_name = f"videos/{clip.key}.mp4"
         _write_atomic(self.out / file_name, clip.data)
         if self.cfg.folder_layout == "metadata_jsonl":
@@ -195,16 +212,20 @@ class FolderWriter(_Writer):
         self._pending += 1
 
     def full(self) -> bool:
+        """Have enough clips been written since the last commit?"""
         return self._pending >= self.cfg.blob_batch
 
     def files(self, exported: int) -> int:
+        """Files written for `exported` clips."""
         return exported + len(self.logs)
 
     def commit(self) -> dict[str, Any]:
+        """Flush the text files; returns their sizes (the resume state)."""
         self._pending = 0
         return {"text_bytes": {n: log.commit() for n, log in self.logs.items()}}
 
     def close(self) -> None:
+        """Close the text files."""
         for log in self.logs.values():
             log.close()
 

@@ -35,6 +35,8 @@ class PlanError(ConfigError):
 
 @dataclass
 class StagePlan:
+    """A stage's operators and how they resolve on the cluster, or why they cannot."""
+
     stage: str
     operators: list[Operator]
     problems: list[str] = field(default_factory=list)
@@ -225,6 +227,7 @@ def plan(
 
 
 def format_plan(config: PipelineConfig, spec: ClusterSpec, plans: list[StagePlan]) -> str:
+    """The plans as the table `reelforge plan` prints."""
     lines = [f"cluster: {spec.describe()}", f"store.root: {config.store.root}"]
     header = ("operator", "kind", "count", "CPU", "GPU", "mem GB", "batch", "resolved")
     for p in plans:

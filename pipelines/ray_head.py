@@ -37,6 +37,8 @@ class RayHeadError(RuntimeError):
 
 @dataclass(frozen=True)
 class RayHead:
+    """The project's recorded Ray head: its address, process and log folder."""
+
     address: str  # the GCS address: ray.init(address=...)
     pid: int
     logs: str
@@ -63,6 +65,7 @@ class RayHead:
 
 
 def record_path(root: str | Path) -> Path:
+    """The file recording the project's Ray head."""
     return Path(root) / RECORD
 
 

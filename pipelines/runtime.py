@@ -21,6 +21,7 @@ DRIVER_LOG = "reelforge-driver.log"
 
 
 def verbose() -> bool:
+    """Should Ray's logs and progress output be shown (REELFORGE_VERBOSE)?"""
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 

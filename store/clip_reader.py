@@ -26,10 +26,12 @@ class ClipReader:
 
     @classmethod
     def of(cls, ds: lance.LanceDataset) -> ClipReader:
+        """A reader of the dataset as it is."""
         return cls(ds)
 
     @classmethod
     def at(cls, store_root: str | Path, version: int) -> ClipReader:
+        """A reader of the clips table at `version`, its dataset kept open for the process."""
         uri = Store(store_root).clips_uri
         key = (uri, int(version))
         if key not in cls._open:

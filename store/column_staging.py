@@ -58,6 +58,7 @@ class ColumnStaging:
         return ids.combine_chunks().cast(pa.uint64())
 
     def count(self) -> int:
+        """Rows staged so far."""
         ds = self._dataset()
         return 0 if ds is None else ds.count_rows()
 
@@ -98,6 +99,7 @@ class ColumnStaging:
         )
 
     def scan(self, columns: Sequence[str], filter: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Batches of the staged rows' `columns` matching `filter`."""
         ds = self._dataset()
         if ds is None:
             return iter(())
@@ -123,6 +125,7 @@ class ColumnStaging:
         return merge_staged(self.store, ds, self.stage, config, models, replace=replace)
 
     def reset(self) -> None:
+        """Drop everything staged."""
         # Staging is scratch space, not a source of truth: dropping it whole also allows a new column set.
         shutil.rmtree(self.uri, ignore_errors=True)
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StoreConfig(BaseModel):
+    """Where the store is and when jobs compact its tables."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # The project folder: it holds the `videos.lance` and `clips.lance` datasets.

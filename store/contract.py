@@ -76,6 +76,7 @@ class Column:
 
     @property
     def type_name(self) -> str:
+        """The column's type as the contract's table prints it."""
         if self.width == MODEL_WIDTH:
             return f"{self.type}[model width]"
         if self.width is not None:

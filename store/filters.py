@@ -50,6 +50,7 @@ class Threshold:
 
     @property
     def text(self) -> str:
+        """The threshold as SQL text."""
         return f"{self.column} {self.op} {self.value:g}"
 
 
@@ -94,6 +95,7 @@ class Filter:
 
     @property
     def columns(self) -> set[str]:
+        """The columns the expression reads."""
         if self.tree is None:
             return set()
         return {c.name for c in self.tree.find_all(exp.Column)}

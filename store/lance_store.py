@@ -100,6 +100,7 @@ class Store:
         self.clips_uri = str(self.root / "clips.lance")
 
     def uri(self, table: str) -> str:
+        """The URI of `table`."""
         return {VIDEOS: self.videos_uri, CLIPS: self.clips_uri}[table]
 
     # ---- opening -------------------------------------------------------------------------------
@@ -118,12 +119,15 @@ class Store:
         return ds
 
     def videos_dataset(self) -> lance.LanceDataset | None:
+        """The videos dataset, or None before its first commit."""
         return self.dataset(VIDEOS)
 
     def clips_dataset(self) -> lance.LanceDataset | None:
+        """The clips dataset, or None before its first commit."""
         return self.dataset(CLIPS)
 
     def require(self, table: str, version: int | None = None) -> lance.LanceDataset:
+        """The dataset; StoreError when the table does not exist yet."""
         ds = self.dataset(table, version)
         if ds is None:
             raise StoreError(f"no {table} table in {self.root}: run `reelforge split` first")
@@ -222,6 +226,7 @@ class Store:
         return self.require(table).to_table(columns=list(columns) if columns else None, filter=filter or None)
 
     def read_clips(self, columns: Sequence[str] | None = None, filter: str | None = None) -> pa.Table:
+        """The clips table's `columns` of the rows matching `filter`."""
         return self.read(CLIPS, columns, filter)
 
     def scan(
@@ -365,6 +370,7 @@ class Store:
         }
 
     def versions(self, table: str = CLIPS) -> list[Version]:
+        """The table's versions (none before its first commit)."""
         ds = self.dataset(table)
         return [] if ds is None else list(ds.versions())
 

@@ -40,6 +40,7 @@ class LockHolder:
     host: str
 
     def alive(self) -> bool:
+        """Is the holder's process still running? (Always True for another host's.)"""
         if self.host != socket.gethostname():
             return True  # a process on another node cannot be checked from here
         try:

@@ -47,6 +47,8 @@ _STAGE_KEY_PREFIX: Final = "reelforge.stage."
 # ---- results ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TableCompaction:
+    """What compaction did to one table."""
+
     table: str
     rows: int
     fragments_before: int
@@ -56,6 +58,7 @@ class TableCompaction:
     indices: tuple[str, ...]  # indices created or extended to new fragments
 
     def line(self) -> str:
+        """The compaction as one line."""
         changed = f"version {self.version_before} -> {self.version_after}"
         if self.version_after == self.version_before:
             changed = f"unchanged at version {self.version_after}"
@@ -68,10 +71,13 @@ class TableCompaction:
 
 @dataclass(frozen=True)
 class CompactSummary:
+    """What `store compact` did."""
+
     tables: tuple[TableCompaction, ...] = ()
     skipped: str = ""  # why nothing was compacted: another process holds the store
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed."""
         if self.skipped:
             return [f"compact: skipped, {self.skipped}"]
         return [f"compact: {t.line()}" for t in self.tables]
@@ -79,6 +85,8 @@ class CompactSummary:
 
 @dataclass(frozen=True)
 class TableVacuum:
+    """What vacuum did to one table."""
+
     table: str
     versions_before: int
     kept: tuple[int, ...]  # the versions left
@@ -87,6 +95,7 @@ class TableVacuum:
     bytes_removed: int
 
     def line(self) -> str:
+        """The vacuum as one line."""
         tags = f", tags {', '.join(self.tags)}" if self.tags else ""
         return (
             f"{self.table}: versions {self.versions_before} -> {len(self.kept)} "
@@ -97,11 +106,14 @@ class TableVacuum:
 
 @dataclass(frozen=True)
 class VacuumSummary:
+    """What `store vacuum` did."""
+
     tables: tuple[TableVacuum, ...]
     staging_removed: tuple[str, ...]  # stages whose merged staging dataset was removed
     staging_kept: tuple[str, ...]  # stages with staged rows not merged yet: a resumed run needs them
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed."""
         lines = [f"vacuum: {t.line()}" for t in self.tables]
         if self.staging_removed:
             lines.append(f"vacuum: removed the merged staging of {', '.join(self.staging_removed)}")

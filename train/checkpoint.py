@@ -40,6 +40,7 @@ class RankRng:
 
 
 def capture_rng(noise_generator: torch.Generator) -> RankRng:
+    """This rank's random states: torch CPU/CUDA, the noise generator, Python and numpy."""
     tensors = {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()}
     if noise_generator.device.type == "cuda":
         tensors["torch_cuda"] = torch.cuda.get_rng_state(noise_generator.device)
@@ -53,6 +54,7 @@ def capture_rng(noise_generator: torch.Generator) -> RankRng:
 
 
 def apply_rng(rng: RankRng, noise_generator: torch.Generator) -> None:
+    """Restore the random states `capture_rng` took."""
     torch.set_rng_state(rng.tensors["torch_cpu"])
     noise_generator.set_state(rng.tensors["noise"])
     if "torch_cuda" in rng.tensors and noise_generator.device.type == "cuda":
@@ -63,6 +65,7 @@ def apply_rng(rng: RankRng, noise_generator: torch.Generator) -> None:
 
 
 def checkpoint_root(out_dir: str | Path) -> Path:
+    """The checkpoints folder of a training out_dir."""
     return Path(out_dir) / "checkpoints"
 
 
@@ -135,6 +138,7 @@ def _host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint LATEST points at, or None when there is no complete one."""
     pointer = checkpoint_root(out_dir) / LATEST
     if not pointer.is_file():
         return None
@@ -143,10 +147,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def read_state(path: Path) -> dict[str, Any]:
+    """The checkpoint's state.json."""
     return json.loads((path / "state.json").read_text())
 
 
 def load_weights(path: Path, ema: bool) -> dict[str, torch.Tensor]:
+    """The checkpoint's model (or EMA) weights."""
     return load_file(str(path / ("ema.safetensors" if ema else "model.safetensors")))
 
 

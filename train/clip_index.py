@@ -79,6 +79,7 @@ def no_clips_error(what: str, index: ClipIndex, settings: str) -> TrainDataError
 
 
 def bucket_name(bucket: Bucket) -> str:
+    """The bucket's name: HxWxT."""
     return f"{bucket.height}x{bucket.width}x{bucket.frames}"
 
 
@@ -113,6 +114,7 @@ def assign_buckets(
 
 
 def is_validation(clip_id: str, fraction: float) -> bool:
+    """Is the clip in the validation split? (A hash of its id, so the split is stable.)"""
     digest = hashlib.sha1(clip_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
@@ -194,9 +196,11 @@ class ClipIndex:
     prompt_template: str | None = None
 
     def bucket(self, position: int) -> Bucket:
+        """The bucket of the clip at `position`."""
         return self.bucket_list[int(self.bucket_codes[position])]
 
     def subset(self, keep: np.ndarray) -> ClipIndex:
+        """The index of the positions where `keep` is true."""
         return ClipIndex(
             self.uri,
             self.version,
@@ -210,10 +214,12 @@ class ClipIndex:
         )
 
     def validation_mask(self, fraction: float) -> np.ndarray:
+        """Which positions are in the validation split (`is_validation` of each clip)."""
         # uint64 -> float64 rounds to nearest like Python's int / 2**64, so this is `is_validation`.
         return self.split_keys.astype(np.float64) / 2.0**64 < fraction
 
     def split(self, val_fraction: float) -> tuple[ClipIndex, ClipIndex]:
+        """The training and validation indices."""
         val = self.validation_mask(val_fraction)
         return self.subset(~val), self.subset(val)
 

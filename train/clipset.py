@@ -21,6 +21,8 @@ from store import CLIPS, ROW_ID, Store
 
 @dataclass(frozen=True)
 class ClipSpec:
+    """One training clip from a file: its frames and caption."""
+
     path: Path
     start_frame: int
     num_frames: int

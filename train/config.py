@@ -69,6 +69,8 @@ class VAEConfig(_Frozen):
 
 
 class VAETrainConfig(_Frozen):
+    """The video autoencoder's training run."""
+
     steps: int = Field(default=600, ge=1)
     batch_size: int = Field(default=4, ge=1)
     lr: float = 1e-3
@@ -127,6 +129,8 @@ class Bucket(_Frozen):
 
 
 class DataConfig(_Frozen):
+    """Which clips train the DiT, in which buckets, with which prompts."""
+
     buckets: tuple[Bucket, ...] = (Bucket(height=64, width=64, frames=9),)
     # A Lance SQL filter on clips columns, e.g. "aesthetic > 4.5 AND motion > 0.1".
     filter: str | None = None
@@ -157,6 +161,8 @@ class DataConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
+    """The DiT's training run: optimiser, schedule, checkpoints, logging and evaluation."""
+
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=8, ge=1)
     lr: float = 3e-4
@@ -209,6 +215,8 @@ class EncodeConfig(_Frozen):
 
 
 class SampleConfig(_Frozen):
+    """Sampling videos from a trained checkpoint."""
+
     prompts: tuple[str, ...] = ("a bird flying over water",)
     checkpoint: str = "out/train"
     # The bucket whose shape is generated.

@@ -23,6 +23,7 @@ CPU = torch.device("cpu")
 
 
 def cuda_device_count() -> int:
+    """CUDA devices visible to this process (0 without CUDA)."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -96,14 +97,17 @@ class Placement:
 
     @classmethod
     def resolve(cls, setting: str, precision: Precision, key: str, rank_slot: int | None = None) -> Placement:
+        """The device and autocast dtype of a setting ("auto", "cpu", "cuda", "cuda:N")."""
         device = resolve_device(setting, key, rank_slot)
         return cls(device, autocast_dtype(precision, device))
 
     @property
     def cuda(self) -> bool:
+        """Is the device a GPU?"""
         return self.device.type == "cuda"
 
     def autocast(self) -> AbstractContextManager[object]:
+        """The autocast context of the precision (none for float32)."""
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)

@@ -28,6 +28,8 @@ from train.config import DiTConfig
 
 @dataclass(frozen=True)
 class DiTSize:
+    """A DiT preset's width, depth and attention heads."""
+
     hidden: int
     depth: int
     heads: int
@@ -41,6 +43,7 @@ PRESETS: dict[str, DiTSize] = {
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The adaLN modulation x * (1 + scale) + shift."""
     # x (B, N, D), shift/scale (B, 1, D): one fused multiply-add instead of three ops.
     return torch.addcmul(shift, x, 1 + scale)
 
@@ -59,6 +62,7 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """Sinusoidal features of the timesteps (B,) through the MLP: (B, D)."""
         half = self.frequency_dim // 2
         freqs = torch.exp(
             -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
@@ -96,6 +100,7 @@ def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> 
 
 
 def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate the query or key pairs by their rotary position angles."""
     # x (B, Hd, N, d): rotate each pair (x0, x1) by its angle.
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, Hd, N, d/2, 2)
     if torch.compiler.is_compiling():
@@ -110,6 +115,8 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 
 class DiTBlock(nn.Module):
+    """A transformer block: self-attention, cross-attention to the text, MLP, adaLN-modulated."""
+
     def __init__(self, hidden: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.heads = heads
@@ -140,6 +147,7 @@ class DiTBlock(nn.Module):
         text_mask: torch.Tensor,
         rope: torch.Tensor,
     ) -> torch.Tensor:
+        """One block over the video tokens, conditioned on the timestep and the text."""
         b, n, d = x.shape
         mods = self.adaLN_modulation(c)[:, None, :].chunk(9, dim=-1)  # 9 x (B, 1, D)
         shift_sa, scale_sa, gate_sa, shift_ca, scale_ca, gate_ca, shift_mlp, scale_mlp, gate_mlp = mods
@@ -167,6 +175,8 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
+    """The adaLN-modulated projection from tokens back to patches."""
+
     def __init__(self, hidden: int, patch_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
@@ -174,11 +184,14 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Project the tokens (B, N, D) to patch values (B, N, pt*ph*pw*C)."""
         shift, scale = self.adaLN_modulation(c)[:, None, :].chunk(2, dim=-1)  # 2 x (B, 1, D)
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, pt*ph*pw*C)
 
 
 class DiT(nn.Module):
+    """The diffusion transformer: predicts the flow velocity of video latents given a caption."""
+
     def __init__(self, config: DiTConfig, latent_channels: int, text_dim: int):
         super().__init__()
         size = PRESETS[config.preset]
@@ -226,6 +239,8 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.linear.bias)
 
     def token_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The token grid (T', H', W') of a latent of this shape; ValueError when the patch does not divide
+        it."""
         _, _, t, h, w = latent_shape
         pt, ph, pw = self.patch_size
         if t % pt or h % ph or w % pw:
@@ -239,6 +254,7 @@ class DiT(nn.Module):
         return self._rope_cache[key]
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, T, H, W) as tokens (B, N, pt*ph*pw*C)."""
         b, c, t, h, w = x.shape
         pt, ph, pw = self.patch_size
         x = x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw)  # (B, C, T', pt, H', ph, W', pw)
@@ -246,6 +262,7 @@ class DiT(nn.Module):
         return x.reshape(b, (t // pt) * (h // ph) * (w // pw), pt * ph * pw * c)  # (B, N, pt*ph*pw*C)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Tokens (B, N, pt*ph*pw*C) back to latents (B, C, T, H, W)."""
         b = x.shape[0]
         gt, gh, gw = grid
         pt, ph, pw = self.patch_size
@@ -275,4 +292,5 @@ class DiT(nn.Module):
 
 
 def build_dit(config: DiTConfig, latent_channels: int, text_dim: int) -> DiT:
+    """A DiT of the config's preset for these latent channels and text width."""
     return DiT(config, latent_channels=latent_channels, text_dim=text_dim)

@@ -26,11 +26,13 @@ def sample_timesteps(
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The point at time t on the straight path from the data x0 (t=0) to the noise (t=1)."""
     t = t.view(-1, *([1] * (x0.dim() - 1)))  # (B, 1, 1, 1, 1)
     return (1 - t) * x0 + t * noise
 
 
 def target_velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The velocity of the straight path: noise - x0."""
     return noise - x0
 
 

@@ -47,6 +47,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.start_batch = 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Start epoch `epoch` at batch `start_batch` (a resumed run skips what it has done)."""
         self.epoch, self.start_batch = epoch, start_batch
 
     def _groups(self) -> list[np.ndarray]:

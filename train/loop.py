@@ -63,6 +63,8 @@ Evaluator = Callable[[int, DiT, TextEncoder], dict[str, float]]
 
 @dataclass
 class TrainSummary:
+    """The outcome of a training run."""
+
     steps: int
     final_loss: float
     val_loss: float | None

@@ -34,6 +34,8 @@ from train.vae import VideoVAE, check_video_shape, load_vae, stored_vae_config
 
 @dataclass
 class SampleResult:
+    """One generated video: its frames, files and record."""
+
     prompt: str
     frames: np.ndarray  # (T, H, W, 3) uint8
     mp4: Path
@@ -84,10 +86,12 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
 
 
 def write_gif(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """Write the frames as an animated GIF."""
     return media.write_gif(list(frames), path, fps)
 
 
 def slug(prompt: str) -> str:
+    """The prompt as a file-name stem."""
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
 
 
@@ -149,6 +153,7 @@ def check_sample_setup(config: SampleConfig, checkpoint: Path) -> None:
 
 
 def sample(config: SampleConfig) -> list[SampleResult]:
+    """Generate a video for every prompt of the config; returns what was written."""
     checkpoint = resolve_checkpoint(config.checkpoint)
     check_sample_setup(config, checkpoint)
     state = read_state(checkpoint)

@@ -25,6 +25,7 @@ class BatchPreparer:
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings and masks of the captions, each encoded once and cached."""
         # One caption per call: the encoder's floats depend on how many captions share a batch (the
         # CPU kernels are chosen by shape), and a resumed run meets a caption in another batch than
         # an uninterrupted one, which made their weights differ from step 4 on.
@@ -38,6 +39,7 @@ class BatchPreparer:
         )
 
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The latents, text embeddings and masks of one batch (encoding videos when not precomputed)."""
         if "latent" in batch:
             latent, text, mask = batch["latent"], batch["text"], batch["text_mask"]
         else:

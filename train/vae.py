@@ -38,12 +38,15 @@ _ARCHITECTURE_FIELDS = (
 
 
 class CausalConv3d(nn.Module):
+    """A 3D convolution padded in time with the first frame only (causal)."""
+
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1)):
         super().__init__()
         self.time_pad = kernel - 1
         self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve (B, C, T, H, W), padding the past with the first frame."""
         if self.time_pad:
             first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
             x = torch.cat([first, x], dim=2)  # the past is the first frame repeated
@@ -57,12 +60,15 @@ class FrameGroupNorm(nn.GroupNorm):
         super().__init__(min(8, channels), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Group-normalise each frame of (B, C, T, H, W) on its own."""
         b, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, H, W)
         return super().forward(frames).reshape(b, t, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
 
 
 class ResBlock(nn.Module):
+    """A residual block of two causal convolutions."""
+
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.norm1 = FrameGroupNorm(cin)
@@ -72,18 +78,22 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: the input (projected) plus the residual."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
 
 
 class Upsample(nn.Module):
+    """Doubles frames (all but the first) and/or the spatial size, then convolves."""
+
     def __init__(self, channels: int, time: bool, space: bool):
         super().__init__()
         self.time, self.space = time, space
         self.conv = CausalConv3d(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample (B, C, T, H, W) in time and/or space."""
         if self.time:
             # frame 0 stays one frame (causal image frame); every later frame becomes two
             x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
@@ -102,16 +112,20 @@ def _level_plan(config: VAEConfig) -> list[tuple[bool, bool]]:
 
 @dataclass
 class Posterior:
+    """The encoder's diagonal Gaussian over latents."""
+
     mean: torch.Tensor
     logvar: torch.Tensor
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A sample of the posterior (the reparameterisation trick)."""
         eps = torch.randn(
             self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
         )
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def kl(self) -> torch.Tensor:
+        """The KL divergence from the standard normal, averaged over elements."""
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).mean()
 
 
@@ -126,6 +140,8 @@ def check_video_shape(config: VAEConfig, frames: int, height: int, width: int) -
 
 
 class VideoVAE(nn.Module):
+    """The causal 3D video autoencoder."""
+
     # per-channel latent statistics, registered as buffers (saved with the weights, not trained)
     latent_mean: torch.Tensor
     latent_std: torch.Tensor
@@ -166,26 +182,31 @@ class VideoVAE(nn.Module):
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The latent shape (C, T, H, W) of videos of this size."""
         self.check_video_shape(frames, height, width)
         t = 1 + (frames - 1) // self.config.temporal_compression
         s = self.config.spatial_compression
         return self.config.latent_channels, t, height // s, width // s
 
     def check_video_shape(self, frames: int, height: int, width: int) -> None:
+        """Raise ValueError unless videos of this shape fit the compression."""
         check_video_shape(self.config, frames, height, width)
 
     def encode(self, video: torch.Tensor) -> Posterior:
+        """The posterior of the latents of videos (B, 3, T, H, W)."""
         self.check_video_shape(*video.shape[2:])
         h = self.encoder_out(self.encoder(self.encoder_in(video)))
         mean, logvar = h.chunk(2, dim=1)
         return Posterior(mean, logvar.clamp(-30.0, 20.0))
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Videos (B, 3, T, H, W) decoded from latents."""
         return self.decoder_out(self.decoder(self.decoder_in(latent)))
 
     def forward(
         self, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, Posterior]:
+        """Reconstruct the videos from a posterior sample; returns the reconstruction and the posterior."""
         posterior = self.encode(video)
         return self.decode(posterior.sample(generator)), posterior
 
@@ -200,6 +221,7 @@ class VideoVAE(nn.Module):
 
     @torch.no_grad()
     def decode_normalized(self, latent: torch.Tensor) -> torch.Tensor:
+        """Videos decoded from latents normalised with the latent statistics."""
         return self.decode(latent * self._stat_view(self.latent_std) + self._stat_view(self.latent_mean))
 
     @torch.no_grad()
@@ -211,6 +233,7 @@ class VideoVAE(nn.Module):
 
 
 def save_vae(vae: VideoVAE, folder: str | Path) -> Path:
+    """Save the config and weights into `folder`; returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = vae.config.model_dump(mode="json", exclude={"weights_path"})

@@ -85,6 +85,7 @@ def vae_training_index(
 
 
 def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
+    """Train the video autoencoder on the clips and save it; returns its metrics (also in metrics.json)."""
     placement = Placement.resolve(config.device, config.precision, "train.vae_train.device")
     torch.manual_seed(config.seed)
     train_index, val_index = vae_training_index(vae_config, config, clips_uri)

@@ -113,6 +113,7 @@ def ensure_tiny_vlm(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> Path
 
 
 def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -231,6 +232,7 @@ class VLLMServer:
         self.startup_s: float | None = None
 
     def start(self) -> VLLMServer:
+        """Start the server process and wait until it answers; the log goes to a file."""
         if self._log_path is None:
             import tempfile
 
@@ -268,11 +270,13 @@ class VLLMServer:
             return False
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of the server's log ("" when there is none)."""
         if self._log_path is None or not self._log_path.is_file():
             return ""
         return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, grace_s: float = 20) -> None:
+        """Stop the server: SIGINT to its process group, then SIGKILL after `grace_s` seconds."""
         process = self._process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -21,6 +21,7 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def main() -> None:
+    """Run vLLM's OpenAI-compatible server with this command's arguments."""
     sys.argv = [SERVER_MODULE, *sys.argv[1:]]
     runpy.run_module(SERVER_MODULE, run_name="__main__", alter_sys=False)
 

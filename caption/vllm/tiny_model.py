@@ -79,6 +79,7 @@ def builder_hash() -> str:
 
 
 def is_built(folder: str | Path) -> bool:
+    """Is an identical build (same builder hash) complete in `folder`?"""
     marker = Path(folder) / COMPLETE_MARKER
     return marker.is_file() and json.loads(marker.read_text()).get("builder_hash") == builder_hash()
 
@@ -200,6 +201,7 @@ def build(out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the tiny model into OUT_DIR unless an identical build is there; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")

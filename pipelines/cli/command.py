@@ -85,6 +85,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The reelforge argument parser with every command."""
     parser = argparse.ArgumentParser(
         prog="reelforge",
         description="reelforge: raw footage -> scene clips -> scores -> captions -> Lance -> a trained DiT.",
@@ -113,6 +114,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the reelforge command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     command = args.command if args.command not in ("store", "ray") else f"{args.command} {args.action}"
     debug = getattr(args, "debug", False) or os.environ.get("REELFORGE_DEBUG", "") not in ("", "0")

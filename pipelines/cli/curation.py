@@ -15,6 +15,7 @@ from pipelines.config import PipelineConfig
 
 
 def add_probe_parser(sub: Subcommands) -> None:
+    """Add the `probe` command."""
     p = add_command(
         sub,
         "probe",
@@ -35,6 +36,7 @@ def add_probe_parser(sub: Subcommands) -> None:
 
 
 def add_split_parser(sub: Subcommands) -> None:
+    """Add the `split` command."""
     p = add_command(
         sub,
         "split",
@@ -65,6 +67,7 @@ def add_split_parser(sub: Subcommands) -> None:
 
 
 def add_score_parser(sub: Subcommands) -> None:
+    """Add the `score` command."""
     p = add_command(
         sub,
         "score",
@@ -77,6 +80,7 @@ def add_score_parser(sub: Subcommands) -> None:
 
 
 def add_filter_parser(sub: Subcommands) -> None:
+    """Add the `filter` command."""
     p = add_command(
         sub,
         "filter",
@@ -88,6 +92,7 @@ def add_filter_parser(sub: Subcommands) -> None:
 
 
 def add_caption_parser(sub: Subcommands) -> None:
+    """Add the `caption` command."""
     p = add_command(
         sub,
         "caption",
@@ -100,6 +105,7 @@ def add_caption_parser(sub: Subcommands) -> None:
 
 
 def probe_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Print what each input file is; returns the exit status."""
     from curate.probe import probe_file
 
     results = [probe_file(path, cfg.split.probe).as_row() for path in input_files(cfg, args)]
@@ -127,6 +133,7 @@ def _writable_root(cfg: PipelineConfig) -> None:
 
 
 def split_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Split the inputs into clips (or only detect scenes); returns the exit status."""
     from pipelines.jobs.split import run_scenes_only, run_split
 
     inputs = input_files(cfg, args)
@@ -157,6 +164,7 @@ def run_scenes_json(cfg: PipelineConfig) -> list[dict[str, object]]:
 
 
 def score_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Score the clips; returns the exit status."""
     from pipelines.jobs.score import run_score
 
     preflight("score", cfg)
@@ -168,6 +176,7 @@ def score_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def filter_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Select clips with the filter expression; returns the exit status."""
     from pipelines.jobs.filter import run_filter
     from store.filters import FilterError
 
@@ -182,6 +191,7 @@ def filter_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def caption_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Caption the selected clips; returns the exit status."""
     from pipelines.jobs import caption as caption_job
     from pipelines.jobs.caption_checks import CaptionJobError
 

@@ -11,6 +11,7 @@ from pipelines.config import PipelineConfig
 
 
 def add_sample_footage_parser(sub: Subcommands) -> None:
+    """Add the `sample-footage` command."""
     p = sub.add_parser(
         "sample-footage",
         help="write the built-in sample footage and its ground truth",
@@ -24,6 +25,7 @@ def add_sample_footage_parser(sub: Subcommands) -> None:
 
 
 def add_demo_parser(sub: Subcommands) -> None:
+    """Add the `demo` command."""
     p = add_command(
         sub,
         "demo",
@@ -46,6 +48,7 @@ def sample_footage_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Run every stage on the sample footage (or the inputs); returns the exit status."""
     from pipelines.cli.command import HANDLERS  # the demo runs every stage's handler; command builds on this
     from pipelines.demo import run_demo
 

@@ -13,6 +13,7 @@ from store import CLIPS
 
 
 def add_eval_parser(sub: Subcommands) -> None:
+    """Add the `eval` command."""
     p = add_command(
         sub,
         "eval",
@@ -41,6 +42,7 @@ def add_eval_parser(sub: Subcommands) -> None:
 
 
 def add_export_parser(sub: Subcommands) -> None:
+    """Add the `export` command."""
     p = add_command(
         sub,
         "export",
@@ -63,6 +65,7 @@ def add_export_parser(sub: Subcommands) -> None:
 
 
 def eval_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Evaluate videos, a checkpoint's samples or the curated clips; returns the exit status."""
     from curate.aesthetic import MissingWeightsError
     from pipelines.export import filter_problem
     from pipelines.jobs.eval import checkpoint_items, file_items, run_eval, store_items
@@ -107,6 +110,7 @@ def _eval_prompts(cfg: PipelineConfig, prompts_file: Path | None) -> list[str]:
 
 
 def export_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Export the clips for other trainers; returns the exit status."""
     from pipelines.export import ExportError, export
 
     settings = cfg.export.model_copy(

@@ -13,6 +13,7 @@ from pipelines.config import PipelineConfig
 
 
 def add_report_parser(sub: Subcommands) -> None:
+    """Add the `report` command."""
     p = add_command(
         sub,
         "report",
@@ -27,6 +28,7 @@ def add_report_parser(sub: Subcommands) -> None:
 
 
 def add_plan_parser(sub: Subcommands) -> None:
+    """Add the `plan` command."""
     p = add_command(
         sub,
         "plan",
@@ -41,6 +43,7 @@ def add_plan_parser(sub: Subcommands) -> None:
 
 
 def add_status_parser(sub: Subcommands) -> None:
+    """Add the `status` command."""
     p = add_command(
         sub,
         "status",
@@ -54,6 +57,7 @@ def add_status_parser(sub: Subcommands) -> None:
 
 
 def report_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Write the HTML report (or print the scores summary); returns the exit status."""
     preflight("report", cfg)
     # Only reads, but holds the job lock all the same: vacuum must not delete files it is reading.
     if args.scores:
@@ -70,6 +74,7 @@ def report_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def plan_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Print each stage's resources on the cluster; returns the exit status."""
     from pipelines.cluster_spec import live_cluster_spec, load_cluster_spec
     from pipelines.plan import format_plan, plan
 
@@ -90,6 +95,7 @@ def plan_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def status_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Print what the store holds and the next command; returns the exit status."""
     from pipelines.status import format_status, store_status
 
     given = [

@@ -29,6 +29,7 @@ EXIT_INTERRUPTED = 130
 
 
 def debug_option(parser: argparse.ArgumentParser, default: object) -> None:
+    """Add the `--debug` option."""
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -38,6 +39,7 @@ def debug_option(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def verbose_option(parser: argparse.ArgumentParser, default: object) -> None:
+    """Add the `-v/--verbose` option."""
     parser.add_argument(
         "-v",
         "--verbose",
@@ -49,6 +51,7 @@ def verbose_option(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def strict_option(parser: argparse.ArgumentParser, unit: str) -> None:
+    """Add the `--strict` option; `unit` names what may fail."""
     parser.add_argument(
         "--strict",
         action="store_true",

@@ -9,6 +9,7 @@ from pipelines.config import PipelineConfig
 
 
 def add_ray_parser(sub: Subcommands) -> None:
+    """Add the `ray` command."""
     p = sub.add_parser(
         "ray",
         help="keep a local Ray running for this project folder: start, stop, status",
@@ -28,6 +29,7 @@ def add_ray_parser(sub: Subcommands) -> None:
 
 
 def ray_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Start, stop or show the project's Ray; returns the exit status."""
     from pipelines import ray_head
 
     root = cfg.store.root

@@ -19,6 +19,7 @@ from store.maintenance import maybe_compact
 
 
 def store_of(cfg: PipelineConfig) -> Store:
+    """The store of the config's project folder."""
     return Store(cfg.store.root)
 
 
@@ -33,6 +34,7 @@ def input_files(cfg: PipelineConfig, args: argparse.Namespace) -> list[str]:
 
 
 def dump_json(data: object, path: Path) -> None:
+    """Write `data` as indented JSON to `path`, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -40,6 +42,7 @@ def dump_json(data: object, path: Path) -> None:
 def preflight(
     command: str, cfg: PipelineConfig, filter_expression: str | None = None, *, train_workers: int = 1
 ) -> None:
+    """Refuse the command in one line (UsageError) when the store or config cannot serve it."""
     from pipelines.preflight import PreflightError, check
 
     try:

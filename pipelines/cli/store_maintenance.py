@@ -13,6 +13,7 @@ from store.stats import format_stats, stats
 
 
 def add_store_parser(sub: Subcommands) -> None:
+    """Add the `store` command."""
     p = sub.add_parser(
         "store",
         help="store maintenance: stats, compact, vacuum",
@@ -57,6 +58,7 @@ def add_store_parser(sub: Subcommands) -> None:
 
 
 def store_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Show, compact or vacuum the store's tables; returns the exit status."""
     store = store_of(cfg)
     if args.action == "stats":
         with job(cfg, "store stats"):

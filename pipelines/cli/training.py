@@ -12,6 +12,7 @@ from pipelines.config import PipelineConfig
 
 
 def add_encode_parser(sub: Subcommands) -> None:
+    """Add the `encode` command."""
     p = add_command(
         sub,
         "encode",
@@ -24,6 +25,7 @@ def add_encode_parser(sub: Subcommands) -> None:
 
 
 def add_train_vae_parser(sub: Subcommands) -> None:
+    """Add the `train-vae` command."""
     p = add_command(
         sub,
         "train-vae",
@@ -35,6 +37,7 @@ def add_train_vae_parser(sub: Subcommands) -> None:
 
 
 def add_train_parser(sub: Subcommands) -> None:
+    """Add the `train` command."""
     p = add_command(
         sub,
         "train",
@@ -60,6 +63,7 @@ def add_train_parser(sub: Subcommands) -> None:
 
 
 def add_sample_parser(sub: Subcommands) -> None:
+    """Add the `sample` command."""
     p = add_command(
         sub,
         "sample",
@@ -72,6 +76,7 @@ def add_sample_parser(sub: Subcommands) -> None:
 
 
 def encode_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Encode latents and text embeddings; returns the exit status."""
     from pipelines.jobs.encode import run_encode
 
     preflight("encode", cfg)
@@ -83,6 +88,7 @@ def encode_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def train_vae_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Train the video autoencoder unless its weights exist; returns the exit status."""
     from pipelines.jobs.train import run_train_vae
     from train.vae import WEIGHTS_FILE
 
@@ -98,6 +104,7 @@ def train_vae_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 
 
 def train_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Train the DiT here, with torchrun or on Ray workers; returns the exit status."""
     from pipelines.jobs.train import run_train, run_train_ray
 
     if args.ray_workers < 0:
@@ -136,6 +143,7 @@ def _placeholder_list(marks: dict[str, str]) -> str:
 
 
 def sample_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """Generate videos from prompts with a checkpoint; returns the exit status."""
     from pipelines.jobs.train import run_sample
 
     preflight("sample", cfg)

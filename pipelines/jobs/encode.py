@@ -39,6 +39,8 @@ ENCODE_STAGE = "encode"
 
 @dataclass
 class EncodeSummary:
+    """Counts of one encode run, printed at its end."""
+
     selected: int = 0
     # clips this run attempted, failed ones included
     encoded: int = 0
@@ -51,9 +53,11 @@ class EncodeSummary:
 
     @property
     def failed(self) -> int:
+        """Clips that failed this run."""
         return sum(self.failures.values())
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         outcome = f"{self.encoded - self.failed} of {self.encoded} encoded this run"
         if self.failed:
             outcome += f": {self.failed} failed"
@@ -122,6 +126,7 @@ def _signature_record(train: TrainConfig) -> dict[str, Any]:
 
 
 def run_encode(config: PipelineConfig, *, overwrite: bool = False, progress: bool = True) -> EncodeSummary:
+    """Encode the selected, captioned clips' latents and text embeddings into the clips table."""
     from tqdm import tqdm
 
     store = Store(config.store.root)

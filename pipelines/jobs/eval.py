@@ -67,6 +67,8 @@ class Item:
 
 @dataclass
 class EvalSummary:
+    """The results of one eval run, printed at its end and stored in the evals table."""
+
     run_id: str
     # per video: video, source, error and the dimensions (what the aggregates and --json need)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -76,9 +78,11 @@ class EvalSummary:
 
     @property
     def failed(self) -> int:
+        """Videos whose evaluation failed."""
         return sum(1 for r in self.rows if r["error"] is not None)
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         out = [f"eval: {len(self.rows)} videos, run {self.run_id}"]
         for source, agg in self.aggregates.items():
             if not agg.get("videos"):

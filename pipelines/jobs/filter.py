@@ -24,11 +24,14 @@ SCAN_ROWS = 65536
 
 @dataclass
 class FilterSummary:
+    """What one filter run selected."""
+
     expression: str
     total: int
     selected: int
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         return [
             f"filter: {self.selected}/{self.total} clips selected by: {self.expression or '(everything scored)'}"
         ]

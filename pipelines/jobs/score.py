@@ -207,6 +207,8 @@ def model_records(cfg: ScoreConfig) -> dict[str, Any]:
 
 @dataclass
 class ScoreSummary:
+    """Counts of one score run, printed at its end."""
+
     total_clips: int = 0
     scored: int = 0
     skipped_done: int = 0
@@ -221,9 +223,11 @@ class ScoreSummary:
 
     @property
     def failed(self) -> int:
+        """Clips that failed this run."""
         return sum(self.failures.values())
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
         outcome = f"{self.scored - self.failed} of {self.scored} scored this run ({rate:.2f} clips/s)"
         if self.failed:

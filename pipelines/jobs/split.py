@@ -46,6 +46,7 @@ class InputError(ValueError):
 
 
 def pipeline_version() -> str:
+    """The installed reelforge version, recorded with each split."""
     try:
         return metadata.version("reelforge")
     except metadata.PackageNotFoundError:
@@ -149,6 +150,7 @@ def split_one(path: str, cfg: SplitConfig, clips_uri: str, done: frozenset[str])
 
 
 def clip_row(video_id: str, uri: str, clip: Clip) -> dict[str, Any]:
+    """The clips-table row of one clip of the video."""
     plan = clip.plan
     return {
         "clip_id": clip_id(video_id, plan.start_s),
@@ -224,6 +226,8 @@ def scan_one(path: str, cfg: SplitConfig) -> dict[str, Any]:
 
 @dataclass
 class SplitSummary:
+    """Counts of one split run, printed at its end."""
+
     files: int = 0
     skipped: int = 0
     ok: int = 0
@@ -238,6 +242,7 @@ class SplitSummary:
     wall_s: float = 0.0
 
     def lines(self) -> list[str]:
+        """The summary as the lines printed at the end of the run."""
         out = [
             f"split: {self.files} files ({self.skipped} already done), {self.ok} ok "
             f"({self.partial} partial), {self.failed} failed; {self.clips} clips from "
@@ -251,6 +256,7 @@ class SplitSummary:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-able dict."""
         return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}
 
 

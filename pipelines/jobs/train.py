@@ -136,6 +136,7 @@ def run_train_ray(
 
 
 def run_sample(config: PipelineConfig, prompts: Sequence[str] = ()) -> list[SampleResult]:
+    """Sample videos with the config's prompts, or with `prompts` when given."""
     cfg = config.sample if not prompts else config.sample.model_copy(update={"prompts": tuple(prompts)})
     return sample(cfg)
 

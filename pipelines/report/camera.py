@@ -19,21 +19,27 @@ UNMEASURED = "(not measured)"  # the label of clips whose camera could not be me
 
 @dataclass
 class CameraLabel:
+    """The report's row of one camera motion label."""
+
     label: str
     clips: int
     strip: list[Card]  # up to CAMERA_STRIP clips of the label, sampled at random
 
 
 class CameraPass:
+    """Counts camera motion labels and samples clips of each over the scan."""
+
     def __init__(self, names: set[str]):
         self.recorded = "camera_motion" in names
         self.counts: Counter[str] = Counter()
         self.strips: dict[str, Lowest] = {}
 
     def projection(self) -> dict[str, str]:
+        """The columns this pass reads, as {name: SQL}."""
         return {"camera_motion": "camera_motion"} if self.recorded else {}
 
     def add(self, batch: ScanBatch) -> None:
+        """Count and sample one scanned batch."""
         if not self.recorded:
             return
         ids = batch.ids
@@ -46,6 +52,7 @@ class CameraPass:
             strip.add(sample_keys(ids[mask], salt=2), ids[mask])
 
     def sampled(self) -> list[np.ndarray]:
+        """The row ids of the sampled clips (their cards are read once for every pass)."""
         return [strip.ids for strip in self.strips.values()]
 
     def section(self, cards: Mapping[int, Card]) -> list[CameraLabel]:

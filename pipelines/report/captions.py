@@ -18,12 +18,16 @@ _CAPTIONED = "__captioned"
 
 @dataclass
 class Captions:
+    """The report's captions section."""
+
     ran: bool  # the clips table has captions
     info: str  # how many clips are captioned, by which models; empty before the caption stage
     cards: list[Card]  # the random sample
 
 
 class CaptionsPass:
+    """Counts captioned clips and samples some of them over the scan."""
+
     def __init__(self, sample: int, names: set[str]):
         self.recorded, self.models_recorded = "caption" in names, "caption_model" in names
         self.sample = Lowest(sample)
@@ -31,10 +35,12 @@ class CaptionsPass:
         self.models: set[str] = set()
 
     def projection(self) -> dict[str, str]:
+        """The columns this pass reads, as {name: SQL}."""
         wanted = {_CAPTIONED: "caption IS NOT NULL"} if self.recorded else {}
         return wanted | ({"caption_model": "caption_model"} if self.models_recorded else {})
 
     def add(self, batch: ScanBatch) -> None:
+        """Count and sample one scanned batch."""
         if not self.recorded:
             return
         columns, ids = batch.columns, batch.ids
@@ -46,6 +52,7 @@ class CaptionsPass:
             self.models.update(str(m) for m in pc.unique(chosen.drop_null()).to_pylist())
 
     def section(self, cards: Mapping[int, Card], total: int) -> Captions:
+        """The captions section, with the sampled clips' cards."""
         info = ""
         if self.recorded:
             info = f"{self.captioned} of {total} clips captioned" + (

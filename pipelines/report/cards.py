@@ -22,6 +22,8 @@ PREVIEW_FRAMES, PREVIEW_WIDTH = 8, 160
 
 @dataclass
 class Card:
+    """One clip as the report shows it: thumbnail, preview, times and scores."""
+
     clip_id: str
     video_name: str
     start_s: float

@@ -30,12 +30,16 @@ EXTREMES = 4  # highest and lowest clips shown per score (the default of report.
 
 @dataclass
 class Grid:
+    """The report's sortable grid of sampled clips."""
+
     cards: list[Card]  # a random sample of the clips: the sortable grid
     total_clips: int
 
 
 @dataclass
 class ReportData:
+    """Everything the HTML report shows, collected in one pass over the store."""
+
     root: str
     generated_at: str
     version: str  # of reelforge

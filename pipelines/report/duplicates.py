@@ -20,6 +20,8 @@ DUPLICATE_MEMBERS = 12  # members shown per group; the group's size is always gi
 
 @dataclass
 class DuplicateGroup:
+    """A clip and the clips that duplicate it."""
+
     kept: str  # the clip the members duplicate (the one a group keeps)
     members: list[str]  # the first DUPLICATE_MEMBERS found
     size: int  # all members
@@ -27,6 +29,8 @@ class DuplicateGroup:
 
 @dataclass
 class Duplicates:
+    """The report's duplicates section."""
+
     ran: bool  # the dedup stage wrote duplicate_of
     count: int  # clips that duplicate another
     group_count: int
@@ -49,9 +53,11 @@ class DuplicatesPass:
         self.shown: list[int] = []  # row ids of the kept clips and members listed
 
     def projection(self) -> dict[str, str]:
+        """The columns this pass reads, as {name: SQL}."""
         return {"clip_id": "clip_id", "duplicate_of": "duplicate_of"} if self.recorded else {}
 
     def add(self, scan: ScanBatch) -> None:
+        """Collect the duplicates of one scanned batch."""
         if not self.recorded:
             return
         batch = scan.columns.filter(pc.is_valid(scan.columns["duplicate_of"]))

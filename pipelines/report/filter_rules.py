@@ -16,6 +16,8 @@ from store.filters import parse_filter, selects
 
 @dataclass
 class RuleCount:
+    """How many clips one rule of the filter removes."""
+
     rule: str
     removes: int  # clips that fail the rule
     only: int  # clips that fail this rule and pass every other one
@@ -24,6 +26,8 @@ class RuleCount:
 
 @dataclass
 class FilterRules:
+    """The filter expression split into its rules, with the clips each removes."""
+
     sql: str  # the expression as the filter evaluates it; empty without one
     rules: list[RuleCount]
     selected: int

@@ -25,6 +25,7 @@ class PreviewError(ValueError):
 
 
 def data_uri(data: bytes, mime: str) -> str:
+    """The bytes as a base64 data URI of type `mime`."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 

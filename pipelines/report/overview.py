@@ -27,6 +27,8 @@ Records = Mapping[str, Mapping[str, Any]]
 
 @dataclass
 class StageRow:
+    """One stage's row in the report's overview."""
+
     stage: str
     ran: bool
     summary: str
@@ -46,6 +48,7 @@ class Files:
 
     @classmethod
     def read(cls, videos_ds: lance.LanceDataset | None) -> Files:
+        """The input files' counts, failures and hours of footage from the videos table."""
         if videos_ds is None:
             return cls(False, 0, [], [], 0.0)
         failed: list[dict[str, str]] = []
@@ -81,6 +84,7 @@ class TotalsPass:
         self.kept = 0
 
     def add(self, batch: ScanBatch) -> None:
+        """Add one scanned batch's seconds of footage, all and selected."""
         self.seconds += float(batch.seconds.sum())
         if batch.selected is not None:
             self.kept += int(np.count_nonzero(batch.selected))
@@ -201,6 +205,8 @@ class StageConfig:
 
 @dataclass
 class Configs:
+    """The configs each stage ran with, and the clips table's versions."""
+
     records: dict[str, dict[str, dict[str, Any]]]  # table -> stage -> the stage's record
     stages: list[StageConfig]
     versions: list[tuple[int, str]]  # clips versions: (version, committed at)
@@ -211,6 +217,7 @@ def configs(
     versions: list[tuple[int, str]],
     placeholders: Mapping[str, str],
 ) -> Configs:
+    """The configs section from the stages' records and the clips table's versions."""
     stages = []
     for table in (VIDEOS, CLIPS):
         for stage, rec in sorted(records[table].items()):

@@ -44,6 +44,7 @@ def _split_scores(
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    """The jinja2 environment of the report's templates (autoescaped, strict about undefined names)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(PACKAGE, "templates"),
         autoescape=True,  # every value is escaped unless a template marks it safe

@@ -74,6 +74,7 @@ class Lowest:
         self.ids = np.zeros(0, np.uint64)
 
     def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Offer rows (sort keys and ids); keeps the n with the smallest keys."""
         if self.n == 0 or len(keys) == 0:
             return
         if len(keys) > self.n:

@@ -45,6 +45,7 @@ def score_columns(table_schema: pa.Schema, records: Mapping[str, Mapping[str, An
 
 
 def flag_columns(table_schema: pa.Schema) -> list[str]:
+    """The boolean score columns of the clips table (stage flags, not the contract's columns)."""
     return [
         c
         for c in table_schema.names
@@ -63,6 +64,7 @@ class FilterFacts:
 
     @classmethod
     def of(cls, records: Mapping[str, Mapping[str, Any]], names: set[str], configured: str) -> FilterFacts:
+        """The filter as last run (or as configured when it has not run)."""
         record = records.get("filter")
         expression = str(record["config"].get("expression", "")) if record is not None else configured
         return cls(
@@ -75,6 +77,8 @@ class FilterFacts:
 
 @dataclass
 class Histogram:
+    """One score column's histogram with the filter's thresholds marked."""
+
     column: str
     svg: bytes
     marks: list[Threshold]
@@ -83,6 +87,8 @@ class Histogram:
 
 @dataclass
 class Flag:
+    """How many clips a boolean column marks true, false and missing."""
+
     column: str
     count_true: int
     count_false: int
@@ -91,6 +97,8 @@ class Flag:
 
 @dataclass
 class Scores:
+    """The report's scores section."""
+
     columns: list[str]
     key_columns: list[str]  # shown on every card; the other scores fold away
     filter_expression: str
@@ -103,6 +111,8 @@ class Scores:
 
 @dataclass
 class Extremes:
+    """The clips with the highest and lowest values of one score column."""
+
     column: str
     highest: list[Card]
     lowest: list[Card]
@@ -163,12 +173,14 @@ class ScoresPass:
         self.errors = 0
 
     def projection(self) -> dict[str, str]:
+        """The columns this pass reads, as {name: SQL}."""
         wanted = {c: c for c in [*self.stats, *self.flags]}
         if self.errors_recorded:
             wanted[_FAILED] = "score_error IS NOT NULL"
         return wanted
 
     def add(self, batch: ScanBatch) -> None:
+        """Add one scanned batch to the statistics and flag counts."""
         columns = batch.columns
         for column, stat in self.stats.items():
             stat.add(floats(columns[column]), batch.ids, batch.selected)
@@ -223,6 +235,7 @@ class ScoresPass:
         )
 
     def extremes(self, cards: Mapping[int, Card], key_columns: list[str]) -> list[Extremes]:
+        """The highest and lowest clips of every score column, key columns unfolded."""
         return [
             Extremes(
                 column,

@@ -52,6 +52,7 @@ class Quantiles:
         self.largest = np.full(bins, -np.inf)
 
     def add(self, values: np.ndarray) -> None:
+        """Add the finite values to the histogram."""
         values = values[np.isfinite(values)]
         where = np.clip(((values - self.lo) / self.width).astype(np.int64), 0, self.bins - 1)
         self.counts += np.bincount(where, minlength=self.bins)

@@ -25,18 +25,24 @@ from train.checkpoint import latest_checkpoint, read_state
 
 @dataclass
 class Chart:
+    """One chart of the training section."""
+
     title: str
     svg: bytes
 
 
 @dataclass
 class StepSamples:
+    """The samples generated at one checkpoint step."""
+
     step: str  # the step's directory name
     samples: list[tuple[str, str]]  # (the prompt's file stem, GIF data URI)
 
 
 @dataclass
 class Training:
+    """The report's training section."""
+
     charts: list[Chart]  # loss, then the VBench dimensions and quality score when evaluated
     evaluated: bool  # train.eval_every was set: eval.csv has rows
     steps: list[StepSamples]
@@ -48,6 +54,8 @@ class Training:
 
 @dataclass
 class EvalRow:
+    """One source's VBench results in one eval run."""
+
     source: str
     run: str
     videos: int
@@ -57,6 +65,8 @@ class EvalRow:
 
 @dataclass
 class Evals:
+    """The report's evaluation section."""
+
     dimensions: list[tuple[str, bool]]  # (dimension, a placeholder in some run)
     rows: list[EvalRow]  # by source
     frechet: tuple[str, float] | None  # (run, distance) of the latest run that measured it
