@@ -69,10 +69,10 @@ class Column:
     def accepts(self, field: pa.Field) -> bool:
         """Does a written field match this declaration (any width for MODEL_WIDTH lists)?"""
         if self.width == MODEL_WIDTH:
-            return pa.types.is_fixed_size_list(field.type) and field.type.value_type == self.type
+            return bool(pa.types.is_fixed_size_list(field.type) and field.type.value_type == self.type)
         if self.blob:
-            return pa.types.is_large_binary(field.type) or "blob" in str(field.type)
-        return field.type == self.field().type
+            return bool(pa.types.is_large_binary(field.type) or "blob" in str(field.type))
+        return bool(field.type == self.field().type)
 
     @property
     def type_name(self) -> str:

@@ -88,7 +88,7 @@ class WorkList:
     rows: pa.Table  # _rowid (uint64) + the listed columns
 
     def __len__(self) -> int:
-        return self.rows.num_rows
+        return int(self.rows.num_rows)
 
 
 class Store:

@@ -36,7 +36,8 @@ from typing import Any, Final
 import lance
 
 from store.config import StoreConfig
-from store.lance_store import CLIPS, VIDEOS, Store, StoreError
+from store.contract import CLIPS, VIDEOS
+from store.lance_store import Store, StoreError
 from store.locks import StoreBusy, maintenance_lock
 
 TABLES: Final = (CLIPS, VIDEOS)
