@@ -148,7 +148,8 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def read_state(path: Path) -> dict[str, Any]:
     """The checkpoint's state.json."""
-    return json.loads((path / "state.json").read_text())
+    state: dict[str, Any] = json.loads((path / "state.json").read_text())
+    return state
 
 
 def load_weights(path: Path, ema: bool) -> dict[str, torch.Tensor]:

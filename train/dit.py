@@ -69,7 +69,8 @@ class TimestepEmbedder(nn.Module):
         )
         args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half); t scaled to DiT's 0..1000 range
         features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, frequency_dim)
-        return self.mlp(features.to(_linear(self.mlp[0]).weight.dtype))  # (B, D)
+        embedded: torch.Tensor = self.mlp(features.to(_linear(self.mlp[0]).weight.dtype))  # (B, D)
+        return embedded
 
 
 def rope_3d(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
@@ -186,7 +187,8 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Project the tokens (B, N, D) to patch values (B, N, pt*ph*pw*C)."""
         shift, scale = self.adaLN_modulation(c)[:, None, :].chunk(2, dim=-1)  # 2 x (B, 1, D)
-        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, pt*ph*pw*C)
+        patches: torch.Tensor = self.linear(modulate(self.norm(x), shift, scale))  # (B, N, pt*ph*pw*C)
+        return patches
 
 
 class DiT(nn.Module):

@@ -120,7 +120,7 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
 
-class ClipBatches(Dataset):
+class ClipBatches(Dataset[dict[str, Any]]):
     """Maps a batch (list of index positions) to tensors; used with DataLoader(batch_size=None).
 
     Reads the batch's clip ids, captions and blobs (or latents) by row id at the index's version:
@@ -197,7 +197,7 @@ def latent_tensors(table: pa.Table) -> dict[str, torch.Tensor]:
 
 def make_loader(
     batches: ClipBatches, sampler: BucketBatchSampler, num_workers: int, pin_memory: bool = False
-) -> DataLoader:
+) -> DataLoader[dict[str, Any]]:
     """A DataLoader over whole batches; workers are spawned (Lance is not fork-safe) and persistent.
     `pin_memory` (training on CUDA) puts batches in page-locked memory so their copies to the GPU do
     not block."""

@@ -113,7 +113,7 @@ def gather_rngs(rng: RankRng, rank: int, world: int) -> list[RankRng]:
 
 
 def _batches_forever(
-    loader: torch.utils.data.DataLoader, sampler: BucketBatchSampler, step: int
+    loader: torch.utils.data.DataLoader[dict[str, Any]], sampler: BucketBatchSampler, step: int
 ) -> Iterator[dict[str, Any]]:
     per_epoch = len(sampler)  # at least 1: training_index refuses fewer batches than ranks
     epoch, start = divmod(step, per_epoch)
@@ -254,7 +254,7 @@ def train(  # noqa: PLR0912, PLR0915 — the training loop read top to bottom: r
         with placement.autocast():
             loss = training_loss(network, latent, text, mask, noise, t)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()

@@ -23,7 +23,7 @@ def latents_match(clips_uri: str, config: TrainConfig) -> bool:
     """Were the clips' latent/text columns made by exactly this VAE, text encoder and bucket set?"""
     records = Store(Path(clips_uri).parent).stage_records()
     recorded = records.get("encode", {}).get("config", {}).get("signature")
-    return recorded == encode_signature(config)
+    return bool(recorded == encode_signature(config))
 
 
 def placeholder_inputs(clips_uri: str, version: int, config: TrainConfig) -> dict[str, str]:

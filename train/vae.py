@@ -50,7 +50,8 @@ class CausalConv3d(nn.Module):
         if self.time_pad:
             first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
             x = torch.cat([first, x], dim=2)  # the past is the first frame repeated
-        return self.conv(x)
+        out: torch.Tensor = self.conv(x)
+        return out
 
 
 class FrameGroupNorm(nn.GroupNorm):
@@ -81,7 +82,8 @@ class ResBlock(nn.Module):
         """The block's output: the input (projected) plus the residual."""
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        out: torch.Tensor = self.skip(x) + h
+        return out
 
 
 class Upsample(nn.Module):
@@ -99,7 +101,8 @@ class Upsample(nn.Module):
             x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
         if self.space:
             x = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
-        return self.conv(x)
+        out: torch.Tensor = self.conv(x)
+        return out
 
 
 def _level_plan(config: VAEConfig) -> list[tuple[bool, bool]]:
@@ -201,7 +204,8 @@ class VideoVAE(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Videos (B, 3, T, H, W) decoded from latents."""
-        return self.decoder_out(self.decoder(self.decoder_in(latent)))
+        video: torch.Tensor = self.decoder_out(self.decoder(self.decoder_in(latent)))
+        return video
 
     def forward(
         self, video: torch.Tensor, generator: torch.Generator | None = None

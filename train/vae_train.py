@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ def _videos(
     shuffle: bool,
     epoch: int = 0,
     placement: Placement | None = None,
-):
+) -> Iterator[torch.Tensor]:
     """The clips' videos batch by batch, on the placement's device (pinned and copied without blocking on CUDA)."""
     placement = placement or Placement(CPU)
     sampler = BucketBatchSampler(index, batch_size, seed, shuffle=shuffle)
@@ -84,7 +86,9 @@ def vae_training_index(
     return train_index, val_index
 
 
-def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True) -> dict:
+def train_vae(
+    vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, progress: bool = True
+) -> dict[str, Any]:
     """Train the video autoencoder on the clips and save it; returns its metrics (also in metrics.json)."""
     placement = Placement.resolve(config.device, config.precision, "train.vae_train.device")
     torch.manual_seed(config.seed)
@@ -112,7 +116,7 @@ def train_vae(vae_config: VAEConfig, config: VAETrainConfig, clips_uri: str, pro
                 + vae_config.kl_weight * Posterior(posterior.mean.float(), posterior.logvar.float()).kl()
             )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
