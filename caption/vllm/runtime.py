@@ -265,7 +265,7 @@ class VLLMServer:
                 f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"}
             )
             with urllib.request.urlopen(request, timeout=2) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 

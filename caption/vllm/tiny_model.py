@@ -24,10 +24,14 @@ import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, cast  # noqa: E402
 
 from caption.prompts import all_prompts  # noqa: E402
 from caption.vllm.runtime import TINY_VLM_MARKER as COMPLETE_MARKER  # noqa: E402
 from caption.vllm.runtime import TINY_VLM_NAME as SERVED_NAME  # noqa: E402
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SEED = 0
 VOCAB_SIZE = 512
@@ -84,7 +88,7 @@ def is_built(folder: str | Path) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("builder_hash") == builder_hash()
 
 
-def _train_tokenizer():
+def _train_tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -126,7 +130,8 @@ def build(out_dir: str | Path) -> Path:
     (out / COMPLETE_MARKER).unlink(missing_ok=True)
 
     tokenizer = _train_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    # One token in, one id out (the list form is for a list of tokens).
+    ids = {t: cast(int, tokenizer.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}
     # Images up to 8x8 merged patches (64 tokens); video frames up to 4x4 per temporal pair.
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}

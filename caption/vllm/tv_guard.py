@@ -27,7 +27,10 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
 # Where `caption` lives, so rerouted subprocesses find this module without relying on the
 # editable install being on their path.
@@ -64,7 +67,7 @@ def _define_missing_torchvision_ops() -> bool:
     extensions = glob.glob(os.path.join(spec.submodule_search_locations[0], "_C*.so"))
     if extensions:
         try:
-            torch.ops.load_library(extensions[0])
+            torch.ops.load_library(extensions[0])  # type: ignore[no-untyped-call]  # unannotated in torch
             return True
         except OSError:
             pass
@@ -98,11 +101,13 @@ def install() -> None:
 class _TorchvisionImportGuard(importlib.abc.MetaPathFinder):
     """Runs the operator definitions when `torchvision` is about to be imported, then steps aside."""
 
-    def find_spec(self, fullname, path, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         if fullname == "torchvision":
             sys.meta_path.remove(self)
             _define_missing_torchvision_ops()
-        # the regular finders do the import
+        return None  # the regular finders do the import
 
 
 def install_import_hook() -> None:
