@@ -10,7 +10,7 @@ too. Outputs are reported raw (not clamped): a head trained on 1-10 ratings stay
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,7 +49,8 @@ class AestheticHead(nn.Module):
 
     def forward(self, normalised_embedding: torch.Tensor) -> torch.Tensor:
         """The aesthetic score of each normalised embedding (B, E) -> (B,)."""
-        return self.layers(normalised_embedding).squeeze(-1)
+        scores: torch.Tensor = self.layers(normalised_embedding).squeeze(-1)
+        return scores
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> AestheticHead:
@@ -81,7 +82,7 @@ class AestheticHead(nn.Module):
         return head
 
 
-def _unwrap(state: dict) -> dict[str, torch.Tensor]:
+def _unwrap(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     # Lightning checkpoints nest the weights; DataParallel prefixes them with "module.".
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -110,7 +111,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def load_head(
@@ -138,4 +140,7 @@ def load_head(
 def score_frames(head: AestheticHead, normalised_embeddings: np.ndarray) -> np.ndarray:
     """Per-frame aesthetic scores of (n, D) L2-normalised embeddings."""
     with torch.inference_mode():
-        return head(torch.from_numpy(np.ascontiguousarray(normalised_embeddings, dtype=np.float32))).numpy()
+        scores: np.ndarray = head(
+            torch.from_numpy(np.ascontiguousarray(normalised_embeddings, dtype=np.float32))
+        ).numpy()
+        return scores

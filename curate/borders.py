@@ -98,10 +98,12 @@ def _border_depth(lines: np.ndarray, cfg: BorderConfig, limit: int) -> int:
     colour = np.median(lines[0].reshape(-1, 3), axis=0)
 
     def deviation(i: int, j: int) -> np.ndarray:  # (j - i, n, other): distance from the colour
-        return np.abs(lines[i:j] - colour).max(axis=-1)
+        distance: np.ndarray = np.abs(lines[i:j] - colour).max(axis=-1)
+        return distance
 
     def off(i: int, j: int) -> np.ndarray:  # share of each line's pixels off the border colour
-        return (deviation(i, j) > cfg.tolerance).mean(axis=(1, 2))
+        share: np.ndarray = (deviation(i, j) > cfg.tolerance).mean(axis=(1, 2))
+        return share
 
     depth = 0
     # Most clips have no border: look at a few lines at a time instead of the whole allowed depth.

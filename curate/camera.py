@@ -125,7 +125,8 @@ class CameraEstimator:
         """Corner strength (the structure tensor's smaller eigenvalue) of a small grey frame at the grid
         points: 0 in flat areas and along lone edges, where flow is interpolated rather than measured."""
         grid = self.grid(*grey.shape[:2])
-        return cv2.cornerMinEigenVal(grey, blockSize=5, ksize=3)[grid.ys, grid.xs]
+        strength: np.ndarray = cv2.cornerMinEigenVal(grey, blockSize=5, ksize=3)[grid.ys, grid.xs]
+        return strength
 
     def fit(
         self, flows: list[list[np.ndarray]], intervals: list[np.ndarray], strengths: list[list[np.ndarray]]
@@ -222,7 +223,8 @@ class CameraEstimator:
         """Frame-to-frame change of the model between consecutive pairs of each run (frame fractions/s)."""
         same_run = pairs.run[1:] == pairs.run[:-1]
         step = np.hypot(*np.diff(pairs.shift, axis=0).T) + np.abs(np.diff(pairs.zoom)) * pairs.radius
-        return step[same_run]
+        within_runs: np.ndarray = step[same_run]
+        return within_runs
 
     def is_shaky(self, pairs: PairModels, steady: float) -> bool:
         """The camera moves (mean pair shift over shaky_speed) but not one way: the pairs' shifts point

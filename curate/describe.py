@@ -9,6 +9,8 @@ Speeds are in frame fractions per second (curate/camera.py); a null score gives 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 # (upper bound, adverb): camera_speed / object_motion in frame fractions per second.
@@ -77,7 +79,7 @@ CAPTION_COLUMNS = ("caption_camera", "caption_motion", "caption_text")
 def describe(table: pa.Table) -> dict[str, pa.Array]:
     """The three phrases of every row of a table of scores (columns it lacks count as null)."""
 
-    def column(name: str) -> list:
+    def column(name: str) -> list[Any]:
         return table[name].to_pylist() if name in table.column_names else [None] * table.num_rows
 
     label, speed, moving = column("camera_motion"), column("camera_speed"), column("object_motion")

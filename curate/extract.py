@@ -22,6 +22,7 @@ import av
 import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
 
 from curate.borders import file_content_box
 from curate.clip_output import Clip, ClipFailure, OutputGeometry, output_geometry, picture, verify_clip
@@ -158,14 +159,14 @@ class _CopyWriter:
     def frames_out(self) -> int:
         return self.frames_in
 
-    def wants(self, packet: av.Packet) -> bool:
+    def wants(self, packet: av.Packet[VideoStream]) -> bool:
         return (
             packet.pts is not None
             and self.start_pts <= packet.pts
             and (self.end_pts is None or packet.pts < self.end_pts)
         )
 
-    def add_packet(self, packet: av.Packet) -> None:
+    def add_packet(self, packet: av.Packet[VideoStream]) -> None:
         assert packet.pts is not None  # only packets accepted by the pts range get here
         packet.pts -= self.start_pts
         if packet.dts is not None:

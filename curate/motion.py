@@ -59,7 +59,8 @@ def _global_vector(flow: np.ndarray) -> np.ndarray:
     vectors = flow.reshape(-1, 2)
     lo, hi = (vectors.shape[0] - 1) // 2, vectors.shape[0] // 2
     ordered = np.partition(vectors, (lo, hi), axis=0)
-    return 0.5 * (ordered[lo] + ordered[hi])
+    median: np.ndarray = 0.5 * (ordered[lo] + ordered[hi])
+    return median
 
 
 class MotionScorer:

@@ -69,7 +69,8 @@ def read_vectors(batch: pa.RecordBatch, column: str) -> tuple[np.ndarray, np.nda
 
 
 def _norms(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.einsum("ij,ij->i", x, x))  # no (n, D) temporary, unlike np.linalg.norm
+    norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", x, x))  # no (n, D) temporary, unlike np.linalg.norm
+    return norms
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

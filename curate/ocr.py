@@ -11,6 +11,7 @@ instead of a network call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ import cv2
 import numpy as np
 
 from curate.config import OcrConfig, OverlayConfig
+
+# EasyOCR's boxes of one frame: axis-aligned [x0, x1, y0, y1], and 4-point polygons [[x, y], ...].
+HorizontalBoxes = Sequence[Sequence[float]]
+FreeBoxes = Sequence[Sequence[Sequence[float]]]
 
 DETECTOR_FILE = "craft_mlt_25k.pth"
 
@@ -38,11 +43,12 @@ def ocr_input(frames: np.ndarray, count: int, max_side: int) -> np.ndarray:
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if scale == 1.0:
-        return frames[idx]
+        picked: np.ndarray = frames[idx]
+        return picked
     return np.stack([cv2.resize(frames[i], size, interpolation=cv2.INTER_AREA) for i in idx])
 
 
-def box_area_fraction(shape: tuple[int, int], horizontal: list, free: list) -> float:
+def box_area_fraction(shape: tuple[int, int], horizontal: HorizontalBoxes, free: FreeBoxes) -> float:
     """Union area of EasyOCR boxes ([x0, x1, y0, y1] and 4-point polygons) over the frame area."""
     h, w = shape
     mask = np.zeros((h, w), dtype=np.uint8)
@@ -55,7 +61,7 @@ def box_area_fraction(shape: tuple[int, int], horizontal: list, free: list) -> f
     return float(mask.mean())
 
 
-def bounding_boxes(shape: tuple[int, int], horizontal: list, free: list) -> np.ndarray:
+def bounding_boxes(shape: tuple[int, int], horizontal: HorizontalBoxes, free: FreeBoxes) -> np.ndarray:
     """(k, 4) boxes x0, y0, x1, y1 as fractions of the frame: EasyOCR's boxes and its polygons' bounds."""
     h, w = shape
     boxes = [(x0, y0, x1, y1) for x0, x1, y0, y1 in horizontal]
@@ -63,7 +69,8 @@ def bounding_boxes(shape: tuple[int, int], horizontal: list, free: list) -> np.n
         points = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
         boxes.append((*points.min(axis=0), *points.max(axis=0)))
     out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / np.array([w, h, w, h])
-    return np.clip(out, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(out, 0.0, 1.0)
+    return clipped
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+    def area(z: np.ndarray) -> np.ndarray:
+        widths_heights: np.ndarray = (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+        return widths_heights
+
+    iou: np.ndarray = inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+    return iou
 
 
 def overlay_scores(frames: np.ndarray, boxes: list[np.ndarray], cfg: OverlayConfig) -> OverlayScores:
@@ -127,7 +139,8 @@ def overlay_scores(frames: np.ndarray, boxes: list[np.ndarray], cfg: OverlayConf
 
 def _in_subtitle_band(boxes: np.ndarray, cfg: OverlayConfig) -> np.ndarray:
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    return (cy >= 1.0 - cfg.subtitle_band) & (np.abs(cx - 0.5) <= cfg.subtitle_centre)
+    inside: np.ndarray = (cy >= 1.0 - cfg.subtitle_band) & (np.abs(cx - 0.5) <= cfg.subtitle_centre)
+    return inside
 
 
 class TextDetector:
@@ -154,7 +167,7 @@ class TextDetector:
             verbose=False,
         )
 
-    def detect(self, rgb: np.ndarray) -> tuple[list, list]:
+    def detect(self, rgb: np.ndarray) -> tuple[HorizontalBoxes, FreeBoxes]:
         """EasyOCR's boxes of one frame: axis-aligned [x0, x1, y0, y1] and 4-point polygons."""
         horizontal, free = self.reader.detect(
             rgb,
@@ -191,7 +204,7 @@ class TextAreaStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Measure the text columns of one Ray Data batch of clips' OCR frames."""
-        columns: dict[str, list] = {
+        columns: dict[str, list[float | bool]] = {
             name: []
             for name in ("text_area", "text_area_max", "overlay_text_area", "subtitle_band", "corner_logo")
         }

@@ -9,6 +9,7 @@ then given the exact container time of that frame, so seconds stay exact on VFR 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -62,7 +63,7 @@ class Scan:
 
     boundaries: list[Boundary]
     # Presentation timestamp of every decoded frame, in decoding order (int64, 8 bytes a frame).
-    frame_pts: array = field(default_factory=lambda: array("q"))
+    frame_pts: array[int] = field(default_factory=lambda: array("q"))
     time_base: Fraction = Fraction(1, 90000)
     start_pts: int = 0
     # Timestamp just after the last frame (its pts + its duration), when the container says so.
@@ -208,7 +209,7 @@ class BoundaryDetector:
 
     def _is_dark_shot(self, frame: int) -> bool:
         """A faded-out run that starts and ends with hard cuts is a dark (or white) shot, not a fade."""
-        faded = (
+        faded: Callable[[float], bool] = (
             (lambda m: m < self._fade.threshold)
             if self._fade.method == "floor"
             else (lambda m: m >= self._fade.threshold)

@@ -16,7 +16,7 @@ import av
 import av.error
 
 from curate.clip_output import Clip, ClipFailure, output_geometry
-from curate.clip_plan import plan_clips, stride_plans
+from curate.clip_plan import ClipPlan, plan_clips, stride_plans
 from curate.config import SplitConfig
 from curate.extract import extract_clips
 from curate.probe import Probe, Reason, no_frames_reason, path_id, probe_file
@@ -78,7 +78,7 @@ class VideoSplit:
             self.error = probe.error
             return
         detect = self.cfg.detect
-        plans: list | None = None
+        plans: list[ClipPlan] | None = None
         single: SinglePass | None = None
         if self.scenes_only:
             scan = scan_file(self.path, detect, deadline)
