@@ -58,3 +58,18 @@ def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _ray_join_variables_stay_per_test():
+    """A command run in-process may join a project's Ray head by setting RAY_ADDRESS and its token
+    (pipelines.runtime.join_project_ray); left set, every later test's subprocesses would try to join
+    that head after it stopped, and hang. Each test gets them back as they were."""
+    names = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -51,8 +51,17 @@ def test_commands_that_need_no_ray_import_no_heavy_module(args, tmp_path):
     assert not imported & HEAVY, f"reelforge {' '.join(args)} imported {sorted(imported & HEAVY)}"
 
 
+def _unset_ray_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset Ray's join variables for this test and restore them after it, including when the code under
+    test sets them (join_project_ray does): monkeypatch.delenv alone records nothing for an unset name,
+    so a set variable would outlive the test and send later tests' subprocesses to a stopped head."""
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_no_record_or_a_stale_one_joins_nothing(tmp_path, monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _unset_ray_variables(monkeypatch)
     cfg = parse_config({"store": {"root": str(tmp_path)}})
     assert join_project_ray(cfg) is None and "RAY_ADDRESS" not in os.environ
     # A record whose process is not a head (here: this test's own process) is stale.
@@ -71,8 +80,7 @@ def test_an_address_given_by_the_user_wins_over_the_record(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_a_project_ray_is_joined_by_its_commands_and_stopped(tmp_path, monkeypatch):
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    _unset_ray_variables(monkeypatch)
     head = start_head(tmp_path, num_cpus=1)
     try:
         assert recorded_head(tmp_path) == head and head.alive()
