@@ -36,6 +36,7 @@ texture read at the flow's own finest level (bench/camera.py measures it).
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass
 from statistics import median
@@ -99,10 +100,13 @@ class _Grid:
 
     rows: slice  # the grid's rows and columns of the flow image (a view of a flow, no gather)
     cols: slice
-    halved: tuple[np.ndarray, ...]  # the same points in the frame halved (np.ix_ indices)
+    around: tuple[slice, slice]  # the flow image's area texture() reads: the points and 6 px about
+    halved: tuple[np.ndarray, ...]  # the points in that area halved (np.ix_ indices)
     shape: tuple[int, int]  # rows x columns of points
     src: np.ndarray  # (n, 2) float32, pixels from the centre (RANSAC's input)
     z: np.ndarray  # (n,) complex128, the same positions as x + iy (the reweighted fit's input)
+    conj_z: np.ndarray  # its conjugate and squared modulus, the fit's constants
+    z_squared: np.ndarray
     points: np.ndarray  # z, then the centres of 8 x 8 cells of the whole frame (the speed's average)
     unit: np.ndarray  # (2,) 1 / (width, height): pixels to frame fractions
     width: int
@@ -123,15 +127,21 @@ class CameraEstimator:
             rows = _centred(height, max(step // 2, round(self.cfg.margin * height)), step)
             cols = _centred(width, max(step // 2, round(self.cfg.margin * width)), step)
             ys, xs = np.arange(height)[rows], np.arange(width)[cols]
+            # Halved, a point's corner strength reads 3 px about it (a 5 px block of 3 px gradients).
+            top, left = max(0, ys[0] // 2 - 3), max(0, xs[0] // 2 - 3)
+            bottom, right = min(height // 2, ys[-1] // 2 + 4), min(width // 2, xs[-1] // 2 + 4)
             z = ((xs - (width - 1) / 2)[None, :] + 1j * (ys - (height - 1) / 2)[:, None]).ravel()
             cells = (np.arange(8) + 0.5) / 8 - 0.5
             self._grids[key] = _Grid(
                 rows=rows,
                 cols=cols,
-                halved=np.ix_(ys // 2, xs // 2),
+                around=(slice(2 * top, 2 * bottom), slice(2 * left, 2 * right)),
+                halved=np.ix_(ys // 2 - top, xs // 2 - left),
                 shape=(ys.size, xs.size),
                 src=np.stack([z.real, z.imag], axis=1).astype(np.float32),
                 z=z,
+                conj_z=np.conj(z),
+                z_squared=np.abs(z) ** 2,
                 points=np.concatenate([z, (cells[None, :] * width + 1j * cells[:, None] * height).ravel()]),
                 unit=np.array([1.0 / width, 1.0 / height]),
                 width=width,
@@ -140,18 +150,25 @@ class CameraEstimator:
 
     def texture(self, greys: list[np.ndarray]) -> tuple[np.ndarray, float]:
         """Corner strength (the structure tensor's smaller eigenvalue) at the grid points of each grey
-        flow frame halved, (frames, points), and their mean luma (0-255). Halved: DIS's finest level
-        for the camera, whose 8 px patches measure flow where this is strong and interpolate it over
-        flat areas and lone edges. The frames are read as one stacked image (one call, not one per
-        frame): a grid point reads 3 rows around it, so a margin of 6 px or more keeps each frame's
-        points to its own rows."""
-        halved = np.concatenate([cv2.pyrDown(grey) for grey in greys])
-        strength = cv2.cornerMinEigenVal(halved, blockSize=5, ksize=3)
-        per_frame = strength.reshape(len(greys), -1, strength.shape[1])
-        grid = self.grid(*greys[0].shape[:2])
-        return per_frame[:, grid.halved[0], grid.halved[1]].reshape(len(greys), -1), cv2.mean(halved)[0]
+        flow frame, (frames, points), and their mean luma (0-255) about the grid, both on the frames
+        halved as DIS halves them for its finest level when the camera runs: its 8 px patches measure
+        flow where this is strong and interpolate it over flat areas and lone edges.
 
-    def visibility_error(self, luma: float, strengths: np.ndarray, pairs: np.ndarray) -> str | None:
+        The frames' areas are read as one stacked image, one call instead of one a frame: with a
+        margin of 6 px or more, a point reads no rows of its neighbour in the stack."""
+        grid = self.grid(*greys[0].shape[:2])
+        halved = np.concatenate(
+            [
+                cv2.resize(grey[grid.around], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+                for grey in greys
+            ]
+        )
+        strength = cv2.cornerMinEigenVal(halved, blockSize=5, ksize=3).reshape(
+            len(greys), -1, halved.shape[1]
+        )
+        return strength[:, grid.halved[0], grid.halved[1]].reshape(len(greys), -1), cv2.mean(halved)[0]
+
+    def visibility_error(self, luma: float, strengths: np.ndarray, pairs: list[int]) -> str | None:
         """Why flow cannot be trusted on a clip, or None: `luma` is the mean luma (0-255) of its runs'
         first frames, `strengths[r]` the corner strength of run r's first frame at the grid points
         (`texture`), which serves each of its `pairs[r]` frame pairs."""
@@ -159,7 +176,8 @@ class CameraEstimator:
             return f"too dark for flow: mean luma {luma / 255.0:.3f} under score.camera.min_luma {self.cfg.min_luma:g}"
         if not strengths.size:
             return None
-        textured = float(pairs @ np.mean(strengths >= self.cfg.corner_strength, axis=1) / pairs.sum())
+        counts = np.count_nonzero(strengths >= self.cfg.corner_strength, axis=1).tolist()
+        textured = sum(map(operator.mul, counts, pairs)) / (strengths.shape[1] * sum(pairs))
         if textured < self.cfg.min_textured:
             return (
                 f"too little texture for flow: {textured:.3f} of the frame textured, under "
@@ -178,7 +196,9 @@ class CameraEstimator:
         if not flows or (grid := self.grid(*flows[0].shape[:2])).z.size < 8:
             return PairModels.empty()
         vectors = np.array([flow[grid.rows, grid.cols] for flow in flows]).reshape(len(flows), -1, 2)
-        trust = np.minimum(strengths[runs] * (1.0 / self.cfg.corner_strength), 1.0)
+        trust = np.minimum(
+            np.multiply(strengths[runs], 1.0 / self.cfg.corner_strength, dtype=np.float64), 1.0
+        )
         textured = trust >= 0.5
         # RANSAC's best minimal model, on the textured points (the others moved out of reach: never
         # inliers), only seeds the fit: OpenCV's own refinement is a plain least squares over every
@@ -211,7 +231,7 @@ class CameraEstimator:
             .T
         )
         moved = vectors.astype(np.float64).view(np.complex128)[..., 0]
-        c, t = _reweighted_similarity(grid.z, moved, trust.astype(np.float64), c, t)
+        c, t = _reweighted_similarity(grid, moved, trust, c, t)
         # The model's displacement at the grid points, then at the frame's cells (the speed's average).
         displaced = np.multiply.outer(c - 1, grid.points) + t[:, None]
         modelled = displaced[:, : grid.z.size]
@@ -319,11 +339,11 @@ def _fractions(displacement: np.ndarray, unit: np.ndarray) -> np.ndarray:
 
 
 def _reweighted_similarity(
-    z: np.ndarray, moved: np.ndarray, trust: np.ndarray, c: np.ndarray, t: np.ndarray, rounds: int = 2
+    grid: _Grid, moved: np.ndarray, trust: np.ndarray, c: np.ndarray, t: np.ndarray, rounds: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair p, the similarity z -> c[p] z + t[p] (c = scale * e^(i roll)) best matching
-    z -> z + moved[p], from the seeds (c, t), by iteratively reweighted least squares: Cauchy weights
-    times the points' `trust`.
+    """Per pair p, the similarity z -> c[p] z + t[p] (c = scale * e^(i roll)) of the grid's points z
+    best matching z -> z + moved[p], from the seeds (c, t), by iteratively reweighted least squares:
+    Cauchy weights times the points' `trust`.
 
     With points as complex numbers each weighted fit is the closed form of a similarity's least
     squares, a few weighted sums, for every pair at once. The weights' scale is the residuals'
@@ -331,20 +351,23 @@ def _reweighted_similarity(
     with it as closely as the flow's own noise allows; two rounds from RANSAC's seed leave a static
     camera filming a moving subject under a hundredth of the frame a second.
     """
+    z = grid.z
     target = z + moved
-    conj_z_target = np.conj(z) * target
-    z_squared = np.abs(z) ** 2
+    conj_z_target = grid.conj_z * target
     half = z.size // 2
     for _ in range(rounds):
-        resid = np.abs(moved - (np.multiply.outer(c - 1, z) + t[:, None]))
-        scale = 2.385 * np.maximum(1.4826 * np.partition(resid, half, axis=1)[:, half], 1e-3)
+        resid = np.abs(moved - np.multiply.outer(c - 1, z) - t[:, None])
+        # Cauchy's 2.385 times the residuals' robust standard deviation (1.4826 median absolute ones).
+        scale = np.maximum(np.partition(resid, half, axis=1)[:, half], 1e-3 / 1.4826) * (2.385 * 1.4826)
         resid /= scale[:, None]
-        weight = trust / (1.0 + resid * resid)
+        np.square(resid, out=resid)
+        resid += 1.0
+        weight = np.divide(trust, resid, out=resid)
         total = weight.sum(axis=1)
         sum_z = weight @ z
         sum_target = np.einsum("pn,pn->p", weight, target)
-        c = (np.einsum("pn,pn->p", weight, conj_z_target) - np.conj(sum_z) * sum_target / total) / (
-            weight @ z_squared - np.abs(sum_z) ** 2 / total
+        c = (np.einsum("pn,pn->p", weight, conj_z_target) - sum_z.conj() * sum_target / total) / (
+            weight @ grid.z_squared - (sum_z.real**2 + sum_z.imag**2) / total
         )
         t = (sum_target - c * sum_z) / total
     return c, t

@@ -204,17 +204,19 @@ class MotionConfig(_Frozen):
     # pans and shake; zooms read higher (the sample zoom: 0.0022 with fast/160 px/8 points, 0.0038
     # with these defaults). The scale (fraction of the diagonal) is unchanged.
     dis_preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
-    # Pyramid level DIS stops at (0 = the flow image itself) and the spacing of its patches (8 px
-    # each) there. None: level 1 and stride 8 when the camera model runs (score.camera.enabled),
-    # else the preset's (level 2, stride 4 for ultrafast and fast). The camera model needs level 1
-    # to tell a moving subject from the background: at level 2 a DIS patch covers 32 of a 128x72
-    # frame's 72 rows and drags the still background along with a subject (a static camera then
-    # reads as moving). Side by side (stride 8) rather than overlapping, level 1 costs ~1.5x
-    # the flow of level 2 instead of ~3.5x, with the same labels on the camera tests' clips
-    # (bench/camera.py). The camera's flow is also computed without the zero initial field the
-    # motion-only flow is given (curate/motion.py), so the two paths' motion scores differ.
+    # The DIS flow's finest pyramid level (0 = the flow image itself), the spacing of its 8 px patches
+    # there, and each patch's gradient-descent steps. None: level 1, stride 8 and 6 steps when the
+    # camera model runs (score.camera.enabled), else the preset's (ultrafast: level 2, stride 4, 12
+    # steps). The camera model needs level 1 to tell a moving subject from the background: at level
+    # 2 a DIS patch covers 32 of a 128x72 frame's 72 rows and drags the still background along with
+    # a subject (a static camera then reads as moving). Side by side (stride 8) rather than
+    # overlapping, and with half the steps, level 1 costs ~1.4x the motion-only flow instead of
+    # ~3.8x, with the same labels on the camera tests' clips; zooms read 5-10% slow (bench/camera.py).
+    # The camera's flow is also computed without the zero initial field the motion-only flow is given
+    # (curate/motion.py), so with the camera the motion scores are not the motion-only ones.
     dis_finest_scale: int | None = Field(default=None, ge=0)
     dis_patch_stride: int | None = Field(default=None, ge=1)
+    dis_gradient_iterations: int | None = Field(default=None, ge=1)
     # Mean flow magnitude per frame, as a fraction of the frame diagonal, under which a clip is still.
     still_threshold: float = Field(default=0.0005, ge=0.0)
 
@@ -257,11 +259,11 @@ class CameraConfig(_Frozen):
     # Corner strength (OpenCV cornerMinEigenVal, 5x5 block, 8-bit grey flow image halved: the level
     # DIS measures the camera's flow at) at which a point's flow is fully trusted; weaker points
     # count in proportion (flat sky and walls hardly at all).
-    corner_strength: float = Field(default=1.2e-4, gt=0.0)
+    corner_strength: float = Field(default=1.35e-4, gt=0.0)
     # Fewer fitted frame pairs than min_pairs, a mean luma (0-1) under min_luma, or less of the frame
     # than min_textured at corner_strength leave the camera columns null with the reason: flow on a
-    # smooth gradient or in the dark is a guess. 0.08 refuses the sample's colour wheel (0.05) and
-    # keeps its launch-pad sky (0.25) and retina (0.2).
+    # smooth gradient or in the dark is a guess. 0.08 refuses the sample's colour wheel (0.04) and
+    # keeps its launch-pad sky (0.25) and retina (0.23).
     min_pairs: int = Field(default=2, ge=1)
     min_luma: float = Field(default=0.06, ge=0.0, le=1.0)
     min_textured: float = Field(default=0.08, ge=0.0, le=1.0)

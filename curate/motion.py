@@ -39,10 +39,12 @@ _DIS_PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 
-# DIS pyramid level and patch stride the camera model needs (MotionConfig.dis_finest_scale and
-# dis_patch_stride).
+# The DIS flow the camera model needs (MotionConfig.dis_finest_scale, dis_patch_stride and
+# dis_gradient_iterations): pyramid level, spacing of the 8 px patches there, and each patch's
+# gradient-descent steps.
 CAMERA_FINEST_SCALE = 1
 CAMERA_PATCH_STRIDE = 8
+CAMERA_GRADIENT_ITERATIONS = 6
 
 # Flow vectors fed to the global-vector median: about this many, on a regular grid of the field.
 _MEDIAN_VECTORS = 1024
@@ -73,19 +75,24 @@ class MotionScorer:
             raise ValueError("camera motion needs dense flow: score.motion.method dis or farneback")
         self._camera = CameraEstimator(camera) if camera is not None and camera.enabled else None
         self._dis = cv2.DISOpticalFlow.create(_DIS_PRESETS[cfg.dis_preset]) if cfg.method == "dis" else None
-        finest, stride = cfg.dis_finest_scale, cfg.dis_patch_stride
+        finest, stride, steps = cfg.dis_finest_scale, cfg.dis_patch_stride, cfg.dis_gradient_iterations
         if self._camera is not None:
             finest = CAMERA_FINEST_SCALE if finest is None else finest
             stride = CAMERA_PATCH_STRIDE if stride is None else stride
-        if self._dis is not None and finest is not None:
-            self._dis.setFinestScale(finest)
-        if self._dis is not None and stride is not None:
-            self._dis.setPatchStride(stride)
+            steps = CAMERA_GRADIENT_ITERATIONS if steps is None else steps
+        if self._dis is not None:
+            for value, setter in (
+                (finest, self._dis.setFinestScale),
+                (stride, self._dis.setPatchStride),
+                (steps, self._dis.setGradientDescentIterations),
+            ):
+                if value is not None:
+                    setter(value)
         # DIS reads a flow field passed in as candidate vectors at every pyramid level (a zero field: a
-        # static candidate for every patch). The preset's own levels, the motion-only scores, were
+        # static candidate for every patch). The preset's own settings, the motion-only scores, were
         # measured with a zero field passed and keep it (dropping it changes them); the camera's finer
         # flow takes none, which saves a fifth of its time (its labels were measured that way).
-        self._zero_candidates = finest is None and stride is None
+        self._zero_candidates = finest is None and stride is None and steps is None
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
         return self.measure(clip)[0]
@@ -124,12 +131,12 @@ class MotionScorer:
         # A run's frames are consecutive: the texture of its first frame serves all its pairs.
         strengths, luma = self._camera.texture([run[0] for run in runs])
         pairs = [run.shape[0] - 1 for run in runs]
-        unseen = self._camera.visibility_error(luma, strengths, np.array(pairs))
+        unseen = self._camera.visibility_error(luma, strengths, pairs)
         if unseen is not None:
             return motion, CameraScores.unmeasured(unseen)
         times = [clip.motion_run_times_s[i].tolist() for i in chosen]
         seconds = np.array([b - a for run_times in times for a, b in itertools.pairwise(run_times)])
-        pair_run = np.repeat(np.arange(len(runs)), pairs)
+        pair_run = np.array([r for r, n in enumerate(pairs) for _ in range(n)])
         return motion, self._camera.classify(self._camera.fit(flows, seconds, pair_run, strengths))
 
     def flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
