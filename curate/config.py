@@ -233,15 +233,14 @@ class CameraConfig(_Frozen):
     # frame, whose flow is wrong by pixels (object motion on camera-only clips).
     grid_step: int = Field(default=8, ge=1)
     margin: float = Field(default=0.125, ge=0.0, lt=0.5)
-    # Flow noise, as a fraction of the flow image's width: RANSAC's inlier distance, and the residual
-    # under which a vector counts as explained by the camera (not object motion). 0.004 = 0.5 px at
-    # 128, the 98th percentile of the residuals of pans and zooms of photographs with sensor noise
-    # and compression (the camera's DIS flow): a subject moving slower than that per frame is missed.
+    # Flow noise, as a fraction of the flow image's width: the residual under which a vector counts
+    # as explained by the camera (not object motion). 0.004 = 0.5 px at 128, the 98th percentile of
+    # the residuals of pans and zooms of photographs with sensor noise and compression (the camera's
+    # DIS flow): a subject moving slower than that per frame is missed.
     noise_floor: float = Field(default=0.004, gt=0.0)
     # Flow error grows with the displacement: residuals under noise_floor plus this share of the
     # camera model's own displacement at the point also count as noise (a fast zoom's edges).
     relative_noise: float = Field(default=0.25, ge=0.0)
-    ransac_iters: int = Field(default=200, ge=1)
     # Steady camera motion (frame fractions per second) under which the camera is static: 0.01 is a
     # pan that needs 100 s to cross the frame.
     static_speed: float = Field(default=0.01, ge=0.0)
