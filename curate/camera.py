@@ -1,13 +1,15 @@
 """Camera motion apart from object motion, from the optical flow the motion scorer already computes.
 
-Per frame pair, a similarity (shift, zoom, roll) is fitted to the flow on a regular grid of points,
-seeded by RANSAC and refined by reweighted least squares, so a moving subject covering less of the
-frame than the background is an outlier and the model is the camera's. The picture's border is
-left out: there a patch of flow partly matches content that enters or leaves the frame. What the
-model does not explain, above the flow's noise, is `object_motion`.
+Per frame pair, a similarity (shift, zoom, roll) is fitted to the flow on a regular grid of points:
+seeded with the pair's median vector and fitted by least squares weighted against the points far
+from it, so a moving subject covering less of the frame than the background is an outlier and the
+model is the camera's. The picture's border is left out: there a patch of flow partly matches
+content that enters or leaves the frame. What the model does not explain, above the flow's noise,
+is `object_motion`.
 
 The flow is the motion scorer's, one DIS pyramid level finer than its motion-only default when the
-camera runs (score.motion.dis_finest_scale, dis_patch_stride): no second decode, no second flow.
+camera runs (score.motion.dis_finest_scale, dis_patch_stride, dis_gradient_iterations): no second
+decode, no second flow.
 
 Over the clip the pairs are summarised robustly (medians) and classified:
 
@@ -29,8 +31,9 @@ is the same unit, averaged over the grid. Pair times come from the frames' times
 frame rate clips measure right.
 
 The work is fixed per clip (a few frame pairs of small grey frames) while decoding grows with the
-clip, so it is written for short clips: whole-clip numpy operations over every pair at once, the
-texture read at the flow's own finest level (bench/camera.py measures it).
+clip, so short clips are its worst case (bench/camera.py): there each numpy call's overhead counts,
+so the fit handles every pair of a clip at once, the classifier works on plain floats, and texture
+is read in one call on the frames halved, the flow's own finest level.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class _Grid:
     z: np.ndarray  # (n,) complex128, the same positions as x + iy (the reweighted fit's input)
     conj_z: np.ndarray  # its conjugate and squared modulus, the fit's constants
     z_squared: np.ndarray
-    points: np.ndarray  # z, then the centres of 8 x 8 cells of the whole frame (the speed's average)
+    points: np.ndarray  # z, then the centres of `frame_cells` cells tiling the frame (the speed's average)
     frame_cells: int
     unit: np.ndarray  # (2,) 1 / (width, height): pixels to frame fractions
     width: int
@@ -126,8 +129,11 @@ class CameraEstimator:
             cols = _centred(width, max(step // 2, round(self.cfg.margin * width)), step)
             ys, xs = np.arange(height)[rows], np.arange(width)[cols]
             # Halved, a point's corner strength reads 3 px about it (a 5 px block of 3 px gradients).
-            top, left = max(0, ys[0] // 2 - 3), max(0, xs[0] // 2 - 3)
-            bottom, right = min(height // 2, ys[-1] // 2 + 4), min(width // 2, xs[-1] // 2 + 4)
+            y0, y1, x0, x1 = (
+                (int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])) if ys.size and xs.size else (0,) * 4
+            )
+            top, bottom = max(0, y0 // 2 - 3), min(height // 2, y1 // 2 + 4)
+            left, right = max(0, x0 // 2 - 3), min(width // 2, x1 // 2 + 4)
             z = ((xs - (width - 1) / 2)[None, :] + 1j * (ys - (height - 1) / 2)[:, None]).ravel()
             cells = (np.arange(8) + 0.5) / 8 - 0.5
             self._grids[key] = _Grid(
@@ -155,6 +161,8 @@ class CameraEstimator:
         The frames' areas are read as one stacked image, one call instead of one a frame: with a
         margin of 6 px or more, a point reads no rows of its neighbour in the stack."""
         grid = self.grid(*greys[0].shape[:2])
+        if not grid.z.size:  # a flow image too small for a grid: nothing to fit
+            return np.zeros((len(greys), 0)), float(np.mean([cv2.mean(grey)[0] for grey in greys]))
         # Each area has an even number of rows: halving the stack halves each frame on its own.
         areas = np.concatenate([grey[grid.around] for grey in greys])
         halved = cv2.resize(areas, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
@@ -165,7 +173,7 @@ class CameraEstimator:
 
     def visibility_error(self, luma: float, strengths: np.ndarray, pairs: list[int]) -> str | None:
         """Why flow cannot be trusted on a clip, or None: `luma` is the mean luma (0-255) of its runs'
-        first frames, `strengths[r]` the corner strength of run r's first frame at the grid points
+        first frames about the grid, `strengths[r]` the corner strength of run r's first frame at the grid points
         (`texture`), which serves each of its `pairs[r]` frame pairs."""
         if luma / 255.0 < self.cfg.min_luma:
             return f"too dark for flow: mean luma {luma / 255.0:.3f} under score.camera.min_luma {self.cfg.min_luma:g}"
@@ -208,8 +216,9 @@ class CameraEstimator:
         moved = vectors.view(np.complex128)[..., 0]
         # Seeded with the median vector, a shift alone: the camera's when it moves most of the grid (a
         # moving subject covering less does not move the median), about which one reweighted fit
-        # finds the zoom and roll too. On the camera tests' clips this labels as well as RANSAC's best
-        # minimal model refined by two reweighted rounds (large subjects better), at under half the cost.
+        # finds the zoom and roll too. On the camera tests' clips it labels as well as RANSAC's best
+        # minimal model refined by two reweighted rounds did, better with subjects of half the
+        # frame's height, at under half the cost.
         half, n = (grid.z.size - 1) // 2, grid.z.size // 2
         middle = np.partition(vectors, (half, n), axis=1)
         t = (0.5 * (middle[:, half] + middle[:, n])).view(np.complex128)[:, 0]
