@@ -211,7 +211,8 @@ class MotionConfig(_Frozen):
     # 2 a DIS patch covers 32 of a 128x72 frame's 72 rows and drags the still background along with
     # a subject (a static camera then reads as moving). Side by side (stride 8) rather than
     # overlapping, and with half the steps, level 1 costs ~1.4x the motion-only flow instead of
-    # ~3.8x, with the same labels on the camera tests' clips; zooms read 5-10% slow (bench/camera.py).
+    # ~3.8x, with the same labels on the camera tests' clips; zooms read 5-14% slow there (1-9%
+    # with 12 steps, for ~0.005x of a 2 s clip's decode more: bench/camera.py).
     # The camera's flow is also computed without the zero initial field the motion-only flow is given
     # (curate/motion.py), so with the camera the motion scores are not the motion-only ones.
     dis_finest_scale: int | None = Field(default=None, ge=0)
