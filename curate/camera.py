@@ -103,11 +103,10 @@ class _Grid:
     cols: slice
     around: tuple[slice, slice]  # the flow image's area texture() reads: the points and 6 px about
     halved: tuple[np.ndarray, ...]  # the points in that area halved (np.ix_ indices)
-    shape: tuple[int, int]  # rows x columns of points
     z: np.ndarray  # (n,) complex128, the same positions as x + iy (the reweighted fit's input)
     conj_z: np.ndarray  # its conjugate and squared modulus, the fit's constants
     z_squared: np.ndarray
-    points: np.ndarray  # z, then the centres of `frame_cells` cells tiling the frame (the speed's average)
+    points: np.ndarray  # z, then the centres of frame_cells cells tiling the frame (speed's average)
     frame_cells: int
     unit: np.ndarray  # (2,) 1 / (width, height): pixels to frame fractions
     width: int
@@ -141,7 +140,6 @@ class CameraEstimator:
                 cols=cols,
                 around=(slice(2 * top, 2 * bottom), slice(2 * left, 2 * right)),
                 halved=np.ix_(ys // 2 - top, xs // 2 - left),
-                shape=(ys.size, xs.size),
                 z=z,
                 conj_z=np.conj(z),
                 z_squared=np.abs(z) ** 2,
@@ -173,10 +171,13 @@ class CameraEstimator:
 
     def visibility_error(self, luma: float, strengths: np.ndarray, pairs: list[int]) -> str | None:
         """Why flow cannot be trusted on a clip, or None: `luma` is the mean luma (0-255) of its runs'
-        first frames about the grid, `strengths[r]` the corner strength of run r's first frame at the grid points
-        (`texture`), which serves each of its `pairs[r]` frame pairs."""
+        first frames about the grid, `strengths[r]` the corner strength of run r's first frame at the
+        grid points (`texture`), which serves each of its `pairs[r]` frame pairs."""
         if luma / 255.0 < self.cfg.min_luma:
-            return f"too dark for flow: mean luma {luma / 255.0:.3f} under score.camera.min_luma {self.cfg.min_luma:g}"
+            return (
+                f"too dark for flow: mean luma {luma / 255.0:.3f} under score.camera.min_luma "
+                f"{self.cfg.min_luma:g}"
+            )
         if not strengths.size:
             return None
         strong = strengths >= self.cfg.corner_strength

@@ -2,8 +2,8 @@
 
 The same flow fields also give the camera model and object motion (curate/camera.py) when a camera
 config is passed: no second decode, no second flow. The camera needs them one DIS pyramid level finer
-(MotionConfig.dis_finest_scale, dis_patch_stride), so with it the motion scores are read from that
-finer flow.
+(MotionConfig.dis_finest_scale, dis_patch_stride, dis_gradient_iterations), so with it the motion
+scores are read from that finer flow.
 
 Dense optical flow (OpenCV DIS, or Farneback) on small grey frames, or the codec's motion vectors
 (read during the one decode, no flow computed). Magnitudes are per frame interval and normalised by
@@ -91,7 +91,7 @@ class MotionScorer:
         # DIS reads a flow field passed in as candidate vectors at every pyramid level (a zero field: a
         # static candidate for every patch). The preset's own settings, the motion-only scores, were
         # measured with a zero field passed and keep it (dropping it changes them); the camera's finer
-        # flow takes none, which saves a fifth of its time (its labels were measured that way).
+        # flow takes none, which saves ~15% of its time (its labels were measured that way).
         self._zero_candidates = finest is None and stride is None and steps is None
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
