@@ -20,12 +20,19 @@ from pathlib import Path
 
 import av
 import av.error
-import numpy as np
 from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from curate.borders import file_content_box
-from curate.clip_output import Clip, ClipFailure, OutputGeometry, output_geometry, picture, verify_clip
+from curate.clip_output import (
+    Clip,
+    ClipFailure,
+    OutputGeometry,
+    encoder_frame,
+    output_geometry,
+    thumbnail_rgb,
+    verify_clip,
+)
 from curate.clip_plan import ClipPlan
 from curate.config import BorderConfig, ExtractConfig
 from curate.probe import Reason
@@ -37,7 +44,6 @@ from media.decode import (
     DecodeStats,
     iter_frames,
     open_input,
-    rotate,
 )
 
 # Seconds of slack when comparing times that went through float conversions.
@@ -65,7 +71,7 @@ class _ClipWriter:
         # One single-threaded converter for the whole clip: frame.to_ndarray(width=..., format=...)
         # built a swscale context with a thread per core on every frame (two thread starts per frame
         # here), which borrowed the idle core of a 1-worker run and fought the other worker's.
-        self._to_rgb = VideoReformatter()
+        self._scaler = VideoReformatter()
         self._src_time_base = time_base
         self._start_pts = start_pts
         if cfg.fps > 0:
@@ -90,9 +96,9 @@ class _ClipWriter:
         self._thumb_at = plan.num_frames // 2
 
     def add(self, item: DecodedFrame, next_seconds: float) -> None:
-        image = self._convert(item.frame)
+        image = encoder_frame(item.frame, self.geometry, self._scaler)
         if self.frames_in == self._thumb_at:
-            self.thumbnail = jpeg(image, self.cfg.thumbnail_quality, self.cfg.thumbnail_width)
+            self.thumbnail = jpeg(thumbnail_rgb(image), self.cfg.thumbnail_quality, self.cfg.thumbnail_width)
         if self.cfg.fps > 0:
             # Constant output rate: emit this frame for every output tick inside its display time.
             rel_end = next_seconds - self.plan.start_s
@@ -107,14 +113,7 @@ class _ClipWriter:
             self._encode(image, item.pts - self._start_pts, duration)
         self.frames_in += 1
 
-    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        g = self.geometry
-        image: np.ndarray = self._to_rgb.reformat(
-            frame, width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA", threads=1
-        ).to_ndarray()
-        return rotate(picture(image, g), g.rotation)
-
-    def _encode(self, image: np.ndarray, pts: int, duration: int) -> None:
+    def _encode(self, image: av.VideoFrame, pts: int, duration: int) -> None:
         self._writer.add(image, pts, duration)
         self.frames_out += 1
 

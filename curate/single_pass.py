@@ -26,11 +26,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from curate.borders import file_content_box
-from curate.clip_output import Clip, ClipFailure, OutputGeometry, output_geometry, picture
+from curate.clip_output import Clip, ClipFailure, OutputGeometry, encoder_frame, output_geometry
 from curate.clip_plan import ClipPlan, plan_clips
 from curate.config import BorderConfig, SplitConfig
 from curate.extract import extract_clips
@@ -44,7 +43,6 @@ from media.decode import (
     iter_frames,
     nominal_rate,
     open_input,
-    rotate,
     stream_info,
 )
 
@@ -110,7 +108,7 @@ class SinglePass:
         rules = cfg.clips
         self._max_trim = max(rules.trim_s, rules.transition_s if rules.drop_transitions else 0.0)
         self._lookahead = rules.min_length_s + self._max_trim
-        self._delay: deque[tuple[DecodedFrame, np.ndarray]] = deque()
+        self._delay: deque[tuple[DecodedFrame, av.VideoFrame]] = deque()
         # Final boundaries so far: frames ascending, and their kinds.
         self._bound_frames: list[int] = []
         self._bound_kind: dict[int, BoundaryKind] = {}
@@ -125,7 +123,7 @@ class SinglePass:
             scan = self.scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
             detector = BoundaryDetector(cfg.detect, nominal_rate(stream) or Fraction(25))
             small = VideoReformatter()
-            self._to_rgb = VideoReformatter()
+            scaler = VideoReformatter()
             geometry: OutputGeometry | None = None
             for item in iter_frames(
                 container, scan.stats, self.deadline, threads=cfg.detect.decode_threads, where="split"
@@ -138,13 +136,13 @@ class SinglePass:
                     geometry = self._geometry = output_geometry(
                         self.width, self.height, self.rotation, cfg.extract, box
                     )
-                    self._frame_bytes = geometry.width * geometry.height * 3
+                    self._frame_bytes = geometry.width * geometry.height * 3 // 2  # 4:2:0
                 scan.frame_pts.append(item.pts)
                 self._t.append(item.seconds)
                 detector.add(item.index, detection_bgr(item.frame, cfg.detect.downscale_width, small))
                 if self.second_pass:
                     continue
-                self._delay.append((item, self._convert(item.frame)))
+                self._delay.append((item, encoder_frame(item.frame, geometry, scaler)))
                 settled = detector.settled_before()
                 if settled > self._settled:
                     self._add_bounds(detector.settled_boundaries(self._settled, settled))
@@ -256,7 +254,7 @@ class SinglePass:
         first = self._shot.first if self._shot.first is not None else j
         return min(bisect.bisect_right(self._t, end_t + _EPS, lo=first, hi=end + 1) - 1, end)
 
-    def _place(self, item: DecodedFrame, image: np.ndarray) -> Iterator[Clip | ClipFailure]:
+    def _place(self, item: DecodedFrame, image: av.VideoFrame) -> Iterator[Clip | ClipFailure]:
         j = item.index
         shot = self._shot
         kind = self._bound_kind.get(j)
@@ -346,10 +344,3 @@ class SinglePass:
             self.scan.frame_pts[lo],
             self.scan.time_base,
         )
-
-    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        g = self._geometry
-        image = self._to_rgb.reformat(
-            frame, width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA", threads=1
-        ).to_ndarray()
-        return rotate(picture(image, g), g.rotation)

@@ -2,18 +2,18 @@
 
 It feeds the encoder exactly as `curate.extract._ClipWriter` does, so a clip's bytes are the same;
 what it cannot know at the start it settles at `close`: the plan (and so the frame count to
-verify) and the thumbnail, the middle frame, kept as small copies of every frame that can still
-be the middle.
+verify) and the thumbnail, the middle frame, kept from every encoder frame that can still be the
+middle (a reference, not a copy: the encoder's frames are made once for it).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 
-import cv2
+import av
 import numpy as np
 
-from curate.clip_output import Clip, ClipFailure, OutputGeometry, verify_clip
+from curate.clip_output import Clip, ClipFailure, OutputGeometry, thumbnail_rgb, verify_clip
 from curate.clip_plan import ClipPlan
 from curate.config import ExtractConfig
 from curate.probe import Reason
@@ -39,8 +39,8 @@ class StreamWriter:
         self.cfg, self.geometry, self.rate = cfg, geometry, rate
         self.start_s, self.start_pts, self.src_time_base = start_s, start_pts, src_time_base
         self.frames_in = self.frames_out = 0
-        # The thumbnail is the middle frame: small copies of every frame that can still be it.
-        self._candidates: dict[int, np.ndarray] = {}
+        # The thumbnail is the middle frame: every frame that can still be it.
+        self._candidates: dict[int, av.VideoFrame] = {}
         self._mp4 = Mp4Writer(
             geometry.width,
             geometry.height,
@@ -51,9 +51,10 @@ class StreamWriter:
             threads=1,
         )
 
-    def add(self, item: DecodedFrame, image: np.ndarray, next_seconds: float) -> None:
-        """Encode one decoded frame into the clip and keep it as a thumbnail candidate."""
-        self._candidates[self.frames_in] = _thumbnail_size(image, self.cfg.thumbnail_width)
+    def add(self, item: DecodedFrame, image: av.VideoFrame, next_seconds: float) -> None:
+        """Encode one decoded frame's encoder frame (`encoder_frame`) into the clip and keep it as
+        a thumbnail candidate."""
+        self._candidates[self.frames_in] = image
         for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:
             del self._candidates[offset]
         if self.cfg.fps > 0:
@@ -75,7 +76,9 @@ class StreamWriter:
         """Finish the clip: its MP4, thumbnail and checks against the plan, or the failure."""
         data = self._mp4.finish()
         thumb = jpeg(
-            self._candidates[plan.num_frames // 2], self.cfg.thumbnail_quality, self.cfg.thumbnail_width
+            thumbnail_rgb(self._candidates[plan.num_frames // 2]),
+            self.cfg.thumbnail_quality,
+            self.cfg.thumbnail_width,
         )
         expected = (
             max(1, int(np.ceil(plan.duration_s * float(self.rate) - _EPS)))
@@ -96,11 +99,3 @@ class StreamWriter:
     def abort(self) -> None:
         """Drop the clip being written."""
         self._mp4.abort()
-
-
-def _thumbnail_size(image: np.ndarray, width: int) -> np.ndarray:
-    """What `jpeg(image, quality, width)` encodes: scaled down (area) when wider than `width`."""
-    h, w = image.shape[:2]
-    if w <= width:
-        return image
-    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
