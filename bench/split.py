@@ -16,7 +16,8 @@ machine moves single rounds by 2x):
   codec_work            the split's floor: one threaded decode of the source plus one libx264
                         encode of exactly the split's kept frames at the split's size and
                         settings (scaled in swscale, fed as decoded frames)
-  codec_work_via_rgb    the same fed through RGB as the split feeds its encoders
+  codec_work_via_rgb    the same fed through RGB, as the split fed its encoders before it fed them
+                        4:2:0 frames straight from swscale
   reelforge_split       the whole per-file split (header probe, one pass of detection and
                         extraction, verification), as a split worker runs it
 In-process methods run once on a short file before timing (imports, first open); per-file costs
@@ -174,9 +175,8 @@ def codec_work(
 ) -> dict[str, Any]:
     """One threaded decode + one encode of the kept frames (the split's size and x264 settings).
 
-    `via_rgb` feeds the encoder as the split does (scaled to RGB, then converted back to 4:2:0 by
-    the encoder's input conversion): the cost of that round trip, which the split keeps because
-    its clips' pixels (and so their bytes and scores) come from it."""
+    `via_rgb` feeds the encoder as the split did until it fed 4:2:0 frames (scaled to RGB, then
+    converted back to 4:2:0 by the encoder's input conversion): what that round trip cost."""
     from curate.clip_output import output_geometry
 
     extract = cfg.extract
@@ -200,11 +200,11 @@ def codec_work(
                     item.frame,
                     width=g.width,
                     height=g.height,
-                    format="yuv420p",
+                    format="rgb24" if via_rgb else "yuv420p",
                     interpolation="AREA",
                     threads=1,
                 )
-                writer.add(frame)
+                writer.add(frame.to_ndarray() if via_rgb else frame)
     if writer is not None:
         writer.finish()
     return {"clips": len(plans)}
