@@ -272,7 +272,7 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
     if frame.format.name not in _PLANAR_420:
         width, height = scaled_size(frame.width, frame.height, frame.width // step)
         return to_bgr(frame, width, height, converter)
-    y, u, v = (_plane(frame, i)[::step, ::step] for i in range(3))
+    y, u, v = (_plane(frame, i, step) for i in range(3))
     h = min(u.shape[0], v.shape[0], y.shape[0] // 2)
     w = min(u.shape[1], v.shape[1], y.shape[1] // 2)
     if h < 1 or w < 1:
@@ -280,16 +280,17 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
         return to_bgr(frame, width, height, converter)
     i420 = np.empty((h * 3, w * 2), np.uint8)
     i420[: 2 * h] = y[: 2 * h, : 2 * w]
-    chroma = i420[2 * h :].reshape(-1)
-    chroma[: h * w] = u[:h, :w].reshape(-1)
-    chroma[h * w :] = v[:h, :w].reshape(-1)
+    chroma = i420[2 * h :].reshape(2, h, w)
+    chroma[0] = u[:h, :w]
+    chroma[1] = v[:h, :w]
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
-def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
+def _plane(frame: av.VideoFrame, index: int, step: int = 1) -> np.ndarray:
+    """Every `step`th row and column of a plane, as a view of the decoder's buffer."""
     plane = frame.planes[index]
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
+    return rows[::step, : plane.width : step]
 
 
 def display_rotation(frame: av.VideoFrame) -> int:

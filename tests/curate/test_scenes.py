@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from curate.config import DetectConfig
-from curate.scenes import make_detector, scan_file
+from curate.scenes import frame_mean, make_detector, scan_file
 
 CFG = DetectConfig()
 
@@ -46,6 +46,24 @@ def test_every_cut_detector_runs_from_config(sample_footage):
     # The fade detector finds nothing on a file without fades, and its boundaries are "gradual".
     assert scan_file(sample_footage / "cuts.mp4", DetectConfig(detector="threshold")).boundaries == []
     assert type(make_detector(DetectConfig(detector="adaptive"))).__name__ == "AdaptiveDetector"
+
+
+@pytest.mark.parametrize("luma_only", [False, True])
+def test_content_scores_are_upstreams_bit_for_bit(luma_only):
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detectors import ContentDetector
+
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (6, 90, 160, 3), dtype=np.uint8)
+    frames[3] = frames[2] // 3 + 40  # a small change next to large ones
+    ours = make_detector(DetectConfig(content={"luma_only": luma_only}))
+    upstream = ContentDetector(threshold=27.0, min_scene_len=15, luma_only=luma_only)
+    for i, frame in enumerate(frames):
+        timecode = FrameTimecode(i, fps=25.0)
+        assert ours._calculate_frame_score(timecode, frame) == upstream._calculate_frame_score(
+            timecode, frame
+        )
+        assert frame_mean(frame) == float(frame.mean())
 
 
 def test_timestamps_are_kept_compactly(sample_footage):
