@@ -20,8 +20,9 @@ machine moves single rounds by 2x):
                         4:2:0 frames straight from swscale
   reelforge_split       the whole per-file split (header probe, one pass of detection and
                         extraction, verification), as a split worker runs it
-In-process methods run once on a short file before timing (imports, first open); per-file costs
-stay in (they are part of the work). Wall and CPU seconds are both kept: CPU seconds (all threads
+In-process methods run once on a short file before timing (imports, first open), with OpenCV's
+thread pool sized to one worker's CPUs as the split's workers size it; per-file costs stay in
+(they are part of the work). Wall and CPU seconds are both kept: CPU seconds (all threads
 of the process, or of the child) are what a loaded machine distorts least, and clips per CPU
 second is the split's clips/s per core. Accuracy: precision/recall/F1 of hard cuts within
 ±2 frames on the ground-truth files. Then the peak memory of one split worker on a generated
@@ -57,7 +58,7 @@ from curate.config import SplitConfig  # noqa: E402
 from curate.scenes import scan_file  # noqa: E402
 from curate.split_file import VideoSplit  # noqa: E402
 from media import Mp4Writer  # noqa: E402
-from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input  # noqa: E402
+from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input, use_cpus  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "footage"
 RESULTS = REPO / "bench" / "results" / "split.json"
@@ -267,6 +268,9 @@ def accuracy(cfg: SplitConfig) -> dict[str, Any]:
 
 
 def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
+    # OpenCV's pool sized to one task's CPUs, as split and scan workers size it (pipelines/jobs/split.py),
+    # so the in-process methods run as a worker runs them.
+    use_cpus(cfg.num_cpus)
     warm = ground_truth_files()[0]["file"]
     for fn in (plain_decode, reelforge_detect, pyscenedetect_api, reelforge_split):
         fn(warm, cfg)
