@@ -1,9 +1,10 @@
 """Shot-boundary detection: PySceneDetect's detectors fed from one downscaled PyAV decode pass.
 
-Each frame is decoded once (threaded), scaled and converted to BGR by swscale in one call at
-`downscale_width`, and handed to the configured detector (and, with `detect_fades`, to a fade
-detector in the same loop). Detectors see frame numbers in decoding order; every boundary is
-then given the exact container time of that frame, so seconds stay exact on VFR footage.
+Each frame is decoded once (threaded), subsampled to about `downscale_width` straight from the
+decoder's planes and converted to BGR (`media.decode.detection_bgr`), and handed to the
+configured detector (and, with `detect_fades`, to a fade detector in the same loop). Detectors
+see frame numbers in decoding order; every boundary is then given the exact container time of
+that frame, so seconds stay exact on VFR footage.
 """
 
 from __future__ import annotations
