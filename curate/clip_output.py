@@ -92,23 +92,34 @@ def encoder_frame(frame: av.VideoFrame, g: OutputGeometry, scaler: VideoReformat
 
     swscale scales straight into the encoder's pixel format (area), and crop and rotation move
     the planes: no trip through RGB, whose two conversions cost more CPU than decoding, blurred
-    the chroma twice and added swscale's RGB dither, which x264 then spent time encoding. The
-    crop is exact in luma; an odd crop offset starts the chroma at the sample that holds that
-    luma column (row), at most one luma pixel off. `scaler` keeps one single-threaded swscale
-    context for the clip (a context per frame, with a thread per core, cost more than the frame).
+    the chroma twice and added swscale's RGB dither, which x264 then spent time encoding. A crop
+    window at an odd offset does not start on a 4:2:0 chroma sample: that frame is scaled to
+    4:4:4 and its window's chroma averaged 2x2, so the crop is exact in every plane. `scaler`
+    keeps one single-threaded swscale context for the clip (a context per frame, with a thread
+    per core, cost more than the frame).
     """
+    odd = bool(g.crop_x % 2 or g.crop_y % 2)
     scaled = scaler.reformat(
-        frame, width=g.scale_width, height=g.scale_height, format="yuv420p", interpolation="AREA", threads=1
+        frame,
+        width=g.scale_width,
+        height=g.scale_height,
+        format="yuv444p" if odd else "yuv420p",
+        interpolation="AREA",
+        threads=1,
     )
     pre_w, pre_h = (g.height, g.width) if g.rotation in (90, 270) else (g.width, g.height)
     if (pre_w, pre_h) == (g.scale_width, g.scale_height) and g.rotation == 0:
         return scaled
     planes = []
-    for index, sub in enumerate((1, 2, 2)):
+    for index, sub in enumerate((1, 1, 1) if odd else (1, 2, 2)):
         plane = scaled.planes[index]
         rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
         x, y = g.crop_x // sub, g.crop_y // sub
-        planes.append(rotate(rows[y : y + pre_h // sub, x : x + pre_w // sub], g.rotation))
+        window = rows[y : y + pre_h // sub, x : x + pre_w // sub]
+        if odd and index:
+            quads = window.reshape(pre_h // 2, 2, pre_w // 2, 2).astype(np.uint16)
+            window = ((quads.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+        planes.append(rotate(window, g.rotation))
     i420 = np.concatenate([p.reshape(-1) for p in planes]).reshape(-1, g.width)
     return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 

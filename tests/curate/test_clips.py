@@ -13,7 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from curate.clip_output import Clip, output_geometry, verify_clip
+from curate.borders import ContentBox
+from curate.clip_output import Clip, encoder_frame, output_geometry, thumbnail_rgb, verify_clip
 from curate.clip_plan import clip_id, plan_clips, stride_plans
 from curate.config import ClipRules, ExtractConfig, SplitConfig
 from curate.extract import extract_clips
@@ -88,6 +89,30 @@ def test_output_geometry_scales_rotates_and_keeps_even_sizes():
     g = output_geometry(161, 121, 0, ExtractConfig(short_side=0))
     assert (g.width, g.height) == (160, 120)
     assert clip_id("abc", 1.5) == "abc_0000001500000"
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("box", [None, ContentBox(37, 21, 240, 130, 320, 180)])
+def test_encoder_frames_show_the_cropped_rotated_picture(rotation, box):
+    """The 4:2:0 encoder input is the picture of the whole frame scaled in RGB, cut to the box and
+    turned (the reference here), up to chroma subsampling: close to it, far from other turns."""
+    from av.video.reformatter import VideoReformatter
+
+    from media.decode import rotate
+
+    y, x = np.mgrid[0:180, 0:320]
+    rgb = np.stack([x * 255 // 319, y * 255 // 179, (x // 40 + y // 30) % 2 * 200 + 20], -1).astype(np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    g = output_geometry(320, 180, rotation, ExtractConfig(short_side=90), box)
+    scaled = frame.reformat(width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA")
+    pre_w, pre_h = (g.height, g.width) if rotation in (90, 270) else (g.width, g.height)
+    window = scaled.to_ndarray()[g.crop_y : g.crop_y + pre_h, g.crop_x : g.crop_x + pre_w]
+    image = thumbnail_rgb(encoder_frame(frame, g, VideoReformatter())).astype(int)
+    assert image.shape == (g.height, g.width, 3)
+    assert np.abs(image - rotate(window, rotation)).mean() < 4
+    for other in {0, 90, 180, 270} - {rotation}:
+        turned = rotate(window, other)
+        assert turned.shape != image.shape or np.abs(image - turned).mean() > 20
 
 
 def decode_clip(data: bytes) -> tuple[list[int], Fraction, tuple[int, int]]:
