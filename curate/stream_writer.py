@@ -39,7 +39,8 @@ class StreamWriter:
         self.cfg, self.geometry, self.rate = cfg, geometry, rate
         self.start_s, self.start_pts, self.src_time_base = start_s, start_pts, src_time_base
         self.frames_in = self.frames_out = 0
-        # The thumbnail is the middle frame: every frame that can still be it.
+        # The thumbnail is the middle frame: every frame that can still be it, the later half of the
+        # clip's encoder frames so far (held, not copied: 1.5 bytes a pixel of the output).
         self._candidates: dict[int, av.VideoFrame] = {}
         self._mp4 = Mp4Writer(
             geometry.width,
