@@ -48,10 +48,6 @@ RUN_KEY_PREFIX = "reelforge.eval."
 _WRITE_ROWS = 16  # rows appended to the evals table at a time
 
 
-class EvalError(RuntimeError):
-    """An evaluation that cannot start (nothing to evaluate, a missing prompts file): one line."""
-
-
 @dataclass(frozen=True)
 class Item:
     """One video to evaluate and what it came from."""
