@@ -215,10 +215,7 @@ def step_fetch(root: Path, batches: int) -> dict[str, Any]:
     by_id = np.argsort(where[ROW_ID].to_numpy())
     fragment = (where["_rowaddr"].to_numpy() >> 32)[by_id]
     ids = np.sort(where[ROW_ID].to_numpy())
-    touched = [
-        len(np.unique(fragment[np.searchsorted(ids, row_ids[rows])]))
-        for rows in picks[1:]
-    ]
+    touched = [len(np.unique(fragment[np.searchsorted(ids, row_ids[rows])])) for rows in picks[1:]]
     return {
         "seconds": sum(job_times),
         "batches": batches,
