@@ -17,8 +17,10 @@ when a job starts (`start_job`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipelines.cluster_spec import ClusterSpec, NodeGroup, live_cluster_spec, unreached_root
 from pipelines.config import ConfigError, PipelineConfig
@@ -269,7 +271,7 @@ def check_job(config: PipelineConfig, stage: str) -> None:
         )
 
 
-def start_job(config: PipelineConfig, stage: str) -> None:
+def start_job(config: PipelineConfig, stage: str, prestart: Sequence[str] = ()) -> Any:
     """Where every Ray job starts: connect to (or start) Ray, refuse what could never run, and have
     Ray Data start every actor pool before the first task.
 
@@ -282,12 +284,14 @@ def start_job(config: PipelineConfig, stage: str) -> None:
     job's work list is made on the driver, so every batch went to the driver node's actor (all 13
     clips on one of two nodes). The blocks are a few row ids; actors read the clips by row id from
     the shared store wherever they run.
-    """
-    from ray.data import DataContext
 
+    Returns the task of the worker prestarted with the modules `prestart` names (see init_ray), or None.
+    """
     from pipelines.runtime import init_ray
 
-    init_ray(config.ray)
+    prestarted = init_ray(config.ray, prestart)
+    from ray.data import DataContext  # after init_ray, which imports Ray Data once Ray is up
+
     check_job(config, stage)
     ctx = DataContext.get_current()
     ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
@@ -295,3 +299,4 @@ def start_job(config: PipelineConfig, stage: str) -> None:
         # Marked deprecated, yet Ray 2.60's actor pool still reads it to pick an actor for a block.
         warnings.simplefilter("ignore")
         ctx.execution_options.actor_locality_enabled = False
+    return prestarted
