@@ -17,14 +17,16 @@ when a job starts (`start_job`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.cluster_spec import ClusterSpec, NodeGroup, live_cluster_spec, unreached_root
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.stage_operators import STAGES, Operator, stage_operators
+
+if TYPE_CHECKING:
+    from pipelines.runtime import WorkerPrestart
 
 # How long a job waits for its actor pools to start (model loading; a vLLM engine on GPUs takes
 # minutes) before it fails with Ray Data's "Timed out while starting actors" instead of hanging.
@@ -271,7 +273,7 @@ def check_job(config: PipelineConfig, stage: str) -> None:
         )
 
 
-def start_job(config: PipelineConfig, stage: str, prestart: Sequence[str] = ()) -> Any:
+def start_job(config: PipelineConfig, stage: str, prestart: WorkerPrestart | None = None) -> Any:
     """Where every Ray job starts: connect to (or start) Ray, refuse what could never run, and have
     Ray Data start every actor pool before the first task.
 
@@ -285,7 +287,7 @@ def start_job(config: PipelineConfig, stage: str, prestart: Sequence[str] = ()) 
     clips on one of two nodes). The blocks are a few row ids; actors read the clips by row id from
     the shared store wherever they run.
 
-    Returns the task of the worker prestarted with the modules `prestart` names (see init_ray), or None.
+    Returns the task of the worker `prestart` asks for (see init_ray), or None.
     """
     from pipelines.runtime import init_ray
 

@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,16 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
-def init_ray(cfg: RayConfig, prestart: Sequence[str] = ()) -> Any:
+@dataclass(frozen=True)
+class WorkerPrestart:
+    """A worker to start as soon as Ray is up: what the job's tasks import, and the CPUs one task needs
+    (the worker then starts only where such a task can run, not on a head node without CPUs)."""
+
+    modules: tuple[str, ...]
+    num_cpus: float
+
+
+def init_ray(cfg: RayConfig, prestart: WorkerPrestart | None = None) -> Any:
     """Join `ray.address` or $RAY_ADDRESS when set (the CLI sets it to the project's own Ray, see
     `join_project_ray`), else start a local Ray; reuse one already running in this process.
 
@@ -37,9 +47,9 @@ def init_ray(cfg: RayConfig, prestart: Sequence[str] = ()) -> Any:
     summaries. Ray Data's settings for this driver are applied every time (also to a Ray started
     elsewhere).
 
-    `prestart` names the modules the job's tasks import: a worker imports them (see `prestart_worker`)
-    while this driver imports Ray Data (~1 s) and prepares its job. Returns that worker's task (an
-    ObjectRef to wait on before handing out work), or None without `prestart`.
+    With `prestart`, a worker starts and imports the job's modules (see `prestart_worker`) while this
+    driver imports Ray Data (~1 s) and prepares its job. Returns that worker's task (an ObjectRef to
+    wait on before handing out work), or None without `prestart`.
     """
     import ray
 
@@ -55,7 +65,7 @@ def init_ray(cfg: RayConfig, prestart: Sequence[str] = ()) -> Any:
             driver_log.open(logs / DRIVER_LOG)
             print(f"ray: logs in {logs} (--verbose prints them here)", file=sys.stderr, flush=True)
         ray_data_logs = driver_log is not None
-    prestarted = prestart_worker(prestart) if prestart else None
+    prestarted = prestart_worker(prestart) if prestart is not None else None
     if ray_data_logs:
         _ray_data_logs_to_files()
     _configure_data_context(cfg)
@@ -80,17 +90,18 @@ def _connect(cfg: RayConfig) -> None:
         )
 
 
-def prestart_worker(modules: Sequence[str]) -> Any:
-    """Start a worker of this job that imports Ray Data (its tasks' code) and `modules`, so that the
-    job's first task starts on its input at once instead of after a worker's start and imports (~2-3 s
-    on 2 shared cores). Ray starts workers for a job only when a task needs one (a job joining a running
-    Ray gets no prestarted workers, and idle workers of other jobs are never reused), so this is a task
-    that needs no CPU: once it returns, its worker is idle in this job's pool, where Ray hands it the
-    job's next task. The ObjectRef returned resolves when the worker is ready (an import error there
-    is left to the job's own tasks to report)."""
+def prestart_worker(prestart: WorkerPrestart) -> Any:
+    """Start a worker of this job that imports Ray Data (its tasks' code) and the job's modules, so that
+    the job's first task starts on its input at once instead of after a worker's start and imports
+    (~2-3 s on 2 shared cores). Ray starts workers for a job only when a task needs one (a job joining
+    a running Ray gets no prestarted workers, and idle workers of other jobs are never reused), so this
+    is a task: once it returns, its worker is idle in this job's pool, where Ray hands it the job's next
+    task. The ObjectRef returned resolves when the worker is ready (an import error there is left to
+    the job's own tasks to report)."""
     import ray
 
-    return ray.remote(_import_modules).options(num_cpus=0).remote(("ray.data", *modules))
+    task = ray.remote(_import_modules).options(num_cpus=prestart.num_cpus)
+    return task.remote(("ray.data", *prestart.modules))
 
 
 def _import_modules(modules: Sequence[str]) -> None:

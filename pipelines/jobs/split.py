@@ -1,12 +1,11 @@
 """`reelforge split`: input files -> `videos` and `clips` Lance tables, as a Ray Data job.
 
-One row per input file; a per-file task (resources from `split.num_cpus` / `split.concurrency`;
-its code in pipelines/jobs/split_worker.py) probes, detects and extracts, and writes that file's clips
-as Lance fragments on the worker, flushing every `_FRAGMENT_BYTES` of clip data so a long video never
-sits in memory. The driver
-streams the results and commits every `split.commit_every` files: their clips first, then their
-video rows (the store's exactly-once protocol). A killed job keeps every committed file; the next
-run removes orphan clips and skips files whose video_id already has a row.
+One row per input file; a per-file task (resources from `split.num_cpus` / `split.concurrency`; its
+code in pipelines/jobs/split_worker.py) probes, detects and extracts, and writes that file's clips as
+Lance fragments on the worker, flushing every `_FRAGMENT_BYTES` of clip data so a long video never sits
+in memory. The driver streams the results and commits every `split.commit_every` files: their clips
+first, then their video rows (the store's exactly-once protocol). A killed job keeps every committed
+file; the next run removes orphan clips and skips files whose video_id already has a row.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from tqdm import tqdm
 from curate.config import SplitConfig
 from pipelines.config import InputConfig, PipelineConfig
 from pipelines.plan import start_job
-from pipelines.runtime import task_pool
+from pipelines.runtime import WorkerPrestart, init_ray, task_pool
 from store import CLIPS, VIDEOS, VIDEOS_SCHEMA, Store
 
 # What a split task imports (and the worker prestarted for the first file): the worker side only.
@@ -170,8 +169,8 @@ def run_split(
     started = time.monotonic()
     paths = list(paths) if paths is not None else _resolve(config, inputs)
     # Ray first: a worker for the first file starts (WORKER_MODULE imported) while the store is prepared.
-    prestarted = start_job(config, "split", prestart=(WORKER_MODULE,))
-    from pipelines.jobs.split_worker import pipeline_version, split_one
+    prestarted = start_job(config, "split", WorkerPrestart((WORKER_MODULE,), config.split.num_cpus))
+    from pipelines.jobs.split_worker import pipeline_version, split_one  # PyAV, OpenCV: after Ray is up
 
     store = Store(config.store.root)
     store.root.mkdir(parents=True, exist_ok=True)
@@ -249,10 +248,8 @@ def run_scenes_only(
 ) -> list[dict[str, Any]]:
     """Detect boundaries only and write them as JSON: [{path, status, error, fps, boundaries}]."""
 
-    from pipelines.runtime import init_ray
-
     paths = list(paths) if paths is not None else _resolve(config, inputs)
-    prestarted = init_ray(config.ray, prestart=(WORKER_MODULE,))
+    prestarted = init_ray(config.ray, WorkerPrestart((WORKER_MODULE,), config.split.num_cpus))
     from pipelines.jobs.split_worker import scan_one
 
     cfg = config.split
