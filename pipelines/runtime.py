@@ -91,13 +91,13 @@ def _connect(cfg: RayConfig) -> None:
 
 
 def prestart_worker(prestart: WorkerPrestart) -> Any:
-    """Start a worker of this job that imports Ray Data (its tasks' code) and the job's modules, so that
-    the job's first task starts on its input at once instead of after a worker's start and imports
-    (~2-3 s on 2 shared cores). Ray starts workers for a job only when a task needs one (a job joining
-    a running Ray gets no prestarted workers, and idle workers of other jobs are never reused), so this
-    is a task: once it returns, its worker is idle in this job's pool, where Ray hands it the job's next
-    task. The ObjectRef returned resolves when the worker is ready (an import error there is left to
-    the job's own tasks to report)."""
+    """Have a worker of this job import Ray Data (its tasks' code) and the job's modules now, while the
+    driver prepares the job, instead of when it unpickles the job's first task (~1 s on 2 shared cores).
+    Ray starts a new job's workers when its driver connects (as many as the node has CPUs), but they
+    import only Ray itself, and idle workers of other jobs are never reused. This is a task: once it
+    returns, its worker is idle in this job's pool, where Ray hands it the job's next task; the
+    ObjectRef returned resolves then (an import error there is left to the job's own tasks to report).
+    """
     import ray
 
     task = ray.remote(_import_modules).options(num_cpus=prestart.num_cpus)
