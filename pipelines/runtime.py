@@ -31,8 +31,8 @@ def verbose() -> bool:
 
 @dataclass(frozen=True)
 class WorkerPrestart:
-    """A worker to start as soon as Ray is up: what the job's tasks import, and the CPUs one task needs
-    (the worker then starts only where such a task can run, not on a head node without CPUs)."""
+    """A worker to make ready as soon as Ray is up: what the job's tasks import, and the CPUs one task
+    needs (the prestart task then runs only where such a task can, not on a head node without CPUs)."""
 
     modules: tuple[str, ...]
     num_cpus: float
@@ -47,8 +47,8 @@ def init_ray(cfg: RayConfig, prestart: WorkerPrestart | None = None) -> Any:
     summaries. Ray Data's settings for this driver are applied every time (also to a Ray started
     elsewhere).
 
-    With `prestart`, a worker starts and imports the job's modules (see `prestart_worker`) while this
-    driver imports Ray Data (~1 s) and prepares its job. Returns that worker's task (an ObjectRef to
+    With `prestart`, a worker imports the job's modules (see `prestart_worker`) while this driver
+    imports Ray Data and prepares its job. Returns that worker's task (an ObjectRef to
     wait on before handing out work), or None without `prestart`.
     """
     import ray
