@@ -27,10 +27,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from curate.eval_config import EvalConfig
 from curate.frames import FrameDecodeError
 from curate.vbench import (
     DIMENSIONS,
-    EvalConfig,
     FeatureMoments,
     VBenchScorer,
     Video,
