@@ -14,7 +14,7 @@ import pytest
 from camera_clips import Move, MovingObject, clip, labelled_moves, render
 from score_clips import encode_mp4, sample_shots, store_with
 
-from curate.camera import LABELS, CameraScores
+from curate.camera import FRAME_RADIUS, LABELS, CameraScores
 from curate.config import CameraConfig, FrameSamplingConfig, MotionConfig, ScoreConfig
 from curate.frames import decode_clip
 from curate.motion import MotionScorer
@@ -81,12 +81,12 @@ def test_object_motion_is_high_for_a_subject_and_low_for_camera_moves_of_similar
             # A static camera filming a moving subject: static, and the motion is the subject's.
             assert still.camera_motion == "static" and still.camera_speed < 0.01
             subjects.append(still.object_motion)
-            # Zoom rate giving the same mean displacement as the pan (speed / the grid's mean radius).
+            # Zoom rate giving the same mean displacement over the frame as the pan.
             for move in (
                 Move("pan_left", shift=(speed, 0.0)),
                 Move("tilt_down", shift=(0.0, -speed)),
-                Move("zoom_in", zoom=speed / 0.34),
-                Move("zoom_out", zoom=-speed / 0.34),
+                Move("zoom_in", zoom=speed / FRAME_RADIUS),
+                Move("zoom_out", zoom=-speed / FRAME_RADIUS),
             ):
                 moved = camera(clip(photo, move, noise=noise, crf=crf))
                 assert moved.camera_motion == move.label
