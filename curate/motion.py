@@ -52,6 +52,18 @@ CAMERA_GRADIENT_ITERATIONS = 6
 _MEDIAN_VECTORS = 1024
 
 
+def _mean_length(flow: np.ndarray) -> float:
+    """Mean length of a flow field's vectors, in pixels: the same for the same field in any process.
+
+    Not cv2.magnitude: its optimised (IPP) path rounds some lengths differently by where in memory
+    its inputs lie (cv2.split's fresh arrays land anywhere), so the same clip's motion differed in
+    its 8th to 11th digit from call to call and process to process. Each float32 product, sum and
+    square root here rounds the same wherever the data is.
+    """
+    x, y = flow[..., 0], flow[..., 1]
+    return float(np.sqrt(x * x + y * y).mean(dtype=np.float64))
+
+
 def _global_vector(flow: np.ndarray) -> np.ndarray:
     """Median (dx, dy) of a flow field: the camera's motion, robust to moving objects.
 
@@ -123,7 +135,7 @@ class MotionScorer:
             run_globals = []
             for prev, nxt in itertools.pairwise(run):
                 flow = self._flow(prev, nxt)
-                magnitudes.append(cv2.mean(cv2.magnitude(*cv2.split(flow)))[0] / diag)
+                magnitudes.append(_mean_length(flow) / diag)
                 run_globals.append(_global_vector(flow) / diag)
                 flows.append(flow)
             global_runs.append(np.asarray(run_globals))
