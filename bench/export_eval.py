@@ -78,8 +78,9 @@ def bench_export(copies: int) -> list[dict]:
 
 def bench_eval() -> list[dict]:
     from curate.config import ImageTowerConfig, ScoreConfig
+    from curate.eval_config import EvalConfig
     from curate.frames import spread_indices, tower_input
-    from curate.vbench import EvalConfig, VBenchScorer, read_video
+    from curate.vbench import VBenchScorer, read_video
 
     if not FOOTAGE.is_dir():
         return []

@@ -94,7 +94,7 @@ PLAIN_SPLIT = """
 import sys, time
 from pipelines.config import load_config
 from store import Store
-from pipelines.jobs.split import split_one
+from pipelines.jobs.split_worker import split_one
 from store import CLIPS, VIDEOS, Store
 root, count, *rest = sys.argv[1:]
 overrides, paths = rest[: int(count)], rest[int(count):]

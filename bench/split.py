@@ -372,7 +372,7 @@ def write_long_video(path: Path, seconds: int, fps: int = 25, size: tuple[int, i
 
 _WORKER = """
 import json, resource, sys, time
-from pipelines.jobs.split import split_one
+from pipelines.jobs.split_worker import split_one
 from store import Store, CLIPS
 from curate.config import SplitConfig
 store = Store(sys.argv[2]); store.create(CLIPS)

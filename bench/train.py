@@ -6,6 +6,8 @@ on precomputed latents vs decoding clips on the fly.
 Writes bench/results/train.json and prints a table. Training FLOPs are counted as 3x the forward
 matmul FLOPs (torch's FlopCounterMode over one forward: linear layers and attention), and every
 ratio is against the peak measured in the same run, so numbers from a busy machine stay comparable.
+Where the rest of the fp32 eager step goes is profiled by operator (torch.profiler, self time):
+the share spent in matrix multiplications and the largest operators outside them.
 """
 
 from __future__ import annotations
@@ -64,12 +66,13 @@ def matmul_peak(
     return 2 * size**3 / best
 
 
-def dit_step_bench(
-    mode: str, steps: int, peak: float, device: torch.device = CPU, batch: int = 8, grid: int = 16
-) -> dict:
-    """One optimizer step of the small preset: `batch` clips of (grid/2)^2 x 4 tokens (latent 8x4xgridxgrid,
-    patch 1x2x2; batch 8 x 256 tokens by default) on `device`. Modes: fp32 eager, bf16 autocast,
-    compiled (fp32), bf16 compiled."""
+# Operators whose self time is a dense matrix multiplication (forward and backward of nn.Linear and
+# of the einsum/bmm paths). Fused attention is counted apart: its kernels do more than the GEMMs.
+GEMM_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation"})
+
+
+def _small_dit(device: torch.device, batch: int, grid: int) -> tuple[DiT, tuple[torch.Tensor, ...]]:
+    """The small preset and one batch: latent 8x4xgridxgrid, patch 1x2x2, 32 text tokens (12 real)."""
     torch.manual_seed(0)
     model = DiT(DiTConfig(preset="small"), latent_channels=8, text_dim=384).to(device)
     x, t = torch.randn(batch, 8, 4, grid, grid, device=device), torch.rand(batch, device=device)
@@ -77,6 +80,45 @@ def dit_step_bench(
     text = torch.randn(batch, 32, 384, device=device)
     mask = torch.ones(batch, 32, dtype=torch.bool, device=device)
     mask[:, 12:] = False
+    return model, (x, t, noise, text, mask)
+
+
+def operator_profile(steps: int = 3, batch: int = 8, grid: int = 16, top: int = 8) -> dict:
+    """Self CPU time of the fp32 eager training step by operator: the GEMM share and the largest others."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, (x, t, noise, text, mask) = _small_dit(CPU, batch, grid)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step() -> None:
+        loss = training_loss(model, x, text, mask, noise, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocator, first-call paths
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    gemm = sum(us for name, us in self_us.items() if name in GEMM_OPS)
+    others = sorted(((us, name) for name, us in self_us.items() if name not in GEMM_OPS), reverse=True)
+    return {
+        "steps": steps,
+        "gemm_share": gemm / total,
+        "outside_gemm_share": 1 - gemm / total,
+        "top_outside_gemm": [{"op": name, "share": us / total} for us, name in others[:top]],
+    }
+
+
+def dit_step_bench(
+    mode: str, steps: int, peak: float, device: torch.device = CPU, batch: int = 8, grid: int = 16
+) -> dict:
+    """One optimizer step of the small preset: `batch` clips of (grid/2)^2 x 4 tokens (latent 8x4xgridxgrid,
+    patch 1x2x2; batch 8 x 256 tokens by default) on `device`. Modes: fp32 eager, bf16 autocast,
+    compiled (fp32), bf16 compiled."""
+    model, (x, t, noise, text, mask) = _small_dit(device, batch, grid)
     with FlopCounterMode(display=False) as counter:
         model(x, t, text, mask)
     train_flops = 3 * counter.get_total_flops()
@@ -206,6 +248,7 @@ def main() -> int:
     modes = ["fp32 eager", "bf16 autocast"] + ([] if args.quick else ["compiled"])
     rows = [dit_step_bench(mode, steps, peak) for mode in modes]
     peak_after = matmul_peak()  # a busy machine shows up as a moving peak
+    profiled = operator_profile(steps=2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="rf-bench-train-") as work:
         epochs = epoch_bench(Path(work), 1 if args.quick else 2)
     result = {
@@ -213,6 +256,7 @@ def main() -> int:
         "fp32_matmul_peak_gflops": peak / 1e9,
         "fp32_matmul_peak_after_gflops": peak_after / 1e9,
         "dit_small_steps": rows,
+        "fp32_eager_profile": profiled,
         "epoch": epochs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +276,11 @@ def main() -> int:
             f"{r['mode']:<15}{r['step_s']:>9.3f}{r['first_step_s']:>9.2f}{r['tokens_per_s']:>10.0f}"
             f"{r['achieved_gflops']:>9.0f}{r['fraction_of_peak']:>9.0%}"
         )
+    print(
+        f"fp32 eager step by operator (self time): matmuls {profiled['gemm_share']:.0%}, "
+        f"outside matmuls {profiled['outside_gemm_share']:.0%}; largest outside: "
+        + ", ".join(f"{o['op']} {o['share']:.1%}" for o in profiled["top_outside_gemm"])
+    )
     print(
         f"epoch of {epochs['clips']} clips at {epochs['bucket']} (tiny preset): decode on the fly "
         f"{epochs['decode_epoch_s']:.2f} s, precomputed latents {epochs['precomputed_epoch_s']:.2f} s "

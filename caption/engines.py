@@ -171,17 +171,6 @@ class OpenAICaptionEngine:
             await self._session.close()
         self._session = None
 
-    def generate_sync(self, requests: Sequence[CaptionRequest]) -> list[EngineOutput]:
-        """Caption the clips from synchronous code, closing the session afterwards."""
-
-        async def run() -> list[EngineOutput]:
-            try:
-                return await self.generate(requests)
-            finally:
-                await self.aclose()
-
-        return asyncio.run(run())
-
     async def _one(self, request: CaptionRequest) -> EngineOutput:
         return await self._send(request.clip_id, self.payload(request))
 

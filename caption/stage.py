@@ -23,7 +23,7 @@ from caption.config import CaptionConfig
 from caption.engines import CaptionRequest, EngineOutput, OpenAICaptionEngine, caption_params_json
 from caption.frames import FrameSamplingError, encode_jpeg, sample_frames
 from caption.prompts import prompt_id
-from store import contract
+from store import ROW_ID, contract
 
 # Columns the stage reads from `clips` and writes back (keyed by clip_id), from the data contract.
 READS = contract.STAGES["caption"].reads
@@ -36,7 +36,8 @@ CONTEXT_COLUMNS = ("caption_camera", "caption_motion")
 def prepare_frames(
     batch: dict[str, np.ndarray], cfg: CaptionConfig, encoding: Literal["jpeg", "rgb"] = "jpeg"
 ) -> dict[str, np.ndarray]:
-    """clip_id, video (MP4 bytes)[, context] -> clip_id, frames, frame_error, frame_prep_s[, context].
+    """clip_id, video (MP4 bytes)[, context, _rowid] -> clip_id, frames, frame_error, frame_prep_s
+    [, context, _rowid].
 
     `frames` holds per clip a list of JPEG bytes (`encoding="jpeg"`, for HTTP requests) or one
     uint8 array T x H x W x 3 (`"rgb"`, handed to an in-process engine as is). A clip whose bytes
@@ -76,6 +77,8 @@ def prepare_frames(
     }
     if "context" in batch:  # measured camera words (caption.camera_context) ride along to the engine
         out["context"] = np.asarray(batch["context"], dtype=object)
+    if ROW_ID in batch:  # the clip's row in `clips` rides along to the staged captions
+        out[ROW_ID] = np.asarray(batch[ROW_ID], dtype=np.uint64)
     return out
 
 
@@ -179,6 +182,8 @@ class OpenAICaptioner:
         outputs = [answers.get(cid) for cid in clip_ids]
         columns = caption_columns(self._cfg, clip_ids, outputs, frame_errors)
         columns["frame_prep_s"] = np.asarray(batch["frame_prep_s"], dtype=np.float64)
+        if ROW_ID in batch:
+            columns[ROW_ID] = np.asarray(batch[ROW_ID], dtype=np.uint64)
         return columns
 
     async def aclose(self) -> None:

@@ -229,12 +229,20 @@ class MotionConfig(_Frozen):
     # pans and shake; zooms read higher (the sample zoom: 0.0022 with fast/160 px/8 points, 0.0038
     # with these defaults). The scale (fraction of the diagonal) is unchanged.
     dis_preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
-    # Pyramid level DIS stops at (0 = the flow image itself). None: level 1 when the camera model
-    # runs (score.camera.enabled), else the preset's (2 for ultrafast and fast). The camera model needs
-    # level 1 to tell a moving subject from the background: at level 2 a DIS patch covers a quarter
-    # of a 128x72 frame's height and drags the still background along with a subject (a static camera
-    # then reads as moving). Level 1 costs ~2.5x the flow of level 2 (bench/camera.py).
+    # The DIS flow's finest pyramid level (0 = the flow image itself), the spacing of its 8 px patches
+    # there, and each patch's gradient-descent steps. None: level 1, stride 8 and 6 steps when the
+    # camera model runs (score.camera.enabled), else the preset's (ultrafast: level 2, stride 4, 12
+    # steps). The camera model needs level 1 to tell a moving subject from the background: at level
+    # 2 a DIS patch covers 32 of a 128x72 frame's 72 rows and drags the still background along with
+    # a subject (a static camera then reads as moving). Side by side (stride 8) rather than
+    # overlapping, and with half the steps, level 1 costs ~1.4x the motion-only flow instead of
+    # ~3.8x, with the same labels on the camera tests' clips; zooms read 5-14% slow there (1-9%
+    # with 12 steps, for ~0.005x of a 2 s clip's decode more: bench/camera.py).
+    # The camera's flow is also computed without the zero initial field the motion-only flow is given
+    # (curate/motion.py), so with the camera the motion scores are not the motion-only ones.
     dis_finest_scale: int | None = Field(default=None, ge=0)
+    dis_patch_stride: int | None = Field(default=None, ge=1)
+    dis_gradient_iterations: int | None = Field(default=None, ge=1)
     # Mean flow magnitude per frame, as a fraction of the frame diagonal, under which a clip is still.
     still_threshold: float = Field(default=0.0005, ge=0.0)
 
@@ -245,19 +253,20 @@ class CameraConfig(_Frozen):
     # Needs dense flow: score.motion.enabled with method dis or farneback.
     enabled: bool = True
     # Grid of flow vectors a frame pair's camera model is fitted to: one every grid_step pixels of the
-    # flow image (score.motion.width wide), leaving out `margin` of the width/height on every side,
-    # where content entering the frame has no flow to match.
-    grid_step: int = Field(default=4, ge=1)
-    margin: float = Field(default=0.06, ge=0.0, lt=0.5)
-    # Flow noise, as a fraction of the flow image's width: RANSAC's inlier distance, and the residual
-    # under which a vector counts as explained by the camera (not object motion). 0.004 = 0.5 px at
-    # 128, over the 99th percentile of the residuals of pans and zooms of photographs with sensor
-    # noise and compression (DIS ultrafast): a subject moving slower than that per frame is missed.
+    # flow image (score.motion.width wide), at least `margin` of the width/height from every side.
+    # 8 px is a level-1 DIS patch's spacing (finer samples repeat the same patches' flow); 0.125 of
+    # 128 px is one patch, 16 px: an edge patch partly matches content entering or leaving the
+    # frame, whose flow is wrong by pixels (object motion on camera-only clips).
+    grid_step: int = Field(default=8, ge=1)
+    margin: float = Field(default=0.125, ge=0.0, lt=0.5)
+    # Flow noise, as a fraction of the flow image's width: the residual under which a vector counts
+    # as explained by the camera (not object motion). 0.004 = 0.5 px at 128, the 98th percentile of
+    # the residuals of pans and zooms of photographs with sensor noise and compression (the camera's
+    # DIS flow): a subject moving slower than that per frame is missed.
     noise_floor: float = Field(default=0.004, gt=0.0)
     # Flow error grows with the displacement: residuals under noise_floor plus this share of the
     # camera model's own displacement at the point also count as noise (a fast zoom's edges).
     relative_noise: float = Field(default=0.25, ge=0.0)
-    ransac_iters: int = Field(default=200, ge=1)
     # Steady camera motion (frame fractions per second) under which the camera is static: 0.01 is a
     # pan that needs 100 s to cross the frame.
     static_speed: float = Field(default=0.01, ge=0.0)
@@ -272,13 +281,14 @@ class CameraConfig(_Frozen):
     dominance: float = Field(default=2.0, ge=1.0)
     # ... and this share of the frame pairs carrying the same label; otherwise `complex`.
     min_agreement: float = Field(default=0.5, ge=0.0, le=1.0)
-    # Corner strength (OpenCV cornerMinEigenVal, 5x5 block, 8-bit grey flow image) at which a point's
-    # flow is fully trusted; weaker points count in proportion (flat sky and walls hardly at all).
-    corner_strength: float = Field(default=3e-5, gt=0.0)
+    # Corner strength (OpenCV cornerMinEigenVal, 5x5 block, 8-bit grey flow image halved: the level
+    # DIS measures the camera's flow at) at which a point's flow is fully trusted; weaker points
+    # count in proportion (flat sky and walls hardly at all).
+    corner_strength: float = Field(default=1.35e-4, gt=0.0)
     # Fewer fitted frame pairs than min_pairs, a mean luma (0-1) under min_luma, or less of the frame
     # than min_textured at corner_strength leave the camera columns null with the reason: flow on a
-    # smooth gradient or in the dark is a guess. 0.08 refuses the sample's colour wheel (0.03) and
-    # keeps its launch-pad sky (0.2).
+    # smooth gradient or in the dark is a guess. 0.08 refuses the sample's colour wheel (0.04) and
+    # keeps its launch-pad sky (0.25) and retina (0.23).
     min_pairs: int = Field(default=2, ge=1)
     min_luma: float = Field(default=0.06, ge=0.0, le=1.0)
     min_textured: float = Field(default=0.08, ge=0.0, le=1.0)

@@ -158,13 +158,6 @@ class _CopyWriter:
     def frames_out(self) -> int:
         return self.frames_in
 
-    def wants(self, packet: av.Packet[VideoStream]) -> bool:
-        return (
-            packet.pts is not None
-            and self.start_pts <= packet.pts
-            and (self.end_pts is None or packet.pts < self.end_pts)
-        )
-
     def add_packet(self, packet: av.Packet[VideoStream]) -> None:
         assert packet.pts is not None  # only packets accepted by the pts range get here
         packet.pts -= self.start_pts

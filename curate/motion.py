@@ -1,7 +1,9 @@
 """Motion score: how much the picture moves, whether the clip is still, and camera shake.
 
 The same flow fields also give the camera model and object motion (curate/camera.py) when a camera
-config is passed: no second decode, no second flow.
+config is passed: no second decode, no second flow. The camera needs them one DIS pyramid level finer
+(MotionConfig.dis_finest_scale, dis_patch_stride, dis_gradient_iterations), so with it the motion
+scores are read from that finer flow.
 
 Dense optical flow (OpenCV DIS, or Farneback) on small grey frames, or the codec's motion vectors
 (read during the one decode, no flow computed). Magnitudes are per frame interval and normalised by
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from curate.camera import CameraEstimator, CameraScores
+from curate.camera import CameraEstimator, CameraScores, PairModels
 from curate.config import CameraConfig, MotionConfig
 from curate.frames import ClipFrames, spread_indices
 
@@ -39,11 +41,27 @@ _DIS_PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 
-# DIS pyramid level the camera model needs (MotionConfig.dis_finest_scale).
+# The DIS flow the camera model needs (MotionConfig.dis_finest_scale, dis_patch_stride and
+# dis_gradient_iterations): pyramid level, spacing of the 8 px patches there, and each patch's
+# gradient-descent steps.
 CAMERA_FINEST_SCALE = 1
+CAMERA_PATCH_STRIDE = 8
+CAMERA_GRADIENT_ITERATIONS = 6
 
 # Flow vectors fed to the global-vector median: about this many, on a regular grid of the field.
 _MEDIAN_VECTORS = 1024
+
+
+def _mean_length(flow: np.ndarray) -> float:
+    """Mean length of a flow field's vectors, in pixels: the same for the same field in any process.
+
+    Not cv2.magnitude: its optimised (IPP) path rounds some lengths differently by where in memory
+    its inputs lie (cv2.split's fresh arrays land anywhere), so the same clip's motion differed in
+    its 8th to 11th digit from call to call and process to process. Each float32 product, sum and
+    square root here rounds the same wherever the data is.
+    """
+    x, y = flow[..., 0], flow[..., 1]
+    return float(np.sqrt(x * x + y * y).mean(dtype=np.float64))
 
 
 def _global_vector(flow: np.ndarray) -> np.ndarray:
@@ -72,11 +90,24 @@ class MotionScorer:
             raise ValueError("camera motion needs dense flow: score.motion.method dis or farneback")
         self._camera = CameraEstimator(camera) if camera is not None and camera.enabled else None
         self._dis = cv2.DISOpticalFlow.create(_DIS_PRESETS[cfg.dis_preset]) if cfg.method == "dis" else None
-        finest = cfg.dis_finest_scale
-        if finest is None and self._camera is not None:
-            finest = CAMERA_FINEST_SCALE
-        if self._dis is not None and finest is not None:
-            self._dis.setFinestScale(finest)
+        finest, stride, steps = cfg.dis_finest_scale, cfg.dis_patch_stride, cfg.dis_gradient_iterations
+        if self._camera is not None:
+            finest = CAMERA_FINEST_SCALE if finest is None else finest
+            stride = CAMERA_PATCH_STRIDE if stride is None else stride
+            steps = CAMERA_GRADIENT_ITERATIONS if steps is None else steps
+        if self._dis is not None:
+            for value, setter in (
+                (finest, self._dis.setFinestScale),
+                (stride, self._dis.setPatchStride),
+                (steps, self._dis.setGradientDescentIterations),
+            ):
+                if value is not None:
+                    setter(value)
+        # DIS reads a flow field passed in as candidate vectors at every pyramid level (a zero field: a
+        # static candidate for every patch). The preset's own settings, the motion-only scores, were
+        # measured with a zero field passed and keep it (dropping it changes them); the camera's finer
+        # flow takes none, which saves ~15% of its time (its labels were measured that way).
+        self._zero_candidates = finest is None and stride is None and steps is None
 
     def __call__(self, clip: ClipFrames) -> MotionScores:
         """The motion scores of one clip."""
@@ -94,7 +125,7 @@ class MotionScorer:
             return motion, None
         magnitudes: list[float] = []
         global_runs: list[np.ndarray] = []
-        flows: list[list[np.ndarray]] = []
+        flows: list[np.ndarray] = []
         # A clip decoded with a run at every sampled frame is scored on `points` of them, as if the
         # decode had been asked for only those (decode_clip's motion_points).
         chosen = spread_indices(len(clip.motion_runs), self.cfg.points)
@@ -102,24 +133,27 @@ class MotionScorer:
         for run in runs:
             diag = float(np.hypot(run.shape[2], run.shape[1]))
             run_globals = []
-            run_flows = []
             for prev, nxt in itertools.pairwise(run):
                 flow = self._flow(prev, nxt)
-                magnitudes.append(cv2.mean(cv2.magnitude(*cv2.split(flow)))[0] / diag)
+                magnitudes.append(_mean_length(flow) / diag)
                 run_globals.append(_global_vector(flow) / diag)
-                run_flows.append(flow)
+                flows.append(flow)
             global_runs.append(np.asarray(run_globals))
-            flows.append(run_flows)
         motion = self._summarise(np.asarray(magnitudes), global_runs)
         if self._camera is None:
             return motion, None
+        if not runs:  # nothing to fit: classify says why
+            return motion, self._camera.classify(PairModels.empty())
         # A run's frames are consecutive: the texture of its first frame serves all its pairs.
-        strengths = [[self._camera.corner_strength(run[0])] * (run.shape[0] - 1) for run in runs]
-        unseen = self._camera.visibility_error(runs, strengths)
+        strengths, luma = self._camera.texture([run[0] for run in runs])
+        pairs = [run.shape[0] - 1 for run in runs]
+        unseen = self._camera.visibility_error(luma, strengths, pairs)
         if unseen is not None:
             return motion, CameraScores.unmeasured(unseen)
-        intervals = [np.diff(clip.motion_run_times_s[i]) for i in chosen]
-        return motion, self._camera.classify(self._camera.fit(flows, intervals, strengths))
+        times = [clip.motion_run_times_s[i].tolist() for i in chosen]
+        seconds = np.array([b - a for run_times in times for a, b in itertools.pairwise(run_times)])
+        pair_run = np.array([r for r, n in enumerate(pairs) for _ in range(n)])
+        return motion, self._camera.classify(self._camera.fit(flows, seconds, pair_run, strengths))
 
     def flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Dense flow (h, w, 2), in pixels, from grey frame `prev` to `nxt` with the configured method
@@ -127,12 +161,15 @@ class MotionScorer:
         return self._flow(prev, nxt)
 
     def _flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        # Only receives the result: DIS reads no initial flow (useInitialFlow is off), nor does
-        # Farneback with flags=0.
-        flow = np.zeros((*prev.shape, 2), dtype=np.float32)
-        if self._dis is not None:
-            return self._dis.calc(prev, nxt, flow)
-        return cv2.calcOpticalFlowFarneback(prev, nxt, flow, 0.5, 3, 15, 3, 5, 1.2, 0)
+        if self._dis is None:
+            # Farneback with flags=0 only writes the field it is given.
+            flow = np.zeros((*prev.shape, 2), np.float32)
+            return cv2.calcOpticalFlowFarneback(prev, nxt, flow, 0.5, 3, 15, 3, 5, 1.2, 0)
+        if self._zero_candidates:
+            zero_seeded: np.ndarray = self._dis.calc(prev, nxt, np.zeros((*prev.shape, 2), np.float32))
+            return zero_seeded
+        fresh: np.ndarray = self._dis.calc(prev, nxt, None)  # type: ignore[call-overload]  # stubs omit None: a new field
+        return fresh
 
     def _summarise(self, magnitudes: np.ndarray, global_runs: list[np.ndarray]) -> MotionScores:
         if magnitudes.size == 0:

@@ -19,10 +19,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.cluster_spec import ClusterSpec, NodeGroup, live_cluster_spec, unreached_root
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.stage_operators import STAGES, Operator, stage_operators
+
+if TYPE_CHECKING:
+    from pipelines.runtime import WorkerPrestart
 
 # How long a job waits for its actor pools to start (model loading; a vLLM engine on GPUs takes
 # minutes) before it fails with Ray Data's "Timed out while starting actors" instead of hanging.
@@ -269,7 +273,7 @@ def check_job(config: PipelineConfig, stage: str) -> None:
         )
 
 
-def start_job(config: PipelineConfig, stage: str) -> None:
+def start_job(config: PipelineConfig, stage: str, prestart: WorkerPrestart | None = None) -> Any:
     """Where every Ray job starts: connect to (or start) Ray, refuse what could never run, and have
     Ray Data start every actor pool before the first task.
 
@@ -282,12 +286,14 @@ def start_job(config: PipelineConfig, stage: str) -> None:
     job's work list is made on the driver, so every batch went to the driver node's actor (all 13
     clips on one of two nodes). The blocks are a few row ids; actors read the clips by row id from
     the shared store wherever they run.
-    """
-    from ray.data import DataContext
 
+    Returns the task of the worker `prestart` asks for (see init_ray), or None.
+    """
     from pipelines.runtime import init_ray
 
-    init_ray(config.ray)
+    prestarted = init_ray(config.ray, prestart)
+    from ray.data import DataContext  # after init_ray, which imports Ray Data once Ray is up
+
     check_job(config, stage)
     ctx = DataContext.get_current()
     ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
@@ -295,3 +301,4 @@ def start_job(config: PipelineConfig, stage: str) -> None:
         # Marked deprecated, yet Ray 2.60's actor pool still reads it to pick an actor for a block.
         warnings.simplefilter("ignore")
         ctx.execution_options.actor_locality_enabled = False
+    return prestarted

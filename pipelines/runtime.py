@@ -3,16 +3,20 @@ output reaches the console."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # a prestarted worker imports this module: it must stay light (see prestart_worker)
+    import pyarrow as pa
 
-from pipelines.config import PipelineConfig, RayConfig
+    from pipelines.config import PipelineConfig, RayConfig
 
 # Set by `reelforge --verbose` (and inherited by the commands it starts, e.g. the caption command re-run
 # in the vLLM environment): Ray's log lines, warnings and its own progress output on the console.
@@ -25,7 +29,16 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
-def init_ray(cfg: RayConfig) -> None:
+@dataclass(frozen=True)
+class WorkerPrestart:
+    """A worker to make ready as soon as Ray is up: what the job's tasks import, and the CPUs one task
+    needs (the prestart task then runs only where such a task can, not on a head node without CPUs)."""
+
+    modules: tuple[str, ...]
+    num_cpus: float
+
+
+def init_ray(cfg: RayConfig, prestart: WorkerPrestart | None = None) -> Any:
     """Join `ray.address` or $RAY_ADDRESS when set (the CLI sets it to the project's own Ray, see
     `join_project_ray`), else start a local Ray; reuse one already running in this process.
 
@@ -33,14 +46,35 @@ def init_ray(cfg: RayConfig) -> None:
     its workers' output stays in their log files; the stages print their own progress bars and
     summaries. Ray Data's settings for this driver are applied every time (also to a Ray started
     elsewhere).
+
+    With `prestart`, a worker imports the job's modules (see `prestart_worker`) while this driver
+    imports Ray Data and prepares its job. Returns that worker's task (an ObjectRef to
+    wait on before handing out work), or None without `prestart`.
     """
     import ray
 
-    if ray.is_initialized():
-        _configure_data_context(cfg)
-        return
-    ignore_lance_fork_warning()
-    driver_log = None if verbose() else _ray_logs_to_files()
+    ray_data_logs = False
+    if not ray.is_initialized():
+        ignore_lance_fork_warning()
+        driver_log = None if verbose() else _ray_logs_to_files()
+        _connect(cfg)
+        if driver_log is not None:
+            # The session's folder exists only now. A private attribute: Ray has no public call for it.
+            node: Any = ray._private.worker._global_node
+            logs = Path(node.get_logs_dir_path())
+            driver_log.open(logs / DRIVER_LOG)
+            print(f"ray: logs in {logs} (--verbose prints them here)", file=sys.stderr, flush=True)
+        ray_data_logs = driver_log is not None
+    prestarted = prestart_worker(prestart) if prestart is not None else None
+    if ray_data_logs:
+        _ray_data_logs_to_files()
+    _configure_data_context(cfg)
+    return prestarted
+
+
+def _connect(cfg: RayConfig) -> None:
+    import ray
+
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         ray.init(address=address, log_to_driver=verbose())
@@ -54,13 +88,25 @@ def init_ray(cfg: RayConfig) -> None:
             _temp_dir=cfg.temp_dir or None,
             log_to_driver=verbose(),
         )
-    if driver_log is not None:
-        # The session's folder exists only now. A private attribute: Ray has no public call for it.
-        node: Any = ray._private.worker._global_node
-        logs = Path(node.get_logs_dir_path())
-        driver_log.open(logs / DRIVER_LOG)
-        print(f"ray: logs in {logs} (--verbose prints them here)", file=sys.stderr, flush=True)
-    _configure_data_context(cfg)
+
+
+def prestart_worker(prestart: WorkerPrestart) -> Any:
+    """Have a worker of this job import Ray Data (its tasks' code) and the job's modules now, while the
+    driver prepares the job, instead of when it unpickles the job's first task (~1 s on 2 shared cores).
+    Ray starts a new job's workers when its driver connects (as many as the node has CPUs), but they
+    import only Ray itself, and idle workers of other jobs are never reused. This is a task: once it
+    returns, its worker is idle in this job's pool, where Ray hands it the job's next task; the
+    ObjectRef returned resolves then (an import error there is left to the job's own tasks to report).
+    """
+    import ray
+
+    task = ray.remote(_import_modules).options(num_cpus=prestart.num_cpus)
+    return task.remote(("ray.data", *prestart.modules))
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 def join_project_ray(cfg: PipelineConfig) -> str | None:
@@ -117,14 +163,8 @@ class _DriverLogFile(logging.Handler):
 
 
 def _ray_logs_to_files() -> _DriverLogFile:
-    """Ray's and Ray Data's console handlers pass errors only; Ray Data already writes everything to
-    `ray-data.log` in the session's logs, and Ray core's driver records go to `reelforge-driver.log`."""
-    import ray.data  # noqa: F401  # configures the `ray.data` logger (console + session file) on import
-
-    for name in ("ray", "ray.data"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
+    """Ray core's console handler passes errors only; its driver records go to `reelforge-driver.log`."""
+    _console_errors_only("ray")
     ray_logger = logging.getLogger("ray")
     for stale in [h for h in ray_logger.handlers if isinstance(h, _DriverLogFile)]:  # an earlier Ray's
         ray_logger.removeHandler(stale)
@@ -132,6 +172,21 @@ def _ray_logs_to_files() -> _DriverLogFile:
     driver_log = _DriverLogFile()
     ray_logger.addHandler(driver_log)
     return driver_log
+
+
+def _ray_data_logs_to_files() -> None:
+    """Ray Data's console handler passes errors only: it already writes everything to `ray-data.log` in
+    the session's logs. Imported after Ray is up (a prestarted worker starts meanwhile); Ray Data logs
+    nothing before its first dataset."""
+    import ray.data  # noqa: F401  # configures the `ray.data` logger (console + session file) on import
+
+    _console_errors_only("ray.data")
+
+
+def _console_errors_only(logger: str) -> None:
+    for handler in logging.getLogger(logger).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
 
 
 def _configure_data_context(cfg: RayConfig) -> None:

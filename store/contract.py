@@ -157,7 +157,7 @@ CLIP_COLUMNS: tuple[Column, ...] = (
         s,
         _SCORE,
         "static, pan_left, pan_right, tilt_up, tilt_down, zoom_in, zoom_out, shaky or complex, from a "
-        "similarity fitted (RANSAC) to each pair's flow; pan_left = the camera turns left (content moves "
+        "similarity fitted to each pair's flow (reweighted least squares); pan_left = the camera turns left (content moves "
         "right), tilt_up = content moves down, zoom_in = content grows",
     ),
     _c(

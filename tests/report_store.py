@@ -37,7 +37,7 @@ from curate.image_tower import ImageTowerStage
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 from curate.split_file import VideoSplit
-from pipelines.jobs.split import clip_row
+from pipelines.jobs.split_worker import clip_row
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 from store.filters import parse_filter
 

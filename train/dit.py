@@ -291,8 +291,3 @@ class DiT(nn.Module):
                 tokens = block(tokens, c, text_tokens, text_mask, rope)  # (B, N, D)
         out = self.final(tokens, c)  # (B, N, pt*ph*pw*C)
         return self.unpatchify(out, grid)  # (B, C, T, H, W)
-
-
-def build_dit(config: DiTConfig, latent_channels: int, text_dim: int) -> DiT:
-    """A DiT of the config's preset for these latent channels and text width."""
-    return DiT(config, latent_channels=latent_channels, text_dim=text_dim)

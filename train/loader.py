@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import lance
@@ -167,12 +167,6 @@ class ClipBatches(Dataset[dict[str, Any]]):
             except ValueError as err:
                 raise ValueError(f"clip {clip_id}: {err}") from err
         return {"clip_id": ids, "caption": captions, "video": torch.stack(videos)}
-
-
-def read_latents(ds: lance.LanceDataset, row_ids: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The encode stage's columns for these rows (by stable row id): latent (B, C, T, H, W), text (B, L, E),
-    text_mask (B, L)."""
-    return latent_tensors(ClipReader(ds).columns([int(r) for r in row_ids], list(LATENT_INPUTS)))
 
 
 def latent_tensors(table: pa.Table) -> dict[str, torch.Tensor]:

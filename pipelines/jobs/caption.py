@@ -68,7 +68,7 @@ def read_and_prepare(
     reader = ClipReader.at(store_root, version)
     videos = np.empty(len(clip_ids), dtype=object)
     videos[:] = reader.blobs(batch[ROW_ID])
-    clips = {"clip_id": np.asarray(clip_ids, dtype=object), "video": videos}
+    clips = {"clip_id": np.asarray(clip_ids, dtype=object), "video": videos, ROW_ID: batch[ROW_ID]}
     if cfg.camera_context:
         words = reader.columns(batch[ROW_ID], CONTEXT_COLUMNS).to_pydict()
         clips["context"] = np.asarray(
@@ -95,6 +95,7 @@ def _vllm_preprocess(row: dict[str, Any], cfg: CaptionConfig) -> dict[str, Any]:
         }
     request["frame_error"] = frame_error
     request["frame_prep_s"] = float(row["frame_prep_s"])
+    request[ROW_ID] = int(row[ROW_ID])
     return request
 
 
@@ -107,6 +108,7 @@ def _vllm_to_columns(batch: dict[str, np.ndarray], cfg: CaptionConfig) -> dict[s
     ]
     columns = caption_columns(cfg, [str(r["clip_id"]) for r in rows], outputs, frame_errors)
     columns["frame_prep_s"] = np.asarray([r["frame_prep_s"] for r in rows], dtype=np.float64)
+    columns[ROW_ID] = np.asarray([r[ROW_ID] for r in rows], dtype=np.uint64)
     return columns
 
 
@@ -225,10 +227,9 @@ def todo_clips(store: Store, cfg: CaptionConfig, staging: ColumnStaging) -> tupl
     return todo, selected - len(todo), description
 
 
-def with_row_ids(table: pa.Table, row_of: dict[str, int]) -> pa.Table:
-    """Attach each caption's clip row id (the engines pass clip_id through; the driver knows the rest)."""
-    ids = [row_of[c] for c in table.column("clip_id").to_pylist()]
-    return table.append_column(ROW_ID, pa.array(ids, pa.uint64()))
+def with_row_ids(table: pa.Table, batch: dict[str, np.ndarray]) -> pa.Table:
+    """Attach each caption's clip row id, carried through the engines beside its clip_id."""
+    return table.append_column(ROW_ID, pa.array(batch[ROW_ID], pa.uint64()))
 
 
 def run_caption(
@@ -274,7 +275,6 @@ def _run(
     if len(todo):
         start_job(config, "caption")  # Ray, then the check that every operator can be scheduled
         ds = build_dataset(store, cfg, todo)
-        row_of = dict(zip(todo.rows["clip_id"].to_pylist(), todo.rows[ROW_ID].to_pylist(), strict=True))
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
         if cfg.engine == "openai":
             # Built before any Ray work: a missing API key variable fails here, at once.
@@ -283,7 +283,7 @@ def _run(
         pending: list[pa.Table] = []
         pending_rows = 0
         for batch in batches:
-            table = with_row_ids(to_table(batch), row_of)
+            table = with_row_ids(to_table(batch), batch)
             summary.frame_prep_s += float(np.nansum(batch["frame_prep_s"]))
             summary.count(table)
             pending.append(table)

@@ -27,10 +27,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from curate.eval_config import EvalConfig
 from curate.frames import FrameDecodeError
 from curate.vbench import (
     DIMENSIONS,
-    EvalConfig,
     FeatureMoments,
     VBenchScorer,
     Video,
@@ -46,10 +46,6 @@ from store.placeholders import PLACEHOLDER_KEY, schema_marks
 
 RUN_KEY_PREFIX = "reelforge.eval."
 _WRITE_ROWS = 16  # rows appended to the evals table at a time
-
-
-class EvalError(RuntimeError):
-    """An evaluation that cannot start (nothing to evaluate, a missing prompts file): one line."""
 
 
 @dataclass(frozen=True)

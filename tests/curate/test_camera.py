@@ -6,7 +6,12 @@ content moves right, tilt_up = the content moves down, zoom_in = the content gro
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,12 +19,14 @@ import pytest
 from camera_clips import Move, MovingObject, clip, labelled_moves, render
 from score_clips import encode_mp4, sample_shots, store_with
 
-from curate.camera import LABELS, CameraScores
+from curate.camera import FRAME_RADIUS, LABELS, CameraScores
 from curate.config import CameraConfig, FrameSamplingConfig, MotionConfig, ScoreConfig
 from curate.frames import decode_clip
 from curate.motion import MotionScorer
 from pipelines.sample_footage import load_ground_truth
 
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("motion_columns.py")
 MOTION = MotionConfig()
 SCORER = MotionScorer(MOTION, CameraConfig())
 # Textured photographs: a camera model needs texture over most of the frame to be measured at all.
@@ -81,12 +88,12 @@ def test_object_motion_is_high_for_a_subject_and_low_for_camera_moves_of_similar
             # A static camera filming a moving subject: static, and the motion is the subject's.
             assert still.camera_motion == "static" and still.camera_speed < 0.01
             subjects.append(still.object_motion)
-            # Zoom rate giving the same mean displacement as the pan (speed / the grid's mean radius).
+            # Zoom rate giving the same mean displacement over the frame as the pan.
             for move in (
                 Move("pan_left", shift=(speed, 0.0)),
                 Move("tilt_down", shift=(0.0, -speed)),
-                Move("zoom_in", zoom=speed / 0.34),
-                Move("zoom_out", zoom=-speed / 0.34),
+                Move("zoom_in", zoom=speed / FRAME_RADIUS),
+                Move("zoom_out", zoom=-speed / FRAME_RADIUS),
             ):
                 moved = camera(clip(photo, move, noise=noise, crf=crf))
                 assert moved.camera_motion == move.label
@@ -181,3 +188,38 @@ def test_speeds_are_per_second_whatever_the_frame_rate():
     at_50 = camera(encode_mp4(frames, fps=50))  # the same frames played twice as fast
     assert at_25.camera_motion == at_50.camera_motion == "pan_right"
     assert at_50.camera_speed == pytest.approx(2 * at_25.camera_speed, rel=0.1)
+
+
+def test_a_clips_motion_and_camera_columns_do_not_depend_on_the_process_threads_or_order(tmp_path):
+    """Two fresh processes, one OpenCV thread and two, the clips in opposite orders through one scorer:
+    the same bytes give the same scores to the last digit (a cluster's nodes and one node agree)."""
+    moves = {
+        "pan": ("astronaut", Move("pan_left", shift=(0.15, 0.0)), None),
+        "zoom": ("coffee", Move("zoom_in", zoom=0.25), None),
+        "shaky": ("chelsea", Move("shaky", shake=0.02), None),
+        "subject": ("immunohistochemistry", Move("static"), MovingObject("astronaut", 0.25, (0.3, 0.0))),
+        "roll": ("coffee", Move("complex", roll=0.4), None),
+    }
+    paths = []
+    for name, (photo, move, subject) in moves.items():
+        paths.append(tmp_path / f"{name}.mp4")
+        paths[-1].write_bytes(clip(photo, move, noise=2.0, crf=26, obj=subject, frames=40))
+
+    def columns(threads: int, order: list[Path]) -> dict:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+        }
+        out = subprocess.run(
+            [sys.executable, str(DRIVER), str(threads), *map(str, order)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    one_thread = columns(1, paths)
+    assert columns(2, paths[::-1]) == one_thread
+    assert {scores["camera_motion"] for scores in one_thread.values()} >= {"'pan_left'", "'zoom_in'"}

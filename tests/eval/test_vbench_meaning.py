@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from curate.config import ImageTowerConfig, QualityConfig, ScoreConfig
+from curate.eval_config import EvalConfig
 from curate.frames import spread_indices, tower_input
 from curate.quality import QualityScorer
 from curate.vbench import (
     DIMENSIONS,
-    EvalConfig,
     FeatureMoments,
     FlowMeasures,
     VBenchScorer,

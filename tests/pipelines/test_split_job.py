@@ -112,7 +112,7 @@ def test_split_task_gives_opencv_its_cpus(tmp_path, sample_footage, num_cpus):
     """OpenCV ignores OMP_NUM_THREADS; a 1-CPU task left at a thread per core takes another task's core."""
     import cv2
 
-    from pipelines.jobs.split import split_one
+    from pipelines.jobs.split_worker import split_one
 
     store = Store(tmp_path / "store")
     store.root.mkdir()
