@@ -45,7 +45,8 @@ def _store(root: Path, copies: int):  # -> (Store, bytes in clips)
 
 
 def bench_export(copies: int) -> list[dict]:
-    from pipelines.export import ExportConfig, export
+    from pipelines.export import export
+    from pipelines.export_config import ExportConfig
     from store import CLIPS, ROW_ID, ClipReader
 
     rows = []

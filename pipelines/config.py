@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from caption.config import CaptionConfig
 from curate.config import FilterConfig, ScoreConfig, SplitConfig
 from curate.eval_config import EvalConfig
-from pipelines.export import ExportConfig
+from pipelines.export_config import ExportConfig
 from store.config import StoreConfig
 from train.config import EncodeConfig, SampleConfig, TrainConfig
 

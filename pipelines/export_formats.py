@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
-    from pipelines.export import ExportConfig
+    from pipelines.export_config import ExportConfig
 
 PARTIAL = ".partial"
 

@@ -10,20 +10,59 @@
   `store.locks` the job lock that keeps maintenance off running jobs.
 """
 
-from store.clip_reader import ClipReader
-from store.column_staging import ColumnStaging
-from store.contract import CLIPS, VIDEOS, ContractError
-from store.lance_store import (
-    CLIPS_SCHEMA,
-    ROW_ID,
-    VIDEOS_SCHEMA,
-    Store,
-    StoreError,
-    WorkList,
-    conform,
-    utc_now,
-    write_fragment_json,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use, not with the package: every command reads its config, which imports
+# store.config, and the package's Lance import (with pandas, ~0.35 s) would then come before a stage
+# could start Ray, and on `--help`.
+if TYPE_CHECKING:
+    from store.clip_reader import ClipReader
+    from store.column_staging import ColumnStaging
+    from store.contract import CLIPS, VIDEOS, ContractError
+    from store.errors import StoreError
+    from store.lance_store import (
+        CLIPS_SCHEMA,
+        ROW_ID,
+        VIDEOS_SCHEMA,
+        Store,
+        WorkList,
+        conform,
+        utc_now,
+        write_fragment_json,
+    )
+
+_HOMES = {
+    "ClipReader": "store.clip_reader",
+    "ColumnStaging": "store.column_staging",
+    "CLIPS": "store.contract",
+    "VIDEOS": "store.contract",
+    "ContractError": "store.contract",
+    "StoreError": "store.errors",
+    **dict.fromkeys(
+        (
+            "CLIPS_SCHEMA",
+            "ROW_ID",
+            "VIDEOS_SCHEMA",
+            "Store",
+            "WorkList",
+            "conform",
+            "utc_now",
+            "write_fragment_json",
+        ),
+        "store.lance_store",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
 
 __all__ = [
     "CLIPS",

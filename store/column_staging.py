@@ -22,7 +22,8 @@ from lance.fragment import FragmentMetadata
 
 from store import contract
 from store.contract import CLIPS
-from store.lance_store import DATA_STORAGE_VERSION, ROW_ID, SCAN_BATCH_ROWS, Store, StoreError, is_committed
+from store.errors import StoreError
+from store.lance_store import DATA_STORAGE_VERSION, ROW_ID, SCAN_BATCH_ROWS, Store, is_committed
 
 # A staging compacts its fragments beyond this many (see ColumnStaging.append) into fragments of up to
 # _STAGING_FRAGMENT_ROWS rows; fragments already that large are left alone, so each row is rewritten

@@ -38,6 +38,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 
 from store import contract
 from store.contract import CLIPS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, VIDEOS
+from store.errors import StoreError
 
 if TYPE_CHECKING:
     from store.column_staging import ColumnStaging
@@ -55,10 +56,6 @@ _SCHEMAS = {VIDEOS: VIDEOS_SCHEMA, CLIPS: CLIPS_SCHEMA}
 def utc_now() -> str:
     """When a stage ran, as every stage record and the report write it (UTC, whole seconds)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-class StoreError(RuntimeError):
-    """A store that cannot be used as asked (other schema version, missing dataset, ...)."""
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from store.lance_store import StoreError
+from store.errors import StoreError
 
 LOCK_DIR: Final = "_locks"  # in the store root: the lock file and one record per holder
 _LOCK_FILE: Final = "store.lock"

@@ -37,7 +37,8 @@ import lance
 
 from store.config import StoreConfig
 from store.contract import CLIPS, VIDEOS
-from store.lance_store import Store, StoreError
+from store.errors import StoreError
+from store.lance_store import Store
 from store.locks import StoreBusy, maintenance_lock
 
 TABLES: Final = (CLIPS, VIDEOS)

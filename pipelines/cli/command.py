@@ -20,7 +20,7 @@ from pipelines.cli.options import (
     verbose_option,
 )
 from pipelines.config import ConfigError, PipelineConfig, load_config
-from store import StoreError
+from store.errors import StoreError
 from train.config import DeviceError
 
 # The subcommands in the order `reelforge --help` lists them: the stages in the order they run, then

@@ -10,16 +10,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.cli.options import UsageError
 from pipelines.config import PipelineConfig
-from store import CLIPS, VIDEOS, Store
-from store.locks import job_lock
-from store.maintenance import maybe_compact
+
+if TYPE_CHECKING:  # the store's modules import Lance: inside the functions, not on `--help`
+    from store import Store
 
 
 def store_of(cfg: PipelineConfig) -> Store:
     """The store of the config's project folder."""
+    from store import Store
+
     return Store(cfg.store.root)
 
 
@@ -56,6 +59,9 @@ def job(cfg: PipelineConfig, name: str, *, creates: bool = False) -> Iterator[St
     """Hold the store's job lock while a stage runs, so that maintenance never rewrites or deletes files
     under it. The store is checked first (another schema version; no clips table unless the stage
     creates the store), so a refused run leaves the folder as it was."""
+    from store import CLIPS, VIDEOS
+    from store.locks import job_lock
+
     store = store_of(cfg)
     for table in (CLIPS, VIDEOS):
         store.dataset(table)
@@ -71,6 +77,8 @@ def compact_after(cfg: PipelineConfig) -> None:
     """A stage that wrote the store compacts it once it has more small fragments than the configured
     bound. Called after the job lock is released: compaction needs the store to itself, and is skipped
     with a note while another job holds it."""
+    from store.maintenance import maybe_compact
+
     summary = maybe_compact(store_of(cfg), cfg.store)
     if summary is not None:
         print("\n".join(summary.lines()))

@@ -8,8 +8,6 @@ import json
 from pipelines.cli.options import EPILOG, Subcommands, common_options
 from pipelines.cli.stage_run import job, store_of
 from pipelines.config import PipelineConfig
-from store.maintenance import compact, vacuum
-from store.stats import format_stats, stats
 
 
 def add_store_parser(sub: Subcommands) -> None:
@@ -59,6 +57,9 @@ def add_store_parser(sub: Subcommands) -> None:
 
 def store_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     """Show, compact or vacuum the store's tables; returns the exit status."""
+    from store.maintenance import compact, vacuum  # Lance: not imported on `--help`
+    from store.stats import format_stats, stats
+
     store = store_of(cfg)
     if args.action == "stats":
         with job(cfg, "store stats"):

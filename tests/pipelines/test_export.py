@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
-from pipelines.export import ERRORS, MANIFEST, ExportConfig, ExportError, export
+from pipelines.export import ERRORS, MANIFEST, ExportError, export
+from pipelines.export_config import ExportConfig
 from store import CLIPS, Store
 from store.placeholders import PLACEHOLDER_KEY, mark_placeholders
 from tests.caption_clips import clips_rows, photo_clips
@@ -231,7 +232,8 @@ def test_killed_cli_export_resumes(store, tmp_path):
 MEASURE = """
 import json, sys
 from pathlib import Path
-from pipelines.export import ExportConfig, export
+from pipelines.export import export
+from pipelines.export_config import ExportConfig
 from store import Store
 
 def status_kb(key):

@@ -20,7 +20,8 @@ from pipelines.cli import main
 from pipelines.config import ConfigError, parse_config
 from store import contract
 from store.config import StoreConfig
-from store.lance_store import CLIPS, VIDEOS, Store, StoreError
+from store.errors import StoreError
+from store.lance_store import CLIPS, VIDEOS, Store
 from store.locks import job_lock
 from store.maintenance import compact, ensure_indices, maybe_compact, vacuum
 from store.stats import format_stats, stats
