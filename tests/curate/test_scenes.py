@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,46 @@ def test_content_scores_are_upstreams_bit_for_bit(luma_only):
             timecode, frame
         )
         assert frame_mean(frame) == float(frame.mean())
+
+
+def test_fade_boundaries_are_upstreams():
+    """The fade detector reads each frame's average from BoundaryDetector (taken once) instead of
+    taking it again: its boundaries must be those of upstream's own ThresholdDetector."""
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detectors import ThresholdDetector
+
+    from curate.scenes import BoundaryDetector
+
+    rng = np.random.default_rng(3)
+    # Bright shots with two fades through black (one slow, one fast) and a dark run that ends the file.
+    levels = np.concatenate(
+        [
+            np.full(40, 120.0),
+            np.linspace(120, 0, 25),
+            np.linspace(0, 140, 10),
+            np.full(30, 140.0),
+            np.linspace(140, 2, 6),
+            np.full(5, 2.0),
+            np.linspace(2, 90, 8),
+            np.full(30, 90.0),
+            np.linspace(90, 1, 20),
+        ]
+    )
+    noise = rng.integers(-3, 4, (len(levels), 90, 160, 3))
+    frames = np.clip(levels[:, None, None, None] + noise, 0, 255).astype(np.uint8)
+    cfg = DetectConfig(detector="threshold")
+    ours = BoundaryDetector(cfg, rate=Fraction(25))
+    t = cfg.threshold
+    upstream = ThresholdDetector(
+        threshold=t.threshold, min_scene_len=cfg.min_scene_frames, fade_bias=t.fade_bias
+    )
+    expected = []
+    for i, frame in enumerate(frames):
+        ours.add(i, frame)
+        expected += [c.frame_num for c in upstream.process_frame(FrameTimecode(i, fps=25.0), frame)]
+    expected += [c.frame_num for c in upstream.post_process(FrameTimecode(len(frames) - 1, fps=25.0))]
+    assert len(expected) == 2, expected  # both fades (the final fade-out ends no shot)
+    assert ours.finish() == [f for f in expected if f > 0]
 
 
 def test_timestamps_are_kept_compactly(sample_footage):
