@@ -17,7 +17,8 @@ from curate.borders import ContentBox
 from curate.clip_plan import ClipPlan
 from curate.config import ExtractConfig
 from curate.probe import Reason
-from media.decode import open_input, rotate
+from media import jpeg
+from media.decode import open_input, rotate, scaled_size
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,20 @@ def encoder_frame(frame: av.VideoFrame, g: OutputGeometry, scaler: VideoReformat
     return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
 
-def thumbnail_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The RGB pixels of an encoder frame (`encoder_frame`), for its JPEG thumbnail."""
-    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+def thumbnail_frame(frame: av.VideoFrame, width: int, scaler: VideoReformatter) -> av.VideoFrame:
+    """An encoder frame (`encoder_frame`) at its thumbnail's size: scaled down (area, still 4:2:0)
+    when wider than `width`. Every split path makes its thumbnail through this, so a clip's thumbnail
+    is the same whether its middle frame was shrunk early (curate/stream_writer.py) or at the end."""
+    if frame.width <= width:
+        return frame
+    w, h = scaled_size(frame.width, frame.height, width)
+    return scaler.reformat(frame, width=w, height=h, format="yuv420p", interpolation="AREA", threads=1)
+
+
+def thumbnail_jpeg(frame: av.VideoFrame, cfg: ExtractConfig, scaler: VideoReformatter) -> bytes:
+    """The JPEG thumbnail of an encoder frame, or of its `thumbnail_frame`."""
+    small = thumbnail_frame(frame, cfg.thumbnail_width, scaler)
+    return jpeg(cv2.cvtColor(small.to_ndarray(), cv2.COLOR_YUV2RGB_I420), cfg.thumbnail_quality)
 
 
 def verify_clip(data: bytes, expected_frames: int, expected_duration: float, tolerance_s: float) -> str:

@@ -30,7 +30,7 @@ from curate.clip_output import (
     OutputGeometry,
     encoder_frame,
     output_geometry,
-    thumbnail_rgb,
+    thumbnail_jpeg,
     verify_clip,
 )
 from curate.clip_plan import ClipPlan
@@ -98,7 +98,7 @@ class _ClipWriter:
     def add(self, item: DecodedFrame, next_seconds: float) -> None:
         image = encoder_frame(item.frame, self.geometry, self._scaler)
         if self.frames_in == self._thumb_at:
-            self.thumbnail = jpeg(thumbnail_rgb(image), self.cfg.thumbnail_quality, self.cfg.thumbnail_width)
+            self.thumbnail = thumbnail_jpeg(image, self.cfg, VideoReformatter())
         if self.cfg.fps > 0:
             # Constant output rate: emit this frame for every output tick inside its display time.
             rel_end = next_seconds - self.plan.start_s

@@ -8,19 +8,30 @@ middle (a reference, not a copy: the encoder's frames are made once for it).
 
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from curate.clip_output import Clip, ClipFailure, OutputGeometry, thumbnail_rgb, verify_clip
+from curate.clip_output import (
+    Clip,
+    ClipFailure,
+    OutputGeometry,
+    thumbnail_frame,
+    thumbnail_jpeg,
+    verify_clip,
+)
 from curate.clip_plan import ClipPlan
 from curate.config import ExtractConfig
 from curate.probe import Reason
-from media import Mp4Writer, jpeg
+from media import Mp4Writer
 from media.decode import DecodedFrame
 
 _EPS = 1e-6
+# Bytes of a clip's thumbnail candidates held at the encoder's size (see StreamWriter).
+_HELD_BYTES = 32 << 20
 
 
 class StreamWriter:
@@ -40,8 +51,13 @@ class StreamWriter:
         self.start_s, self.start_pts, self.src_time_base = start_s, start_pts, src_time_base
         self.frames_in = self.frames_out = 0
         # The thumbnail is the middle frame: every frame that can still be it, the later half of the
-        # clip's encoder frames so far (held, not copied: 1.5 bytes a pixel of the output).
+        # clip's encoder frames so far, held as they are (no copy, no work) up to _HELD_BYTES; beyond,
+        # the oldest are shrunk to thumbnail size (`thumbnail_frame`), so a long clip kept at a large
+        # size does not hold half its frames (a 10 s 4K clip at 60 fps: 3.7 GB).
         self._candidates: dict[int, av.VideoFrame] = {}
+        self._full: deque[int] = deque()  # offsets of the candidates not shrunk yet, ascending
+        self._max_full = max(1, _HELD_BYTES // (geometry.width * geometry.height * 3 // 2))
+        self._thumb_scaler = VideoReformatter()
         self._mp4 = Mp4Writer(
             geometry.width,
             geometry.height,
@@ -56,8 +72,16 @@ class StreamWriter:
         """Encode one decoded frame's encoder frame (`encoder_frame`) into the clip and keep it as
         a thumbnail candidate."""
         self._candidates[self.frames_in] = image
+        self._full.append(self.frames_in)
         for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:
             del self._candidates[offset]
+        while self._full and self._full[0] not in self._candidates:
+            self._full.popleft()
+        while len(self._full) > self._max_full:
+            oldest = self._full.popleft()
+            self._candidates[oldest] = thumbnail_frame(
+                self._candidates[oldest], self.cfg.thumbnail_width, self._thumb_scaler
+            )
         if self.cfg.fps > 0:
             rel_end = next_seconds - self.start_s
             while self.frames_out / float(self.rate) < rel_end - _EPS:
@@ -76,11 +100,7 @@ class StreamWriter:
     def close(self, plan: ClipPlan, tolerance: float) -> Clip | ClipFailure:
         """Finish the clip: its MP4, thumbnail and checks against the plan, or the failure."""
         data = self._mp4.finish()
-        thumb = jpeg(
-            thumbnail_rgb(self._candidates[plan.num_frames // 2]),
-            self.cfg.thumbnail_quality,
-            self.cfg.thumbnail_width,
-        )
+        thumb = thumbnail_jpeg(self._candidates[plan.num_frames // 2], self.cfg, self._thumb_scaler)
         expected = (
             max(1, int(np.ceil(plan.duration_s * float(self.rate) - _EPS)))
             if self.cfg.fps > 0

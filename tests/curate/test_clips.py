@@ -10,11 +10,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from curate.borders import ContentBox
-from curate.clip_output import Clip, encoder_frame, output_geometry, thumbnail_rgb, verify_clip
+from curate.clip_output import Clip, encoder_frame, output_geometry, verify_clip
 from curate.clip_plan import clip_id, plan_clips, stride_plans
 from curate.config import ClipRules, ExtractConfig, SplitConfig
 from curate.extract import extract_clips
@@ -107,7 +108,8 @@ def test_encoder_frames_show_the_cropped_rotated_picture(rotation, box):
     scaled = frame.reformat(width=g.scale_width, height=g.scale_height, format="rgb24", interpolation="AREA")
     pre_w, pre_h = (g.height, g.width) if rotation in (90, 270) else (g.width, g.height)
     window = scaled.to_ndarray()[g.crop_y : g.crop_y + pre_h, g.crop_x : g.crop_x + pre_w]
-    image = thumbnail_rgb(encoder_frame(frame, g, VideoReformatter())).astype(int)
+    i420 = encoder_frame(frame, g, VideoReformatter()).to_ndarray()
+    image = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420).astype(int)
     assert image.shape == (g.height, g.width, 3)
     assert np.abs(image - rotate(window, rotation)).mean() < 4
     for other in {0, 90, 180, 270} - {rotation}:

@@ -52,6 +52,19 @@ def test_one_pass_cuts_the_clips_of_two_passes(sample_footage, rules):
         assert not run.second_pass
 
 
+def test_thumbnails_do_not_depend_on_when_candidates_are_shrunk(sample_footage, monkeypatch):
+    """The one-pass writer shrinks the older thumbnail candidates once they pass a byte budget; with a
+    budget of one frame every candidate but the newest is shrunk early, and the thumbnails (and clips)
+    must still be those of the two-pass path, which shrinks only the middle frame."""
+    from curate import stream_writer
+
+    monkeypatch.setattr(stream_writer, "_HELD_BYTES", 1)
+    cfg = SplitConfig.model_validate({"extract": {"thumbnail_width": 96}})  # below the clips' 320 px
+    run, clips = one_pass(sample_footage / "cuts.mp4", cfg)
+    assert clips and clips == two_pass(sample_footage / "cuts.mp4", cfg)
+    assert not run.second_pass
+
+
 @pytest.mark.slow
 def test_one_pass_on_real_fades_and_cuts(shared_footage):
     video = shared_footage / "multishot" / "fades.mp4"
