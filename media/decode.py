@@ -143,6 +143,16 @@ def open_input(source: Source) -> av.container.InputContainer:
 _labels: dict[int, str] = {}
 
 
+def log_decoding(container: av.container.InputContainer, *, passes: int = 0, frames: int = 0) -> None:
+    """Count decoding passes and decoded frames of an `open_input` container in the active
+    `count_decodes` logs (for decode loops other than `iter_frames`, such as media.slots)."""
+    if _logs:
+        label = _labels.get(id(container), "unlabelled")
+        for log in _logs:
+            log.passes[label] += passes
+            log.frames[label] += frames
+
+
 def configure_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
     """Frame+slice threading; `threads`=0 lets libavcodec use one thread per core."""
     stream.thread_type = "AUTO"
