@@ -6,8 +6,11 @@ plus minutes-long files made from all of it (every shared file decoded, scaled t
 
 Methods, all on the same files in the same run, in rounds (the median is reported; a loaded
 machine moves single rounds by 2x):
-  plain_decode          threaded PyAV decode of every frame, no conversion: detection's floor
+  plain_decode          PyAV decode of every frame, no conversion, with a split task's decoder
+                        threads (one per CPU of the task: split.num_cpus): detection's floor
   reelforge_detect      `scan_file`: decode + detection (content + fades), the `--scenes-only` work
+  *_auto_threads        the two above with libavcodec's own thread count (a thread per core of
+                        the machine, plus one), which split tasks used before: reported beside them
   pyscenedetect_api     PySceneDetect in-process (`scenedetect.detect`, ContentDetector, same
                         threshold and min_scene_len as reelforge, its default OpenCV backend)
   pyscenedetect_cli     the `scenedetect` command line, same detector and parameters; its start-up
@@ -118,14 +121,16 @@ def long_file(size: tuple[int, int], seconds: float) -> Path:
 # ---- methods -----------------------------------------------------------------------------------------
 
 
-def plain_decode(path: str, _: SplitConfig) -> dict[str, Any]:
+def plain_decode(path: str, cfg: SplitConfig) -> dict[str, Any]:
     with open_input(path) as container:
-        frames = sum(1 for _ in iter_frames(container, DecodeStats(), Deadline(None), threads=0))
+        frames = sum(
+            1 for _ in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.decode_threads())
+        )
     return {"frames": frames}
 
 
 def reelforge_detect(path: str, cfg: SplitConfig) -> dict[str, Any]:
-    scan = scan_file(path, cfg.detect)
+    scan = scan_file(path, cfg.detect, threads=cfg.decode_threads())
     return {"frames": scan.num_frames, "cuts_s": [b.seconds for b in scan.boundaries if b.kind == "cut"]}
 
 
@@ -188,7 +193,7 @@ def codec_work(
     with open_input(path) as container:
         stream = container.streams.video[0]
         g = output_geometry(stream.codec_context.width, stream.codec_context.height, 0, extract)
-        for item in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.detect.decode_threads):
+        for item in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.decode_threads()):
             assert isinstance(item, DecodedFrame)
             if writer is not None and item.index >= end:
                 writer.finish()
@@ -271,6 +276,7 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     # OpenCV's pool sized to one task's CPUs, as split and scan workers size it (pipelines/jobs/split.py),
     # so the in-process methods run as a worker runs them.
     use_cpus(cfg.num_cpus)
+    auto = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"decode_threads": 0})})
     warm = ground_truth_files()[0]["file"]
     for fn in (plain_decode, reelforge_detect, pyscenedetect_api, reelforge_split):
         fn(warm, cfg)
@@ -280,6 +286,8 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
             row: dict[str, Any] = {"round": r, "file": Path(path).name, "loadavg": os.getloadavg()[0]}
             row["plain_decode"] = measured(plain_decode, path, cfg)
             row["reelforge_detect"] = measured(reelforge_detect, path, cfg)
+            row["plain_decode_auto_threads"] = measured(plain_decode, path, auto)
+            row["reelforge_detect_auto_threads"] = measured(reelforge_detect, path, auto)
             row["pyscenedetect_api"] = measured(pyscenedetect_api, path, cfg)
             whole = measured(pyscenedetect_cli, path, cfg)
             start = measured(pyscenedetect_cli, path, cfg, 2.0)
@@ -309,6 +317,8 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
 METHODS = (
     "plain_decode",
     "reelforge_detect",
+    "plain_decode_auto_threads",
+    "reelforge_detect_auto_threads",
     "pyscenedetect_api",
     "pyscenedetect_cli",
     "codec_work",
@@ -340,6 +350,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for clock in ("wall_s", "cpu_s"):
         out[f"detect_x_plain_decode_{clock}"] = median(
             lambda t, c=clock: t["reelforge_detect"][c] / t["plain_decode"][c]
+        )
+        out[f"detect_x_plain_decode_auto_threads_{clock}"] = median(
+            lambda t, c=clock: t["reelforge_detect_auto_threads"][c] / t["plain_decode_auto_threads"][c]
         )
         for base in ("codec_work", "codec_work_via_rgb"):
             out[f"split_x_{base}_{clock}"] = median(
@@ -444,12 +457,13 @@ def print_table(result: dict[str, Any]) -> None:
         f"\n{s['frames']} frames, {s['clips']} clips per round; median of {s['rounds']} round(s); "
         f"load average up to {s['max_loadavg']:.1f} on {result['machine']['cpus']} CPUs"
     )
-    print(f"{'method':20s} {'wall s':>8s} {'cpu s':>8s} {'frames/cpu s':>13s}")
+    print(f"{'method':30s} {'wall s':>8s} {'cpu s':>8s} {'frames/cpu s':>13s}")
     for m in METHODS:
-        print(f"{m:20s} {s[m]['wall_s']:8.2f} {s[m]['cpu_s']:8.2f} {s['frames'] / s[m]['cpu_s']:13.0f}")
+        print(f"{m:30s} {s[m]['wall_s']:8.2f} {s[m]['cpu_s']:8.2f} {s['frames'] / s[m]['cpu_s']:13.0f}")
     for clock in ("wall_s", "cpu_s"):
         print(
-            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x (target <= 1.15), "
+            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x (target <= 1.15; "
+            f"{s[f'detect_x_plain_decode_auto_threads_{clock}']:.2f}x with libavcodec's thread count), "
             f"split / codec work {s[f'split_x_codec_work_{clock}']:.2f}x (target <= 1.2; "
             f"{s[f'split_x_codec_work_via_rgb_{clock}']:.2f}x with the RGB round trip), "
             f"PySceneDetect API {s[f'pyscenedetect_api_x_reelforge_detect_{clock}']:.2f}x and CLI "

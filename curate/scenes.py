@@ -304,8 +304,10 @@ def scan_file(
     deadline: Deadline | None = None,
     *,
     detect: bool = True,
+    threads: int = 1,
 ) -> Scan:
-    """Decode every frame once; return the boundaries and the timestamp of every frame.
+    """Decode every frame once (with `threads` decoder threads; 0 = libavcodec's count); return the
+    boundaries and the timestamp of every frame.
 
     With `detect=False` (stride mode) frames are decoded for their timestamps only, without
     pixel conversion.
@@ -318,9 +320,7 @@ def scan_file(
         detector = BoundaryDetector(cfg, rate) if detect else None
         converter = VideoReformatter()  # frames that are not 8-bit 4:2:0 are scaled by it
         scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
-        for item in iter_frames(
-            container, scan.stats, deadline, threads=cfg.decode_threads, where="scene detection"
-        ):
+        for item in iter_frames(container, scan.stats, deadline, threads=threads, where="scene detection"):
             assert isinstance(item, DecodedFrame)
             if not scan.frame_pts:
                 scan.rotation = display_rotation(item.frame)

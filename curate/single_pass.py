@@ -128,7 +128,7 @@ class SinglePass:
             scaler = VideoReformatter()
             geometry: OutputGeometry | None = None
             for item in iter_frames(
-                container, scan.stats, self.deadline, threads=cfg.detect.decode_threads, where="split"
+                container, scan.stats, self.deadline, threads=cfg.decode_threads(), where="split"
             ):
                 assert isinstance(item, DecodedFrame)
                 if geometry is None:
@@ -185,7 +185,7 @@ class SinglePass:
                 self.rotation,
                 cfg.extract,
                 self.deadline,
-                threads=cfg.detect.decode_threads,
+                threads=cfg.decode_threads(),
             )
 
     # ---- the delay line ---------------------------------------------------------------------------
