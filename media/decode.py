@@ -282,7 +282,7 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
     if frame.format.name not in _PLANAR_420:
         width, height = scaled_size(frame.width, frame.height, frame.width // step)
         return to_bgr(frame, width, height, converter)
-    y, u, v = (_plane(frame, i, step) for i in range(3))
+    y, u, v = (_subsampled(plane, step) for plane in frame.planes)  # frame.planes makes new objects
     h = min(u.shape[0], v.shape[0], y.shape[0] // 2)
     w = min(u.shape[1], v.shape[1], y.shape[1] // 2)
     if h < 1 or w < 1:
@@ -296,9 +296,8 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
-def _plane(frame: av.VideoFrame, index: int, step: int = 1) -> np.ndarray:
+def _subsampled(plane: av.video.plane.VideoPlane, step: int) -> np.ndarray:
     """Every `step`th row and column of a plane, as a view of the decoder's buffer."""
-    plane = frame.planes[index]
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[::step, : plane.width : step]
 
