@@ -5,7 +5,8 @@ plus minutes-long files made from all of it (every shared file decoded, scaled t
 1280x720 and concatenated into one H.264 stream each), which are what the speed ratios use.
 
 Methods, all on the same files in the same run, in rounds (the median is reported; a loaded
-machine moves single rounds by 2x):
+machine moves single rounds by 2x; plain decode and detection run as PAIRS adjacent pairs per
+file and round, in alternating order, and their ratio is the median over rounds and pairs):
   plain_decode          PyAV decode of every frame, no conversion, with a split task's decoder
                         threads (one per CPU of the task: split.num_cpus): detection's floor
   reelforge_detect      `scan_file`: decode + detection (content + fades), the `--scenes-only` work
@@ -284,10 +285,14 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     for r in range(rounds):
         for path in map(str, files):
             row: dict[str, Any] = {"round": r, "file": Path(path).name, "loadavg": os.getloadavg()[0]}
-            row["plain_decode"] = measured(plain_decode, path, cfg)
-            row["reelforge_detect"] = measured(reelforge_detect, path, cfg)
-            row["plain_decode_auto_threads"] = measured(plain_decode, path, auto)
-            row["reelforge_detect_auto_threads"] = measured(reelforge_detect, path, auto)
+            for suffix, config in (("", cfg), ("_auto_threads", auto)):
+                pairs = detection_pairs(path, config)
+                row[f"detection_pairs{suffix}"] = pairs
+                for method in ("plain_decode", "reelforge_detect"):
+                    row[f"{method}{suffix}"] = {
+                        "frames": pairs[0][method]["frames"],
+                        **{k: statistics.median(p[method][k] for p in pairs) for k in ("wall_s", "cpu_s")},
+                    }
             row["pyscenedetect_api"] = measured(pyscenedetect_api, path, cfg)
             whole = measured(pyscenedetect_cli, path, cfg)
             start = measured(pyscenedetect_cli, path, cfg, 2.0)
@@ -314,6 +319,22 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     return {"rows": rows, "summary": summarize(rows)}
 
 
+# Adjacent runs of plain decode and detection per file and round. The machine's speed drifts by
+# up to 1.6x between rounds here, and the ratio of two runs seconds apart drifts far less.
+PAIRS = 3
+
+
+def detection_pairs(path: str, cfg: SplitConfig) -> list[dict[str, dict[str, Any]]]:
+    """PAIRS adjacent runs of plain decode and detection, the order alternating (neither method
+    always runs second)."""
+    pairs = []
+    for k in range(PAIRS):
+        order = (plain_decode, reelforge_detect) if k % 2 == 0 else (reelforge_detect, plain_decode)
+        runs = {fn.__name__: measured(fn, path, cfg) for fn in order}
+        pairs.append({name: {k: v for k, v in m.items() if k != "cuts_s"} for name, m in runs.items()})
+    return pairs
+
+
 METHODS = (
     "plain_decode",
     "reelforge_detect",
@@ -328,7 +349,8 @@ METHODS = (
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method, the median over rounds of the totals over files; ratios within each round."""
+    """Per method, the median over rounds of the totals over files; ratios within each round (for
+    detection, within each round and pair)."""
     by_round: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_round.setdefault(row["round"], []).append(row)
@@ -348,12 +370,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for m in METHODS:
         out[m] = {k: median(lambda t, m=m, k=k: t[m][k]) for k in ("wall_s", "cpu_s")}
     for clock in ("wall_s", "cpu_s"):
-        out[f"detect_x_plain_decode_{clock}"] = median(
-            lambda t, c=clock: t["reelforge_detect"][c] / t["plain_decode"][c]
-        )
-        out[f"detect_x_plain_decode_auto_threads_{clock}"] = median(
-            lambda t, c=clock: t["reelforge_detect_auto_threads"][c] / t["plain_decode_auto_threads"][c]
-        )
+        for suffix in ("", "_auto_threads"):
+            # Pair k of every file in a round, summed over the files: one ratio per round and pair.
+            ratios = [
+                sum(r[f"detection_pairs{suffix}"][k]["reelforge_detect"][clock] for r in rs)
+                / sum(r[f"detection_pairs{suffix}"][k]["plain_decode"][clock] for r in rs)
+                for rs in by_round.values()
+                for k in range(PAIRS)
+            ]
+            out[f"detect_x_plain_decode{suffix}_{clock}"] = statistics.median(ratios)
+            out[f"detect_x_plain_decode{suffix}_{clock}_range"] = (min(ratios), max(ratios))
         for base in ("codec_work", "codec_work_via_rgb"):
             out[f"split_x_{base}_{clock}"] = median(
                 lambda t, b=base, c=clock: t["reelforge_split"][c] / t[b][c]
@@ -462,7 +488,9 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{m:30s} {s[m]['wall_s']:8.2f} {s[m]['cpu_s']:8.2f} {s['frames'] / s[m]['cpu_s']:13.0f}")
     for clock in ("wall_s", "cpu_s"):
         print(
-            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x (target <= 1.15; "
+            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x "
+            f"({s[f'detect_x_plain_decode_{clock}_range'][0]:.2f}-{s[f'detect_x_plain_decode_{clock}_range'][1]:.2f} "
+            f"over {s['rounds'] * PAIRS} adjacent pairs; target <= 1.15; "
             f"{s[f'detect_x_plain_decode_auto_threads_{clock}']:.2f}x with libavcodec's thread count), "
             f"split / codec work {s[f'split_x_codec_work_{clock}']:.2f}x (target <= 1.2; "
             f"{s[f'split_x_codec_work_via_rgb_{clock}']:.2f}x with the RGB round trip), "
