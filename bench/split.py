@@ -5,9 +5,13 @@ plus minutes-long files made from all of it (every shared file decoded, scaled t
 1280x720 and concatenated into one H.264 stream each), which are what the speed ratios use.
 
 Methods, all on the same files in the same run, in rounds (the median is reported; a loaded
-machine moves single rounds by 2x):
-  plain_decode          threaded PyAV decode of every frame, no conversion: detection's floor
+machine moves single rounds by 2x; plain decode and detection run as PAIRS adjacent pairs per
+file and round, in alternating order, and their ratio is the median over rounds and pairs):
+  plain_decode          PyAV decode of every frame, no conversion, with a split task's decoder
+                        threads (one per CPU of the task: split.num_cpus): detection's floor
   reelforge_detect      `scan_file`: decode + detection (content + fades), the `--scenes-only` work
+  *_auto_threads        the two above with libavcodec's own thread count (a thread per core of
+                        the machine, plus one), which split tasks used before: reported beside them
   pyscenedetect_api     PySceneDetect in-process (`scenedetect.detect`, ContentDetector, same
                         threshold and min_scene_len as reelforge, its default OpenCV backend)
   pyscenedetect_cli     the `scenedetect` command line, same detector and parameters; its start-up
@@ -118,14 +122,16 @@ def long_file(size: tuple[int, int], seconds: float) -> Path:
 # ---- methods -----------------------------------------------------------------------------------------
 
 
-def plain_decode(path: str, _: SplitConfig) -> dict[str, Any]:
+def plain_decode(path: str, cfg: SplitConfig) -> dict[str, Any]:
     with open_input(path) as container:
-        frames = sum(1 for _ in iter_frames(container, DecodeStats(), Deadline(None), threads=0))
+        frames = sum(
+            1 for _ in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.decode_threads())
+        )
     return {"frames": frames}
 
 
 def reelforge_detect(path: str, cfg: SplitConfig) -> dict[str, Any]:
-    scan = scan_file(path, cfg.detect)
+    scan = scan_file(path, cfg.detect, threads=cfg.decode_threads())
     return {"frames": scan.num_frames, "cuts_s": [b.seconds for b in scan.boundaries if b.kind == "cut"]}
 
 
@@ -188,7 +194,7 @@ def codec_work(
     with open_input(path) as container:
         stream = container.streams.video[0]
         g = output_geometry(stream.codec_context.width, stream.codec_context.height, 0, extract)
-        for item in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.detect.decode_threads):
+        for item in iter_frames(container, DecodeStats(), Deadline(None), threads=cfg.decode_threads()):
             assert isinstance(item, DecodedFrame)
             if writer is not None and item.index >= end:
                 writer.finish()
@@ -271,6 +277,7 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     # OpenCV's pool sized to one task's CPUs, as split and scan workers size it (pipelines/jobs/split.py),
     # so the in-process methods run as a worker runs them.
     use_cpus(cfg.num_cpus)
+    auto = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"decode_threads": 0})})
     warm = ground_truth_files()[0]["file"]
     for fn in (plain_decode, reelforge_detect, pyscenedetect_api, reelforge_split):
         fn(warm, cfg)
@@ -278,8 +285,14 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     for r in range(rounds):
         for path in map(str, files):
             row: dict[str, Any] = {"round": r, "file": Path(path).name, "loadavg": os.getloadavg()[0]}
-            row["plain_decode"] = measured(plain_decode, path, cfg)
-            row["reelforge_detect"] = measured(reelforge_detect, path, cfg)
+            for suffix, config in (("", cfg), ("_auto_threads", auto)):
+                pairs = detection_pairs(path, config)
+                row[f"detection_pairs{suffix}"] = pairs
+                for method in ("plain_decode", "reelforge_detect"):
+                    row[f"{method}{suffix}"] = {
+                        "frames": pairs[0][method]["frames"],
+                        **{k: statistics.median(p[method][k] for p in pairs) for k in ("wall_s", "cpu_s")},
+                    }
             row["pyscenedetect_api"] = measured(pyscenedetect_api, path, cfg)
             whole = measured(pyscenedetect_cli, path, cfg)
             start = measured(pyscenedetect_cli, path, cfg, 2.0)
@@ -306,9 +319,27 @@ def speed(files: list[Path], cfg: SplitConfig, rounds: int) -> dict[str, Any]:
     return {"rows": rows, "summary": summarize(rows)}
 
 
+# Adjacent runs of plain decode and detection per file and round. The machine's speed drifts by
+# up to 1.6x between rounds here, and the ratio of two runs seconds apart drifts far less.
+PAIRS = 3
+
+
+def detection_pairs(path: str, cfg: SplitConfig) -> list[dict[str, dict[str, Any]]]:
+    """PAIRS adjacent runs of plain decode and detection, the order alternating (neither method
+    always runs second)."""
+    pairs = []
+    for k in range(PAIRS):
+        order = (plain_decode, reelforge_detect) if k % 2 == 0 else (reelforge_detect, plain_decode)
+        runs = {fn.__name__: measured(fn, path, cfg) for fn in order}
+        pairs.append({name: {k: v for k, v in m.items() if k != "cuts_s"} for name, m in runs.items()})
+    return pairs
+
+
 METHODS = (
     "plain_decode",
     "reelforge_detect",
+    "plain_decode_auto_threads",
+    "reelforge_detect_auto_threads",
     "pyscenedetect_api",
     "pyscenedetect_cli",
     "codec_work",
@@ -318,7 +349,8 @@ METHODS = (
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method, the median over rounds of the totals over files; ratios within each round."""
+    """Per method, the median over rounds of the totals over files; ratios within each round (for
+    detection, within each round and pair)."""
     by_round: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_round.setdefault(row["round"], []).append(row)
@@ -338,9 +370,16 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for m in METHODS:
         out[m] = {k: median(lambda t, m=m, k=k: t[m][k]) for k in ("wall_s", "cpu_s")}
     for clock in ("wall_s", "cpu_s"):
-        out[f"detect_x_plain_decode_{clock}"] = median(
-            lambda t, c=clock: t["reelforge_detect"][c] / t["plain_decode"][c]
-        )
+        for suffix in ("", "_auto_threads"):
+            # Pair k of every file in a round, summed over the files: one ratio per round and pair.
+            ratios = [
+                sum(r[f"detection_pairs{suffix}"][k]["reelforge_detect"][clock] for r in rs)
+                / sum(r[f"detection_pairs{suffix}"][k]["plain_decode"][clock] for r in rs)
+                for rs in by_round.values()
+                for k in range(PAIRS)
+            ]
+            out[f"detect_x_plain_decode{suffix}_{clock}"] = statistics.median(ratios)
+            out[f"detect_x_plain_decode{suffix}_{clock}_range"] = (min(ratios), max(ratios))
         for base in ("codec_work", "codec_work_via_rgb"):
             out[f"split_x_{base}_{clock}"] = median(
                 lambda t, b=base, c=clock: t["reelforge_split"][c] / t[b][c]
@@ -444,12 +483,15 @@ def print_table(result: dict[str, Any]) -> None:
         f"\n{s['frames']} frames, {s['clips']} clips per round; median of {s['rounds']} round(s); "
         f"load average up to {s['max_loadavg']:.1f} on {result['machine']['cpus']} CPUs"
     )
-    print(f"{'method':20s} {'wall s':>8s} {'cpu s':>8s} {'frames/cpu s':>13s}")
+    print(f"{'method':30s} {'wall s':>8s} {'cpu s':>8s} {'frames/cpu s':>13s}")
     for m in METHODS:
-        print(f"{m:20s} {s[m]['wall_s']:8.2f} {s[m]['cpu_s']:8.2f} {s['frames'] / s[m]['cpu_s']:13.0f}")
+        print(f"{m:30s} {s[m]['wall_s']:8.2f} {s[m]['cpu_s']:8.2f} {s['frames'] / s[m]['cpu_s']:13.0f}")
     for clock in ("wall_s", "cpu_s"):
         print(
-            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x (target <= 1.15), "
+            f"[{clock[:-2]}] detection / plain decode {s[f'detect_x_plain_decode_{clock}']:.2f}x "
+            f"({s[f'detect_x_plain_decode_{clock}_range'][0]:.2f}-{s[f'detect_x_plain_decode_{clock}_range'][1]:.2f} "
+            f"over {s['rounds'] * PAIRS} adjacent pairs; target <= 1.15; "
+            f"{s[f'detect_x_plain_decode_auto_threads_{clock}']:.2f}x with libavcodec's thread count), "
             f"split / codec work {s[f'split_x_codec_work_{clock}']:.2f}x (target <= 1.2; "
             f"{s[f'split_x_codec_work_via_rgb_{clock}']:.2f}x with the RGB round trip), "
             f"PySceneDetect API {s[f'pyscenedetect_api_x_reelforge_detect_{clock}']:.2f}x and CLI "

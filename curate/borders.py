@@ -11,14 +11,13 @@ stands out from the border colour in some frame.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from curate.config import BorderConfig
+from media.slots import frames_across
 
 
 @dataclass(frozen=True)
@@ -57,51 +56,16 @@ def content_box(frames: np.ndarray, cfg: BorderConfig) -> ContentBox:
 
 
 def file_content_box(path: str | Path, cfg: BorderConfig, frames: int = 8) -> ContentBox | None:
-    """The picture's box over a whole file, from `frames` frames spread over it (one keyframe seek
-    each, decoded pixels before rotation); None when there is no border or nothing decodes.
+    """The picture's box over a whole file, from one frame in each of `frames` equal slots of it
+    (`media.slots.frames_across`: the cheapest frame of each slot; pixels before rotation); None
+    when there is no border or nothing decodes.
 
     The split crops every clip of the file to it (split.extract.crop_borders)."""
-    picked: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-        if duration <= 0 and container.duration:
-            duration = container.duration / av.time_base
-        start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
-        for target in start + (np.arange(frames) + 0.5) * duration / frames:
-            try:
-                container.seek(int(target / stream.time_base), stream=stream)
-                frame = next(
-                    f
-                    for f in _decode_towards(container, stream, target)
-                    if f.time is None or f.time + 1e-6 >= target
-                )
-            except (av.FFmpegError, StopIteration):
-                continue
-            picked.append(frame.to_ndarray(format="rgb24"))
+    picked = [f.to_ndarray(format="rgb24") for f in frames_across(path, frames)]
     if not picked or len({p.shape for p in picked}) != 1:
         return None
     box = content_box(np.stack(picked), cfg)
     return box if box.border_fraction > 0 else None
-
-
-def _decode_towards(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: float
-) -> Iterator[av.VideoFrame]:
-    """Frames from the container's position, as `container.decode(stream)` gives them, except that
-    non-reference frames timed before `target` are not decoded: no frame uses them, and the frame
-    looked for is at or after `target`, so the frame found is the same (the keyframe-to-target
-    stretch decoded ~30% less CPU on the shared footage, 8 identical frames picked on every file)."""
-    context = stream.codec_context
-    for packet in container.demux(stream):
-        early = (
-            packet.pts is not None
-            and packet.time_base is not None
-            and packet.pts * packet.time_base + 1e-6 < target
-        )
-        context.skip_frame = "NONREF" if early else "DEFAULT"
-        yield from packet.decode()
 
 
 def _peel(pixels: np.ndarray, cfg: BorderConfig, axis: int) -> tuple[int, int]:

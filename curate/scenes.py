@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import av
 import cv2
@@ -103,16 +103,29 @@ class _ContentDetector(ContentDetector):  # type: ignore[misc]  # scenedetect sh
     subtracts, takes the absolute value and sums: about as much CPU as the BGR to HSV conversion
     itself. Here one `cv2.absdiff` of the two uint8 HSV frames and one `cv2.sumElems` give the
     same per-channel sums (integers, exact in float64), divided and weighted in upstream's order,
-    so every score is bit for bit upstream's (tests/curate/test_scenes.py compares them). Edges
-    (a nonzero `delta_edges` weight) and statistics go to upstream's own code.
+    so every score is bit for bit upstream's (tests/curate/test_scenes.py compares them), and the
+    min_scene_len filter runs on frame numbers (`_FramesFlashFilter`). Edges (a nonzero
+    `delta_edges` weight) and statistics go to upstream's own code.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, threshold: float, min_scene_len: int, luma_only: bool) -> None:
+        super().__init__(threshold=threshold, min_scene_len=min_scene_len, luma_only=luma_only)
         self._last_hsv: np.ndarray | None = None
+        self._weight_sum = sum(abs(w) for w in self._weights)  # upstream's divisor, summed once
+        self._frames_filter = _FramesFlashFilter(min_scene_len)
+
+    def _fast(self) -> bool:
+        return self._weights.delta_edges <= 0.0 and self.stats_manager is None
+
+    def process_frame(self, timecode: FrameTimecode, frame_img: np.ndarray) -> list[FrameTimecode]:
+        if not self._fast():
+            return list(super().process_frame(timecode, frame_img))
+        self._frame_score = self._calculate_frame_score(timecode, frame_img)
+        above = self._frame_score >= self._threshold
+        return [FrameTimecode(f, fps=timecode) for f in self._frames_filter.filter(timecode.frame_num, above)]
 
     def _calculate_frame_score(self, timecode: FrameTimecode, frame_img: np.ndarray) -> float:
-        if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
+        if not self._fast():
             return float(super()._calculate_frame_score(timecode, frame_img))
         hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
         last, self._last_hsv = self._last_hsv, hsv
@@ -120,11 +133,53 @@ class _ContentDetector(ContentDetector):  # type: ignore[misc]  # scenedetect sh
             return 0.0
         pixels = float(hsv.shape[0] * hsv.shape[1])
         hue, sat, lum, _ = cv2.sumElems(cv2.absdiff(hsv, last))
-        components = (hue / pixels, sat / pixels, lum / pixels, 0.0)
-        score: float = sum(c * w for c, w in zip(components, self._weights, strict=True)) / sum(
-            abs(w) for w in self._weights
-        )
+        w = self._weights
+        # upstream's sum() over the four products, in its order (0 + x is x exactly)
+        score: float = (
+            hue / pixels * w[0] + sat / pixels * w[1] + lum / pixels * w[2] + 0.0 * w[3]
+        ) / self._weight_sum
         return score
+
+
+class _FramesFlashFilter:
+    """PySceneDetect's FlashFilter in MERGE mode (ContentDetector's default) on frame numbers.
+
+    Upstream's keeps FrameTimecodes and measures each gap by FrameTimecode subtraction (a copy and a
+    frame-rate comparison of Fractions, every frame); with `min_scene_len` in frames the gap is a
+    difference of frame numbers, so the same state machine runs on ints. Its cuts are upstream's
+    (tests/curate/test_scenes.py runs both on the same sequences).
+    """
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+        self._last_above: int | None = None
+        self._merge_enabled = False
+        self._merge_triggered = False
+        self._merge_start = 0
+
+    def filter(self, frame: int, above: bool) -> list[int]:
+        """The cuts (frame numbers) to report after frame `frame`, above the threshold or not."""
+        if self._length <= 0:
+            return [frame] if above else []
+        if self._last_above is None:
+            self._last_above = frame
+        long_enough = frame - self._last_above >= self._length
+        if above:
+            self._last_above = frame
+        if self._merge_triggered:
+            if long_enough and not above and self._last_above - self._merge_start >= self._length:
+                self._merge_triggered = False
+                return [self._last_above]
+            return []
+        if not above:
+            return []
+        if long_enough:
+            self._merge_enabled = True
+            return [frame]
+        if self._merge_enabled:
+            self._merge_triggered = True
+            self._merge_start = frame
+        return []
 
 
 class _KnownFrameMean:
@@ -183,6 +238,7 @@ class BoundaryDetector:
 
     def __init__(self, cfg: DetectConfig, rate: Fraction) -> None:
         self._rate = rate
+        self._rate_timecode = FrameTimecode(0, fps=rate)
         main_kind: BoundaryKind = "gradual" if cfg.detector == "threshold" else "cut"
         self._detectors: list[tuple[SceneDetector, BoundaryKind]] = [(make_detector(cfg), main_kind)]
         if cfg.detect_fades and cfg.detector != "threshold":
@@ -206,7 +262,8 @@ class BoundaryDetector:
 
     def add(self, index: int, image: np.ndarray) -> None:
         """Feed frame `index` to every detector and record the boundaries they report."""
-        timecode = FrameTimecode(index, fps=self._rate)
+        # The rate from a FrameTimecode: a Fraction rate is validated again on every construction.
+        timecode = FrameTimecode(index, fps=self._rate_timecode)
         self._last_index = index
         self._known_mean.mean = frame_mean(image)
         self._means.append(self._known_mean.mean)
@@ -304,8 +361,10 @@ def scan_file(
     deadline: Deadline | None = None,
     *,
     detect: bool = True,
+    threads: int = 1,
 ) -> Scan:
-    """Decode every frame once; return the boundaries and the timestamp of every frame.
+    """Decode every frame once (with `threads` decoder threads; 0 = libavcodec's count); return the
+    boundaries and the timestamp of every frame.
 
     With `detect=False` (stride mode) frames are decoded for their timestamps only, without
     pixel conversion.
@@ -318,9 +377,7 @@ def scan_file(
         detector = BoundaryDetector(cfg, rate) if detect else None
         converter = VideoReformatter()  # frames that are not 8-bit 4:2:0 are scaled by it
         scan = Scan(boundaries=[], time_base=info.time_base, start_pts=info.start_pts)
-        for item in iter_frames(
-            container, scan.stats, deadline, threads=cfg.decode_threads, where="scene detection"
-        ):
+        for item in iter_frames(container, scan.stats, deadline, threads=threads, where="scene detection"):
             assert isinstance(item, DecodedFrame)
             if not scan.frame_pts:
                 scan.rotation = display_rotation(item.frame)

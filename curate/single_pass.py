@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-import av
 from av.video.reformatter import VideoReformatter
 
 from curate.borders import file_content_box
@@ -108,7 +107,10 @@ class SinglePass:
         rules = cfg.clips
         self._max_trim = max(rules.trim_s, rules.transition_s if rules.drop_transitions else 0.0)
         self._lookahead = rules.min_length_s + self._max_trim
-        self._delay: deque[tuple[DecodedFrame, av.VideoFrame]] = deque()
+        # Frames waiting for their fate, each holding its encoder frame (`encoder_frame`) in place of
+        # the decoded one: the decoded frame goes back to the decoder's pool at once instead of
+        # after the delay, so the decoder writes into buffers still in cache, not fresh pages.
+        self._delay: deque[DecodedFrame] = deque()
         # Final boundaries so far: frames ascending, and their kinds.
         self._bound_frames: list[int] = []
         self._bound_kind: dict[int, BoundaryKind] = {}
@@ -126,7 +128,7 @@ class SinglePass:
             scaler = VideoReformatter()
             geometry: OutputGeometry | None = None
             for item in iter_frames(
-                container, scan.stats, self.deadline, threads=cfg.detect.decode_threads, where="split"
+                container, scan.stats, self.deadline, threads=cfg.decode_threads(), where="split"
             ):
                 assert isinstance(item, DecodedFrame)
                 if geometry is None:
@@ -142,7 +144,8 @@ class SinglePass:
                 detector.add(item.index, detection_bgr(item.frame, cfg.detect.downscale_width, small))
                 if self.second_pass:
                     continue
-                self._delay.append((item, encoder_frame(item.frame, geometry, scaler)))
+                image = encoder_frame(item.frame, geometry, scaler)
+                self._delay.append(DecodedFrame(item.index, item.pts, item.seconds, image))
                 settled = detector.settled_before()
                 if settled > self._settled:
                     self._add_bounds(detector.settled_boundaries(self._settled, settled))
@@ -182,7 +185,7 @@ class SinglePass:
                 self.rotation,
                 cfg.extract,
                 self.deadline,
-                threads=cfg.detect.decode_threads,
+                threads=cfg.decode_threads(),
             )
 
     # ---- the delay line ---------------------------------------------------------------------------
@@ -210,9 +213,8 @@ class SinglePass:
         return self._next_boundary(j) is not None
 
     def _drain(self) -> Iterator[Clip | ClipFailure]:
-        while self._delay and self._decided(self._delay[0][0].index):
-            item, image = self._delay.popleft()
-            yield from self._place(item, image)
+        while self._delay and self._decided(self._delay[0].index):
+            yield from self._place(self._delay.popleft())
 
     def _abandon_stream(self) -> None:
         """Too many frames held: finish the open clip's fate in a second pass instead."""
@@ -254,7 +256,8 @@ class SinglePass:
         first = self._shot.first if self._shot.first is not None else j
         return min(bisect.bisect_right(self._t, end_t + _EPS, lo=first, hi=end + 1) - 1, end)
 
-    def _place(self, item: DecodedFrame, image: av.VideoFrame) -> Iterator[Clip | ClipFailure]:
+    def _place(self, item: DecodedFrame) -> Iterator[Clip | ClipFailure]:
+        """Settle frame `item` (holding its encoder frame) into the clip rules."""
         j = item.index
         shot = self._shot
         kind = self._bound_kind.get(j)
@@ -281,7 +284,7 @@ class SinglePass:
         if shot.window is None and not shot.windows_done:
             shot.window = _Window(j, self._open_writer(j, stop) if self._kept(j, stop) else None)
         if shot.window is not None and shot.window.writer is not None:
-            shot.window.writer.add(item, image, self._time(j + 1))
+            shot.window.writer.add(item, self._time(j + 1))
 
     def _kept(self, lo: int, stop: int | None) -> bool:
         """Will the window starting at lo reach min_length_s (the rule `_windows` applies)?"""

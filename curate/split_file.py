@@ -81,7 +81,7 @@ class VideoSplit:
         plans: list[ClipPlan] | None = None
         single: SinglePass | None = None
         if self.scenes_only:
-            scan = scan_file(self.path, detect, deadline)
+            scan = scan_file(self.path, detect, deadline, threads=self.cfg.decode_threads())
         elif single_pass_supported(
             self.cfg,
             probe.codec,
@@ -94,7 +94,9 @@ class VideoSplit:
             yield from self._keep(single.run())
             scan, plans = single.scan, single.plans
         else:
-            scan = scan_file(self.path, detect, deadline, detect=detect.mode == "scenes")
+            scan = scan_file(
+                self.path, detect, deadline, detect=detect.mode == "scenes", threads=self.cfg.decode_threads()
+            )
         header_duration = probe.duration_s
         self.probe = probe = replace(
             probe.refine(scan.frame_pts, scan.time_base, scan.end_pts, self.cfg.probe.vfr_tolerance),
@@ -129,7 +131,7 @@ class VideoSplit:
                     probe.rotation,
                     self.cfg.extract,
                     deadline,
-                    threads=detect.decode_threads,
+                    threads=self.cfg.decode_threads(),
                 )
             )
         if self.failures:

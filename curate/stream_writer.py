@@ -68,9 +68,10 @@ class StreamWriter:
             threads=1,
         )
 
-    def add(self, item: DecodedFrame, image: av.VideoFrame, next_seconds: float) -> None:
-        """Encode one decoded frame's encoder frame (`encoder_frame`) into the clip and keep it as
-        a thumbnail candidate."""
+    def add(self, item: DecodedFrame, next_seconds: float) -> None:
+        """Encode one frame into the clip and keep it as a thumbnail candidate; `item` holds the
+        encoder frame (`encoder_frame`) of the decoded frame it stands for."""
+        image = item.frame
         self._candidates[self.frames_in] = image
         self._full.append(self.frames_in)
         for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:

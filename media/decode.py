@@ -143,6 +143,16 @@ def open_input(source: Source) -> av.container.InputContainer:
 _labels: dict[int, str] = {}
 
 
+def log_decoding(container: av.container.InputContainer, *, passes: int = 0, frames: int = 0) -> None:
+    """Count decoding passes and decoded frames of an `open_input` container in the active
+    `count_decodes` logs (for decode loops other than `iter_frames`, such as media.slots)."""
+    if _logs:
+        label = _labels.get(id(container), "unlabelled")
+        for log in _logs:
+            log.passes[label] += passes
+            log.frames[label] += frames
+
+
 def configure_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
     """Frame+slice threading; `threads`=0 lets libavcodec use one thread per core."""
     stream.thread_type = "AUTO"
@@ -272,7 +282,7 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
     if frame.format.name not in _PLANAR_420:
         width, height = scaled_size(frame.width, frame.height, frame.width // step)
         return to_bgr(frame, width, height, converter)
-    y, u, v = (_plane(frame, i, step) for i in range(3))
+    y, u, v = (_subsampled(plane, step) for plane in frame.planes)  # frame.planes makes new objects
     h = min(u.shape[0], v.shape[0], y.shape[0] // 2)
     w = min(u.shape[1], v.shape[1], y.shape[1] // 2)
     if h < 1 or w < 1:
@@ -286,9 +296,8 @@ def detection_bgr(frame: av.VideoFrame, target_width: int, converter: VideoRefor
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
-def _plane(frame: av.VideoFrame, index: int, step: int = 1) -> np.ndarray:
+def _subsampled(plane: av.video.plane.VideoPlane, step: int) -> np.ndarray:
     """Every `step`th row and column of a plane, as a view of the decoder's buffer."""
-    plane = frame.planes[index]
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     return rows[::step, : plane.width : step]
 

@@ -67,6 +67,29 @@ def test_content_scores_are_upstreams_bit_for_bit(luma_only):
         assert frame_mean(frame) == float(frame.mean())
 
 
+@pytest.mark.parametrize("length", [0, 1, 3, 15])
+def test_frame_number_flash_filter_is_upstreams(length):
+    """The content detector's min_scene_len filter runs on frame numbers: on the same frames above
+    and below the threshold it reports exactly upstream's FlashFilter cuts."""
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detector import FlashFilter
+
+    from curate.scenes import _FramesFlashFilter
+
+    rng = np.random.default_rng(length)
+    reported = 0
+    for density in (0.02, 0.2, 0.6):
+        above = rng.random(3000) < density
+        ours, upstream = _FramesFlashFilter(length), FlashFilter(FlashFilter.Mode.MERGE, length)
+        ours_cuts, upstream_cuts = [], []
+        for i, flag in enumerate(above.tolist()):
+            ours_cuts += ours.filter(i, flag)
+            upstream_cuts += [t.frame_num for t in upstream.filter(FrameTimecode(i, fps=25.0), flag)]
+        assert ours_cuts == upstream_cuts
+        reported += len(upstream_cuts)
+    assert reported > 10
+
+
 def test_fade_boundaries_are_upstreams():
     """The fade detector reads each frame's average from BoundaryDetector (taken once) instead of
     taking it again: its boundaries must be those of upstream's own ThresholdDetector."""

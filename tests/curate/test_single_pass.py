@@ -79,3 +79,27 @@ def test_a_full_delay_line_finishes_in_a_second_pass(sample_footage, monkeypatch
     video = sample_footage / "cuts.mp4"
     run, clips = one_pass(video, SplitConfig())
     assert run.second_pass and clips == two_pass(video, SplitConfig())
+
+
+@pytest.mark.parametrize(
+    ("split", "threads"),
+    [
+        ({}, 1),
+        ({"num_cpus": 2}, 2),
+        ({"detect": {"decode_threads": 0}}, 0),
+        ({"clips": {"long_scenes": "drop"}}, 1),
+    ],
+)
+def test_a_split_task_decodes_with_the_cpus_it_was_given(sample_footage, monkeypatch, split, threads):
+    """A task decodes with as many threads as its Ray CPUs (one by default), in the one-pass split
+    and the two-pass one (`long_scenes: drop`), unless decode_threads says otherwise; libavcodec's
+    own count (0) is a thread per core of the machine for every task on it."""
+    from curate.split_file import VideoSplit
+    from media import decode
+
+    seen: list[int] = []
+    configure = decode.configure_threads
+    monkeypatch.setattr(decode, "configure_threads", lambda stream, n: (seen.append(n), configure(stream, n)))
+    job = VideoSplit(sample_footage / "cuts.mp4", SplitConfig.model_validate(split))
+    assert list(job.clips()) and job.status == "ok"
+    assert seen and set(seen) == {threads}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from caption.frames import sample_frames
-from curate.config import FrameSamplingConfig, SplitConfig
+from curate.borders import file_content_box
+from curate.config import BorderConfig, FrameSamplingConfig, SplitConfig
 from curate.frames import decode_clip as score_decode
 from curate.split_file import VideoSplit
 from media import count_decodes
@@ -34,10 +35,18 @@ def test_split_decodes_its_source_once_and_no_clip(split_run):
     video, job, clips, log = split_run
     source = str(video)
     assert job.probe is not None
-    # One decoding pass over every frame, for detection and extraction together; the other open
-    # is the probe reading the header.
-    assert log.passes[source] == 1 and log.frames[source] == job.probe.num_frames
-    assert log.opens[source] == 2
+    # One decoding pass over every frame, for detection and extraction together, and the border
+    # sample (a few frames spread over the file, split.extract.crop_borders); the third open is
+    # the probe reading the header.
+    with count_decodes() as border_log:
+        file_content_box(video, BorderConfig())
+    border_passes, border_frames = border_log.passes[source], border_log.frames[source]
+    assert log.passes[source] == 1 + border_passes
+    assert log.frames[source] == job.probe.num_frames + border_frames
+    assert log.opens[source] == 3
+    # 8 frames, keyframes where a slot holds one, else decoded on from the last: 44 of 250 here
+    # (a seek to each slot's middle and decoding on to it: 212).
+    assert border_frames < job.probe.num_frames // 4
     for clip in clips:  # verification reads each clip's packets: an open, no decoding
         label = source_label(clip.data)
         assert log.opens[label] == 1 and log.passes[label] == 0 and log.frames[label] == 0
