@@ -108,8 +108,8 @@ class SinglePass:
         self._max_trim = max(rules.trim_s, rules.transition_s if rules.drop_transitions else 0.0)
         self._lookahead = rules.min_length_s + self._max_trim
         # Frames waiting for their fate, each holding its encoder frame (`encoder_frame`) in place of
-        # the decoded one: the decoded frame goes back to the decoder's pool at once instead of
-        # after the delay, so the decoder writes into buffers still in cache, not fresh pages.
+        # the decoded one, which goes back to the decoder at once: a 4K source would otherwise hold
+        # a 12 MB frame per delayed frame beside the encoder frames the delay's budget counts.
         self._delay: deque[DecodedFrame] = deque()
         # Final boundaries so far: frames ascending, and their kinds.
         self._bound_frames: list[int] = []
