@@ -8,7 +8,6 @@ middle (a reference, not a copy: the encoder's frames are made once for it).
 
 from __future__ import annotations
 
-from collections import deque
 from fractions import Fraction
 
 import av
@@ -54,8 +53,10 @@ class StreamWriter:
         # clip's encoder frames so far, held as they are (no copy, no work) up to _HELD_BYTES; beyond,
         # the oldest are shrunk to thumbnail size (`thumbnail_frame`), so a long clip kept at a large
         # size does not hold half its frames (a 10 s 4K clip at 60 fps: 3.7 GB).
+        # The candidates are the offsets [_first_candidate, frames_in); the newest _max_full of them
+        # are at the encoder's size.
         self._candidates: dict[int, av.VideoFrame] = {}
-        self._full: deque[int] = deque()  # offsets of the candidates not shrunk yet, ascending
+        self._first_candidate = 0
         self._max_full = max(1, _HELD_BYTES // (geometry.width * geometry.height * 3 // 2))
         self._thumb_scaler = VideoReformatter()
         self._mp4 = Mp4Writer(
@@ -73,15 +74,13 @@ class StreamWriter:
         encoder frame (`encoder_frame`) of the decoded frame it stands for."""
         image = item.frame
         self._candidates[self.frames_in] = image
-        self._full.append(self.frames_in)
-        for offset in [o for o in self._candidates if o < (self.frames_in + 1) // 2]:
-            del self._candidates[offset]
-        while self._full and self._full[0] not in self._candidates:
-            self._full.popleft()
-        while len(self._full) > self._max_full:
-            oldest = self._full.popleft()
-            self._candidates[oldest] = thumbnail_frame(
-                self._candidates[oldest], self.cfg.thumbnail_width, self._thumb_scaler
+        while self._first_candidate < (self.frames_in + 1) // 2:  # can no longer be the middle
+            del self._candidates[self._first_candidate]
+            self._first_candidate += 1
+        leaving = self.frames_in - self._max_full  # the candidate that just left the full-size ones
+        if leaving >= self._first_candidate:
+            self._candidates[leaving] = thumbnail_frame(
+                self._candidates[leaving], self.cfg.thumbnail_width, self._thumb_scaler
             )
         if self.cfg.fps > 0:
             rel_end = next_seconds - self.start_s

@@ -59,10 +59,19 @@ def test_thumbnails_do_not_depend_on_when_candidates_are_shrunk(sample_footage, 
     from curate import stream_writer
 
     monkeypatch.setattr(stream_writer, "_HELD_BYTES", 1)
+    shrunk: list[int] = []
+    shrink = stream_writer.thumbnail_frame
+    monkeypatch.setattr(
+        stream_writer, "thumbnail_frame", lambda frame, *a: (shrunk.append(frame.width), shrink(frame, *a))[1]
+    )
     cfg = SplitConfig.model_validate({"extract": {"thumbnail_width": 96}})  # below the clips' 320 px
     run, clips = one_pass(sample_footage / "cuts.mp4", cfg)
     assert clips and clips == two_pass(sample_footage / "cuts.mp4", cfg)
     assert not run.second_pass
+    # Every candidate was shrunk once as the next frame came (not only the middle at the end):
+    # the clips' frames minus the first half, which stops being a candidate first, and the newest.
+    frames = sum(end - start for _, start, end, _, _ in clips)
+    assert len(shrunk) >= frames // 2 - len(clips) and set(shrunk) == {320}
 
 
 @pytest.mark.slow
