@@ -55,13 +55,15 @@ def content_box(frames: np.ndarray, cfg: BorderConfig) -> ContentBox:
     return ContentBox(left, top, right - left, bottom - top, width, height)
 
 
-def file_content_box(path: str | Path, cfg: BorderConfig, frames: int = 8) -> ContentBox | None:
+def file_content_box(
+    path: str | Path, cfg: BorderConfig, frames: int = 8, *, threads: int = 1
+) -> ContentBox | None:
     """The picture's box over a whole file, from one frame in each of `frames` equal slots of it
     (`media.slots.frames_across`: the cheapest frame of each slot; pixels before rotation); None
-    when there is no border or nothing decodes.
+    when there is no border or nothing decodes. `threads` decoder threads (0 = libavcodec's count).
 
     The split crops every clip of the file to it (split.extract.crop_borders)."""
-    picked = [f.to_ndarray(format="rgb24") for f in frames_across(path, frames)]
+    picked = [f.to_ndarray(format="rgb24") for f in frames_across(path, frames, threads=threads)]
     if not picked or len({p.shape for p in picked}) != 1:
         return None
     box = content_box(np.stack(picked), cfg)

@@ -227,7 +227,7 @@ def extract_clips(  # noqa: PLR0912 — one decode loop keeps each clip's copy/r
     deadline = deadline or Deadline(None)
     if not plans:
         return
-    box = file_content_box(path, BorderConfig()) if cfg.crop_borders else None
+    box = file_content_box(path, BorderConfig(), threads=threads) if cfg.crop_borders else None
     geometry = output_geometry(width, height, rotation, cfg, box)
     stats = DecodeStats()
     pending = list(plans)

@@ -134,7 +134,11 @@ class SinglePass:
                 if geometry is None:
                     self.rotation = scan.rotation = display_rotation(item.frame)
                     # the picture inside constant borders: a few keyframe seeks, before any clip is written
-                    box = file_content_box(self.path, BorderConfig()) if cfg.extract.crop_borders else None
+                    box = (
+                        file_content_box(self.path, BorderConfig(), threads=cfg.decode_threads())
+                        if cfg.extract.crop_borders
+                        else None
+                    )
                     geometry = self._geometry = output_geometry(
                         self.width, self.height, self.rotation, cfg.extract, box
                     )

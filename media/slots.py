@@ -17,15 +17,16 @@ from collections.abc import Iterator
 import av
 import av.error
 
-from media.decode import Source, log_decoding, open_input
+from media.decode import Source, configure_threads, log_decoding, open_input
 
 _EPS = 1e-6
 
 
-def frames_across(source: Source, count: int) -> list[av.VideoFrame]:
+def frames_across(source: Source, count: int, *, threads: int = 1) -> list[av.VideoFrame]:
     """One decoded frame from each of `count` equal slots of the first video stream's duration
-    (frames as decoded: before rotation, the decoder's format). A slot whose frame cannot be
-    decoded is left out, so a broken file gives fewer frames or none, never an error."""
+    (frames as decoded: before rotation, the decoder's format), with `threads` decoder threads
+    (`configure_threads`). A slot whose frame cannot be decoded is left out, so a broken file
+    gives fewer frames or none, never an error."""
     picked: list[av.VideoFrame] = []
     try:
         container = open_input(source)
@@ -35,7 +36,7 @@ def frames_across(source: Source, count: int) -> list[av.VideoFrame]:
         if not container.streams.video:
             return picked
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        configure_threads(stream, threads)
         time_base = stream.time_base
         if not time_base:  # no timestamps to seek by
             return picked
