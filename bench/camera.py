@@ -31,7 +31,6 @@ Writes bench/results/camera.json with the load average and prints a markdown tab
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -42,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 
@@ -57,6 +55,7 @@ from curate.motion import (  # noqa: E402
     CAMERA_PATCH_STRIDE,
     MotionScorer,
 )
+from media import decode_check, encode_mp4, read_clip  # noqa: E402
 from pipelines.sample_footage import load_ground_truth, write_sample_footage  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "footage"
@@ -71,37 +70,25 @@ def load() -> list[float]:
 
 def encode(frames: list[np.ndarray], fps: float) -> bytes:
     """H.264 MP4 bytes as the split writes clips (crf 23, veryfast, one thread)."""
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=round(fps))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
+    return encode_mp4(frames, round(fps), crf=23, preset="veryfast")
+
+
+def even_short_side(short_side: int) -> Callable[[int, int], tuple[int, int]]:
+    """The short side scaled to `short_side` when longer, both sides even (4:2:0)."""
+
+    def rule(width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, short_side / min(width, height)) if short_side else 1.0
+        return round(width * scale) // 2 * 2, round(height * scale) // 2 * 2
+
+    return rule
 
 
 def read_frames(
     path: Path, seconds: float | None = None, short_side: int = 0
 ) -> tuple[list[np.ndarray], float]:
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 25)
-        frames = []
-        for frame in container.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24")
-            if short_side and min(rgb.shape[:2]) > short_side:
-                scale = short_side / min(rgb.shape[:2])
-                size = (round(rgb.shape[1] * scale) // 2 * 2, round(rgb.shape[0] * scale) // 2 * 2)
-                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-            frames.append(rgb)
-            if seconds and len(frames) >= seconds * fps:
-                break
-    return frames, fps
+    clip = read_clip(path, size=even_short_side(short_side))
+    frames = clip.frames if seconds is None else clip.frames[clip.times_s < seconds]
+    return list(frames), clip.nominal_fps
 
 
 def clips(work: Path, use_shared: bool) -> dict[str, dict[str, bytes]]:
@@ -121,11 +108,7 @@ def clips(work: Path, use_shared: bool) -> dict[str, dict[str, bytes]]:
 
 
 def plain_decode(data: bytes) -> int:
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = 1
-        return sum(1 for _ in container.decode(stream))
+    return decode_check(data, threads=1).frames
 
 
 def measure(blobs: list[bytes], repeats: int) -> dict[str, Any]:

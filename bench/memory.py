@@ -29,12 +29,18 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from media import VideoWriter, remux  # noqa: E402
+from media.decode import open_input  # noqa: E402
+from media.frames import stream_duration  # noqa: E402
+from store import Store  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "memory.json"
 WIDTH, HEIGHT = 1920, 1080
 SHOT_S = 5.0  # two shots in the 10 s unit (20 frames at 4 fps, over the detector's 15-frame minimum)
@@ -51,51 +57,31 @@ def encode_unit(path: Path, seconds: float, fps: int) -> None:
     """`seconds` of 1080p H.264: shots of a textured picture panning 4 px a frame, hard cuts between."""
     rng = np.random.default_rng(0)
     frames_per_shot = round(SHOT_S * fps)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(
-            "libx264",
-            rate=fps,
-            options={"crf": "30", "preset": "ultrafast", "g": str(frames_per_shot), "bf": "0"},
+    writer = VideoWriter(
+        WIDTH,
+        HEIGHT,
+        fps,
+        crf=30,
+        preset="ultrafast",
+        gop=frames_per_shot,
+        threads=0,  # libx264's own thread count: this is input making, not a measured step
+        path=path,
+        codec_options={"bf": "0"},
+    )
+    for shot in range(round(seconds / SHOT_S)):
+        small = rng.integers(
+            0, 256, size=(HEIGHT // 16, (WIDTH + 4 * frames_per_shot) // 16, 3), dtype=np.uint8
         )
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for shot in range(round(seconds / SHOT_S)):
-            small = rng.integers(
-                0, 256, size=(HEIGHT // 16, (WIDTH + 4 * frames_per_shot) // 16, 3), dtype=np.uint8
-            )
-            picture = cv2.resize(small, (WIDTH + 4 * frames_per_shot, HEIGHT), interpolation=cv2.INTER_CUBIC)
-            picture = picture // 2 + np.array([60 * shot % 256, 90, 200 - 40 * shot % 200], np.uint8) // 2
-            for i in range(frames_per_shot):
-                frame = av.VideoFrame.from_ndarray(
-                    np.ascontiguousarray(picture[:, 4 * i : 4 * i + WIDTH]), format="rgb24"
-                )
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        picture = cv2.resize(small, (WIDTH + 4 * frames_per_shot, HEIGHT), interpolation=cv2.INTER_CUBIC)
+        picture = picture // 2 + np.array([60 * shot % 256, 90, 200 - 40 * shot % 200], np.uint8) // 2
+        for i in range(frames_per_shot):
+            writer.add(np.ascontiguousarray(picture[:, 4 * i : 4 * i + WIDTH]))
+    writer.finish()
 
 
 def remux_repeated(unit: Path, path: Path, repeats: int) -> None:
     """The unit's packets `repeats` times, timestamps shifted by the unit's duration each time."""
-    with av.open(str(unit)) as src:
-        stream_in = src.streams.video[0]
-        packets = [
-            (p.pts, p.dts, p.duration, p.is_keyframe, bytes(p)) for p in src.demux(stream_in) if p.size
-        ]
-        time_base = stream_in.time_base
-        with av.open(str(path), "w") as out:
-            stream_out = out.add_stream_from_template(stream_in)
-            ordered = sorted(p[0] for p in packets)
-            frame_step = int(np.median(np.diff(ordered)))  # packet durations are often unset
-            span = ordered[-1] - ordered[0] + frame_step
-            for r in range(repeats):
-                shift = r * span
-                for pts, dts, duration, key, data in packets:
-                    packet = av.Packet(data)
-                    packet.pts, packet.dts = pts + shift, (dts if dts is not None else pts) + shift
-                    packet.duration, packet.is_keyframe = duration, key
-                    packet.time_base = time_base
-                    packet.stream = stream_out
-                    out.mux(packet)
+    remux(unit, path, loops=repeats)
 
 
 class PeakRss(threading.Thread):
@@ -180,12 +166,9 @@ def measure(video: Path, work: Path, label: str) -> dict:
         print(f"{label}: score {score}", flush=True)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    sys.path.insert(0, str(REPO))
-    from store import Store
-
     clips = Store(root).read_clips(columns=["clip_id"]).num_rows
-    with av.open(str(video)) as c:
-        duration = float(c.duration or 0) / av.time_base
+    with open_input(video) as c:
+        duration = stream_duration(c, c.streams.video[0])
     return {
         "label": label,
         "video_s": duration,

@@ -49,9 +49,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import av
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from media import remux  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "scale.json"
 
 OVERRIDES = [
@@ -142,32 +144,8 @@ def make_input(out: Path, footage: Path | None, copies: int, loops: int) -> Path
     for copy in range(copies):
         for video in videos:
             dst = folder / f"{video.stem}-{copy}{video.suffix}"
-            _remux(video, dst, tag=f"reelforge bench copy {copy}", loops=loops)
+            remux(video, dst, loops=loops, comment=f"reelforge bench copy {copy}")
     return folder
-
-
-def _remux(src: Path, dst: Path, tag: str, loops: int) -> None:
-    """The video stream's packets, unchanged and played `loops` times back to back (timestamps
-    shifted), into a new file whose metadata carries `tag`."""
-    with av.open(str(dst), "w") as out:
-        out.metadata["comment"] = tag
-        stream = None
-        offset = 0
-        for _ in range(loops):
-            end = offset
-            with av.open(str(src)) as inp:
-                in_stream = inp.streams.video[0]
-                if stream is None:
-                    stream = out.add_stream_from_template(in_stream)
-                for packet in inp.demux(in_stream):
-                    if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    end = max(end, packet.pts + (packet.duration or 1))
-                    packet.stream = stream
-                    out.mux(packet)
-            offset = end
 
 
 def run_ray(footage: Path, workers: int, root: Path, extra: list[str]) -> dict:

@@ -24,7 +24,6 @@ prints markdown tables.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import logging
@@ -56,6 +55,7 @@ from curate.image_tower import ImageTowerStage, tower_input_size  # noqa: E402
 from curate.motion import MotionScorer  # noqa: E402
 from curate.ocr import TextAreaStage, ocr_input  # noqa: E402
 from curate.quality import QualityScorer  # noqa: E402
+from media import decode_check, read_clip  # noqa: E402
 from pipelines.config import PipelineConfig, parse_config  # noqa: E402
 from pipelines.jobs.score import run_score  # noqa: E402
 from pipelines.jobs.split import run_split  # noqa: E402
@@ -126,17 +126,11 @@ def subset_store(source: Store, root: Path, clip_ids: list[str]) -> Store:
 
 # ---- CPU side ------------------------------------------------------------------------------------
 def plain_decode(data: bytes, threads: int, rgb: bool = False) -> int:
-    """Decode every frame (as the job does: one stream, `threads` decoder threads); count them."""
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
-        n = 0
-        for frame in container.decode(stream):
-            if rgb:
-                frame.to_ndarray(format="rgb24")
-            n += 1
-        return n
+    """Decode every frame (as the job does: one stream, `threads` decoder threads), with `rgb` each
+    converted to RGB and kept (`media.read_clip`); count them."""
+    if rgb:
+        return len(read_clip(data, threads=threads).frames)
+    return decode_check(data, threads=threads).frames
 
 
 def timed_repeats(

@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO))
 from curate.config import SplitConfig  # noqa: E402
 from curate.scenes import scan_file  # noqa: E402
 from curate.split_file import VideoSplit  # noqa: E402
-from media import Mp4Writer  # noqa: E402
+from media import VideoWriter  # noqa: E402
 from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input, use_cpus  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "footage"
@@ -96,7 +96,7 @@ def long_file(size: tuple[int, int], seconds: float) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in SHARED.rglob("*") if p.suffix in (".mp4", ".webm", ".mov", ".ts", ".avi"))
     sources = [p for p in sources if "broken" not in p.parts]
-    writer = Mp4Writer(
+    writer = VideoWriter(
         width, height, 25, crf=20, preset="veryfast", threads=0, path=out.with_suffix(".tmp.mp4")
     )
     scaler = VideoReformatter()
@@ -189,7 +189,7 @@ def codec_work(
     extract = cfg.extract
     scaler = VideoReformatter()
     starts = dict(plans)
-    writer: Mp4Writer | None = None
+    writer: VideoWriter | None = None
     end = -1
     with open_input(path) as container:
         stream = container.streams.video[0]
@@ -201,7 +201,7 @@ def codec_work(
                 writer = None
             if item.index in starts:
                 end = starts[item.index]
-                writer = Mp4Writer(g.width, g.height, 25, crf=extract.crf, preset=extract.preset, threads=1)
+                writer = VideoWriter(g.width, g.height, 25, crf=extract.crf, preset=extract.preset, threads=1)
             if writer is not None:
                 frame = scaler.reformat(
                     item.frame,
@@ -400,7 +400,7 @@ def write_long_video(path: Path, seconds: int, fps: int = 25, size: tuple[int, i
     rng = np.random.default_rng(0)
     w, h = size
     texture = rng.integers(0, 255, (h, w * 2, 3), dtype=np.uint8)
-    writer = Mp4Writer(w, h, fps, crf=28, preset="ultrafast", path=path)
+    writer = VideoWriter(w, h, fps, crf=28, preset="ultrafast", path=path)
     for i in range(seconds * fps):
         shot = i // (4 * fps)
         shift = (i * 3) % w

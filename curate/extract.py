@@ -11,8 +11,6 @@ with the plan; a mismatch is a failure with the numbers in its message, never a 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -37,7 +35,7 @@ from curate.clip_plan import ClipPlan
 from curate.config import BorderConfig, ExtractConfig
 from curate.probe import Reason
 from curate.scenes import Scan
-from media import Mp4Writer, jpeg
+from media import PacketWriter, VideoWriter, jpeg
 from media.decode import (
     Deadline,
     DecodedFrame,
@@ -84,7 +82,7 @@ class _ClipWriter:
             out_time_base = time_base
         self._rate = rate
         # One thread per encoder: the per-file task owns one CPU and decoding already uses threads.
-        self._writer = Mp4Writer(
+        self._writer = VideoWriter(
             geometry.width,
             geometry.height,
             rate,
@@ -149,9 +147,7 @@ class _CopyWriter:
         self.frames_in = 0
         self.pts_mismatch = ""
         self.thumbnail: bytes = b""
-        self._buffer = io.BytesIO()
-        self._out = av.open(self._buffer, mode="w", format="mp4")
-        self._stream = self._out.add_stream_from_template(source)
+        self._out = PacketWriter(source)
         self._rate = Fraction(source.average_rate or source.guessed_rate or 25)
 
     @property
@@ -163,8 +159,7 @@ class _CopyWriter:
         packet.pts -= self.start_pts
         if packet.dts is not None:
             packet.dts -= self.start_pts
-        packet.stream = self._stream
-        self._out.mux(packet)
+        self._out.add(packet)
 
     def add(self, item: DecodedFrame, next_seconds: float) -> None:
         if self.frames_in == self.plan.num_frames // 2:
@@ -176,12 +171,10 @@ class _CopyWriter:
         self.frames_in += 1
 
     def finish(self) -> bytes:
-        self._out.close()
-        return self._buffer.getvalue()
+        return self._out.finish()
 
     def abort(self) -> None:
-        with contextlib.suppress(av.error.FFmpegError):
-            self._out.close()
+        self._out.abort()
 
     def expected_frames(self) -> int:
         return self.plan.num_frames

@@ -25,7 +25,7 @@ from curate.clip_output import (
 from curate.clip_plan import ClipPlan
 from curate.config import ExtractConfig
 from curate.probe import Reason
-from media import Mp4Writer
+from media import VideoWriter
 from media.decode import DecodedFrame
 
 _EPS = 1e-6
@@ -59,7 +59,7 @@ class StreamWriter:
         self._first_candidate = 0
         self._max_full = max(1, _HELD_BYTES // (geometry.width * geometry.height * 3 // 2))
         self._thumb_scaler = VideoReformatter()
-        self._mp4 = Mp4Writer(
+        self._mp4 = VideoWriter(
             geometry.width,
             geometry.height,
             rate,

@@ -36,7 +36,6 @@ Frames: the first `eval.max_frames` frames of a video, downscaled to a short sid
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from curate.eval_config import EvalConfig
 from curate.frames import FrameDecodeError, spread_indices, tower_input
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
+from media import MediaError, fit_short_side, read_clip
 
 DIMENSIONS = (
     "temporal_flickering",
@@ -86,30 +86,15 @@ class Video:
 
 
 def read_video(source: str | Path | bytes, cfg: EvalConfig) -> Video:
-    """The first `max_frames` frames of a file or of MP4 bytes. The one place evaluation decodes (PyAV);
-    raises FrameDecodeError with the reason when nothing decodes."""
-    import av
-
-    frames: list[np.ndarray] = []
+    """The first `max_frames` frames of a file or of MP4 bytes, the short side at most `short_side`.
+    Raises FrameDecodeError with the reason when fewer than 3 frames decode."""
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r") as container:
-            if not container.streams.video:
-                raise FrameDecodeError("no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            for frame in container.decode(stream):
-                h, w = frame.height, frame.width
-                scale = min(1.0, cfg.short_side / min(h, w))
-                size = (max(2, round(w * scale)), max(2, round(h * scale)))
-                frames.append(frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray())
-                if len(frames) >= cfg.max_frames:
-                    break
-    except av.FFmpegError as err:
-        if not frames:
-            raise FrameDecodeError(f"does not decode: {getattr(err, 'strerror', None) or err}") from err
-    if len(frames) < 3:
-        raise FrameDecodeError(f"{len(frames)} frames decode; the temporal dimensions need at least 3")
-    return Video(np.stack(frames), fps)
+        clip = read_clip(source, first=cfg.max_frames, size=fit_short_side(cfg.short_side))
+    except MediaError as err:
+        raise FrameDecodeError(f"does not decode: {err}") from err
+    if len(clip.frames) < 3:
+        raise FrameDecodeError(f"{len(clip.frames)} frames decode; the temporal dimensions need at least 3")
+    return Video(clip.frames, clip.nominal_fps)
 
 
 def letterbox(frames: np.ndarray, size: int) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Frames out: H.264 MP4 (streamed or whole), JPEG thumbnails, animated previews (WebP, GIF).
+"""Frames out: H.264 MP4 (streamed or whole), JPEG thumbnails, animated previews (WebP, GIF);
+packets out: `PacketWriter`, `remux`.
 
-Every MP4 reelforge writes (split clips, training clipsets, samples, test and benchmark footage)
-goes through `Mp4Writer`, so x264's settings and its determinism fix live in one place.
+Every video reelforge encodes (split clips, training clipsets, samples, the sample footage, test
+and benchmark footage) goes through `VideoWriter`, so x264's settings and its determinism fix live
+in one place; every stream copy (the split's clips cut on keyframes, test and benchmark inputs
+made from real footage by `remux`) goes through `PacketWriter`.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -21,17 +26,21 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from media.decode import Source, open_input
 from media.frames import MediaError, fit_width, read_clip
 from media.sampling import Sampling
 
 
-class Mp4Writer:
-    """H.264 (yuv420p) in MP4, one frame at a time; `finish()` returns the file's bytes.
+class VideoWriter:
+    """Encoded video, one frame at a time; `finish()` returns the file's bytes.
 
-    `rate` is the nominal frame rate; `time_base` (default 1/rate) the timestamps' unit. Frames
-    without an explicit pts are numbered 0, 1, 2... in that unit. `threads` x264 threads (1 keeps
-    one CPU slot honest, and the bytes independent of the machine's core count). Writing to `path`
-    streams the file to disk instead of memory.
+    H.264 (yuv420p) in MP4 unless `codec` and `container` name another encoder and muxer (the
+    sample footage's VP9 in WebM, test files in Matroska or AVI). `rate` is the nominal frame rate;
+    `time_base` (default 1/rate) the timestamps' unit. Frames without an explicit pts are numbered
+    0, 1, 2... in that unit. `crf` and `preset` are x264's; `codec_options` go to the encoder on top
+    (`{"bf": "0"}`), `container_options` to the muxer (`{"movflags": "+faststart"}`). `threads`
+    encoder threads (1 keeps one CPU slot honest, and the bytes independent of the machine's core
+    count). Writing to `path` streams the file to disk instead of memory.
     """
 
     def __init__(
@@ -46,22 +55,30 @@ class Mp4Writer:
         threads: int = 1,
         gop: int = 0,
         path: str | Path | None = None,
+        codec: str = "libx264",
+        container: str = "mp4",
+        codec_options: Mapping[str, str] | None = None,
+        container_options: Mapping[str, str] | None = None,
     ) -> None:
         if width % 2 or height % 2 or width < 2 or height < 2:
-            raise ValueError(f"H.264 4:2:0 needs even sizes, got {width}x{height}")
+            raise ValueError(f"4:2:0 video needs even sizes, got {width}x{height}")
+        if av.codec.Codec(codec, "w").type != "video":
+            raise ValueError(f"{codec!r} is not a video encoder")
         self.rate = rate if isinstance(rate, Fraction) else Fraction(rate).limit_denominator(1001)
         self.time_base = time_base if time_base is not None else 1 / self.rate
         self.frames = 0
         self._buffer = io.BytesIO() if path is None else None
         target: io.BytesIO | str = self._buffer if self._buffer is not None else os.fspath(path or "")
-        self._out = av.open(target, mode="w", format="mp4")
-        options = {"crf": str(crf), "preset": preset}
+        self._out = av.open(target, mode="w", format=container, options=dict(container_options or {}))
+        options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
         if gop:
             options["g"] = str(gop)
-        simd = x264_simd_without_avx512()
+        simd = x264_simd_without_avx512() if codec == "libx264" else ""
         if simd:
             options["x264-params"] = f"asm={simd}"
-        stream = self._out.add_stream("libx264", rate=self.rate, options=options)
+        options.update(codec_options or {})
+        stream = self._out.add_stream(codec, rate=self.rate, options=options)
+        assert isinstance(stream, av.video.stream.VideoStream)  # a video codec, checked above
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
@@ -105,12 +122,12 @@ def encode_mp4(
     path: str | Path | None = None,
 ) -> bytes:
     """RGB frames (all one even size) -> H.264 MP4 bytes (or written to `path`, returning b'')."""
-    writer: Mp4Writer | None = None
+    writer: VideoWriter | None = None
     try:
         for image in frames:
             if writer is None:
                 h, w = image.shape[:2]
-                writer = Mp4Writer(w, h, rate, crf=crf, preset=preset, gop=gop, path=path)
+                writer = VideoWriter(w, h, rate, crf=crf, preset=preset, gop=gop, path=path)
             writer.add(image)
     except BaseException:
         if writer is not None:
@@ -209,3 +226,114 @@ def clip_preview(mp4: bytes, frames: int = 8, width: int = 160, frame_ms: int = 
     if not len(clip.frames):
         raise MediaError("no frame decoded from the clip bytes")
     return animated_webp(list(clip.frames), frame_ms)
+
+
+class PacketWriter:
+    """Packets of a stream, unchanged, into a new file (stream copy: no decode, no encode).
+
+    `template` is the input stream whose codec parameters the output stream takes; `add` muxes one
+    of its packets (timestamps as the caller sets them); `finish()` returns the file's bytes, or b''
+    when it went to `target` (a path or a seekable file object).
+    """
+
+    def __init__(
+        self,
+        template: av.video.stream.VideoStream,
+        target: str | Path | BinaryIO | None = None,
+        *,
+        container: str | None = None,
+        container_options: Mapping[str, str] | None = None,
+        comment: str = "",
+    ) -> None:
+        self._buffer: io.BytesIO | None = None
+        sink: io.BytesIO | str | BinaryIO
+        if target is None:
+            sink = self._buffer = io.BytesIO()
+        elif isinstance(target, str | Path):
+            sink = os.fspath(target)
+        else:
+            sink = target
+        # The format follows a path's name; a file object gets MP4 unless told otherwise.
+        fmt = container or (None if isinstance(target, str | Path) else "mp4")
+        self._out = av.open(sink, mode="w", format=fmt, options=dict(container_options or {}))
+        if comment:
+            self._out.metadata["comment"] = comment
+        self._stream = self._out.add_stream_from_template(template)
+        self.packets = 0
+
+    def add(self, packet: av.Packet) -> None:
+        """Mux one packet of the template's stream."""
+        packet.stream = self._stream
+        self._out.mux(packet)
+        self.packets += 1
+
+    def finish(self) -> bytes:
+        """Close the file: its bytes (b'' when written to a target)."""
+        self._out.close()
+        return self._buffer.getvalue() if self._buffer is not None else b""
+
+    def abort(self) -> None:
+        """Close the output without finishing it."""
+        with contextlib.suppress(av.error.FFmpegError):
+            self._out.close()
+
+
+def remux(
+    source: Source,
+    target: str | Path | BinaryIO,
+    *,
+    loops: int = 1,
+    keep: slice = slice(None),
+    comment: str = "",
+    container: str | None = None,
+    container_options: Mapping[str, str] | None = None,
+) -> int:
+    """Copy the first video stream's packets, unchanged, into a new file (no decode, no encode).
+
+    `keep` selects packets by their place in decoding order, as `itertools.islice` does (streamed,
+    so no negative bounds; cutting packets off the front or the end makes a clip without its
+    keyframe or its last frames); `loops` plays them that many times back to back, each shifted by
+    the span of the one before; `comment` goes into the container's metadata (the same frames in
+    files of different bytes). The format follows the target's name, or `container` (MP4 for a
+    file object). Returns the packets written.
+    """
+    writer: PacketWriter | None = None
+    offset = 0
+    try:
+        for _ in range(loops):
+            first: int | None = None
+            end = 0
+            step = 1  # the last step between timestamps: packets often leave their duration unset
+            last_dts: int | None = None
+            with open_input(source) as inp:
+                in_stream = inp.streams.video[0]
+                if writer is None:
+                    writer = PacketWriter(
+                        in_stream,
+                        target,
+                        container=container,
+                        container_options=container_options,
+                        comment=comment,
+                    )
+                # the demuxer's end-of-stream marker has no size and no timestamps
+                packets = (
+                    p for p in inp.demux(in_stream) if p.size and p.dts is not None and p.pts is not None
+                )
+                for packet in itertools.islice(packets, keep.start, keep.stop):
+                    assert packet.pts is not None and packet.dts is not None
+                    if last_dts is not None and packet.dts > last_dts:
+                        step = packet.dts - last_dts
+                    last_dts = packet.dts
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    end = max(end, packet.pts + (packet.duration or step))
+                    packet.pts += offset
+                    packet.dts += offset
+                    writer.add(packet)
+            offset += end - (first or 0)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    assert writer is not None  # loops >= 1
+    writer.finish()
+    return writer.packets

@@ -79,6 +79,16 @@ def fit_width(target_width: int) -> SizeRule:
     return rule
 
 
+def fit_short_side(short_side: int) -> SizeRule:
+    """The short side at most `short_side` (never upscaled), aspect kept, rounded (odd sizes allowed)."""
+
+    def rule(width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, short_side / min(width, height))
+        return max(2, round(width * scale)), max(2, round(height * scale))
+
+    return rule
+
+
 def cover_crop(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize to cover (width, height) with the aspect kept, then crop the centre."""
     h, w = frame.shape[:2]
@@ -96,6 +106,7 @@ def read_clip(
     sampling: Sampling | None = None,
     *,
     indices: range | None = None,
+    first: int | None = None,
     middle: int | None = None,
     size: SizeRule | None = None,
     cover: tuple[int, int] | None = None,
@@ -107,7 +118,8 @@ def read_clip(
     """Decode a clip once and keep the frames asked for.
 
     Which frames: `sampling` (times, see media.sampling), or the frames at decoding-order
-    `indices` (a step-1 range), or the `middle` n frames, or every frame.
+    `indices` (a step-1 range), or the `first` n frames (fewer when the clip is shorter), or the
+    `middle` n frames, or every frame.
     Size: `size` scales in swscale; `cover=(width, height)` scales the RGB frame to cover that size
     and crops the centre (OpenCV, area/linear). Raises MediaError when nothing decodes, and when
     `middle` asks for more frames than the clip has.
@@ -125,6 +137,8 @@ def read_clip(
         if export_mvs:
             stream.codec_context.options = {"flags2": "+export_mvs"}
         targets = sample_times(stream_duration(container, stream), sampling) if sampling else None
+        if first is not None:
+            indices = range(first)
         if middle is not None:
             total = frame_count(container, stream)
             if total < middle:
@@ -135,7 +149,7 @@ def read_clip(
             clip = _decode(container, targets, indices, size, cover, fmt, threads, observer)
         except av.error.FFmpegError as err:
             raise MediaError(f"clip does not decode: {err}") from err
-        if indices is not None and len(clip.frames) < len(indices):
+        if indices is not None and first is None and len(clip.frames) < len(indices):
             raise MediaError(
                 f"clip decodes to {indices.start + len(clip.frames)} frames, {indices.stop} are needed"
             )
@@ -237,3 +251,26 @@ def frame_count(container: av.container.InputContainer, stream: av.video.stream.
     count = sum(1 for p in container.demux(stream) if p.size)
     container.seek(0, stream=stream)
     return count
+
+
+def decode_check(source: Source, *, limit: int | None = None, threads: int = 1) -> DecodeStats:
+    """Decode every frame of a clip (or its first `limit`) without converting a pixel, and return
+    what the pass saw: frames decoded, packets that did not decode (and the first error), a demux
+    error (a truncated file). Raises MediaError when the source is not a container with video."""
+    if isinstance(source, bytes | bytearray | memoryview) and not source:
+        raise MediaError("empty clip bytes")
+    try:
+        container = open_input(source)
+    except av.error.FFmpegError as err:
+        raise MediaError(f"not a readable video container: {err}") from err
+    stats = DecodeStats()
+    with container:
+        if not container.streams.video:
+            raise MediaError("no video stream in clip")
+        decoded = 0
+        for _ in iter_frames(container, stats, Deadline(None), threads=threads, where="decode check"):
+            decoded += 1
+            if limit is not None and decoded >= limit:
+                break
+    stats.frames = decoded  # iter_frames counts a frame after its consumer has taken it
+    return stats

@@ -22,7 +22,6 @@ a line in `_errors.jsonl` with its reason instead, and the run goes on.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -155,29 +154,25 @@ def _save_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
 
 # ---- checking a clip -------------------------------------------------------------------------------
 def clip_problem(data: bytes, num_frames: int | None, verify: str) -> str | None:  # noqa: PLR0911 — one early return per way a clip's bytes are unusable
-    """Why a clip's bytes are unusable, or None. The one place export decodes (PyAV)."""
+    """Why a clip's bytes are unusable, or None: `verify` "open" decodes the first frame, "decode"
+    every frame (and compares their number with the row's), "none" checks only that bytes are there."""
     if not data:
         return "no clip bytes (the video blob is empty or missing)"
     if verify == "none":
         return None
-    import av
+    from media import MediaError, decode_check  # PyAV: imported by the export tasks only
 
-    decoded = 0
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                return "no video stream"
-            for _ in container.decode(video=0):
-                decoded += 1
-                if verify == "open":
-                    break
-    except (av.FFmpegError, ValueError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        return f"does not decode after {decoded} frames: {reason}"
-    if decoded == 0:
+        seen = decode_check(data, limit=1 if verify == "open" else None)
+    except MediaError as err:
+        return f"does not decode: {err}"
+    error = seen.demux_error or seen.first_bad_packet_error
+    if error:
+        return f"does not decode: {error} ({seen.frames} frames decoded)"
+    if seen.frames == 0:
         return "no frame decodes"
-    if verify == "decode" and num_frames and decoded < num_frames:
-        return f"truncated: {decoded} of {num_frames} frames decode"
+    if verify == "decode" and num_frames and seen.frames < num_frames:
+        return f"truncated: {seen.frames} of {num_frames} frames decode"
     return None
 
 

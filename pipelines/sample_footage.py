@@ -20,10 +20,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-import av
 import cv2
 import numpy as np
 import skimage.data
+
+from media import VideoWriter
 
 WIDTH, HEIGHT, FPS = 320, 180, 25
 
@@ -181,31 +182,35 @@ def write_movie(movie: Movie, out_dir: Path, seed: int = 0) -> dict:
     shots: list[dict] = []
     pts_of_frame: list[int] = []
     shot_of_frame: list[int] = []
-    # bitexact: no random segment UIDs or encoder strings, so the same seed gives the same bytes
-    with av.open(str(path), "w", options={"fflags": "+bitexact"}) as container:
-        stream = container.add_stream(movie.codec, rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.time_base = time_base
-        stream.thread_count = 1  # single-threaded encoders give byte-identical output run to run
-        if movie.codec == "libx264":
-            stream.options = {"crf": "18", "preset": "fast", "g": "50", "bf": "0"}
-        else:
-            stream.options = {"crf": "30", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "50"}
-        pts, n_in_shot = 0, 0
-        last_shot = -1
-        for rgb, k in _frames(movie, seed):
-            n_in_shot = n_in_shot + 1 if k == last_shot else 0
-            last_shot = k
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = pts, time_base
-            pts_of_frame.append(pts)
-            shot_of_frame.append(k)
-            steps = movie.frame_steps.get(k, (1,))
-            pts += 2 * steps[n_in_shot % len(steps)]
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    # bitexact: no random segment UIDs or encoder strings, so the same seed gives the same bytes;
+    # one encoder thread: single-threaded encoders give byte-identical output run to run
+    vp9 = {"crf": "30", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    writer = VideoWriter(
+        WIDTH,
+        HEIGHT,
+        FPS,
+        crf=18,  # crf and preset are x264's; VP9's settings are its codec options
+        preset="fast",
+        time_base=time_base,
+        gop=50,
+        path=path,
+        codec=movie.codec,
+        container=path.suffix.lstrip("."),
+        codec_options={"bf": "0"} if movie.codec == "libx264" else vp9,
+        container_options={"fflags": "+bitexact"},
+    )
+    pts, n_in_shot = 0, 0
+    last_shot = -1
+    for rgb, k in _frames(movie, seed):
+        n_in_shot = n_in_shot + 1 if k == last_shot else 0
+        last_shot = k
+        pts_of_frame.append(pts)
+        shot_of_frame.append(k)
+        steps = movie.frame_steps.get(k, (1,))
+        duration = 2 * steps[n_in_shot % len(steps)]
+        writer.add(rgb, pts, duration)
+        pts += duration
+    writer.finish()
 
     seconds = [p * float(time_base) for p in pts_of_frame]
     firsts = [i for i in range(len(shot_of_frame)) if i == 0 or shot_of_frame[i] != shot_of_frame[i - 1]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from media import Mp4Writer
+from media import VideoWriter
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -18,7 +18,7 @@ def pan_clip(
     width, height = size
     image = image[..., :3] if image.ndim == 3 else np.stack([image] * 3, axis=-1)
     max_x, max_y = image.shape[1] - width, image.shape[0] - height
-    writer = Mp4Writer(width, height, fps)
+    writer = VideoWriter(width, height, fps)
     for i in range(num_frames):
         x = int(max_x * i / max(1, num_frames - 1))
         y = int(max_y * i / max(1, num_frames - 1) / 3)

@@ -16,7 +16,6 @@ import json
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 from synthetic_store import selected_by
@@ -37,6 +36,7 @@ from curate.image_tower import ImageTowerStage
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
 from curate.split_file import VideoSplit
+from media import remux
 from pipelines.jobs.split_worker import clip_row
 from store import CLIPS, CLIPS_SCHEMA, VIDEOS, VIDEOS_SCHEMA, Store
 from store.filters import parse_filter
@@ -52,18 +52,6 @@ SCORE_CFG = ScoreConfig(
     ocr={"enabled": False},
     dedup=DedupConfig(signature="frame_signature"),
 )
-
-
-def remux(src: Path, dst: Path) -> None:
-    """Copy the video packets into another container: identical frames, different file bytes."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = inp.streams.video[0]
-        copied = out.add_stream_from_template(stream)
-        for packet in inp.demux(stream):
-            if packet.dts is None:
-                continue
-            packet.stream = copied
-            out.mux(packet)
 
 
 def report_store_for(tmp_path_factory, footage: Path) -> Store:

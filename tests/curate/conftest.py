@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-
-def write_audio_only(path: Path, seconds: float = 1.0) -> None:
-    rate = 16000
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=rate)
-        samples = (np.sin(np.arange(int(rate * seconds)) / 10.0) * 0.3).astype(np.float32)[None, :]
-        for start in range(0, samples.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-def remux_faststart(src: Path, dst: Path) -> None:
-    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "+faststart"}) as target:
-        stream = target.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            target.mux(packet)
+from media import remux
+from tests.reliability.corpus import encode_audio_only
 
 
 def write_bad_inputs(out: Path, good_video: Path) -> dict[str, tuple[Path, set[str]]]:
@@ -58,13 +33,13 @@ def write_bad_inputs(out: Path, good_video: Path) -> dict[str, tuple[Path, set[s
     add("truncated-50%.mp4", data[: len(data) // 2], {"not_a_media_file", "truncated"})
     add("truncated-header.mp4", data[:2000], {"not_a_media_file", "truncated"})
     faststart = out / "faststart.mp4"
-    remux_faststart(good_video, faststart)
+    remux(good_video, faststart, container_options={"movflags": "+faststart"})
     cut = faststart.read_bytes()
     faststart.unlink()
     # With the index first, a cut file still has decodable frames: partial clips plus a reason.
     add("truncated-60% faststart.mp4", cut[: len(cut) * 6 // 10], {"truncated", "ok"})
     audio = out / "audio only.m4a"
-    write_audio_only(audio)
+    encode_audio_only(audio)
     cases[audio.name] = (audio, {"no_video_stream"})
     link = out / "dangling $link;.mp4"
     os.symlink(out / "does-not-exist.mp4", link)

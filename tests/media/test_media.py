@@ -13,14 +13,17 @@ from curate.config import FrameSamplingConfig
 from curate.frames import decode_clip
 from media import (
     MediaError,
-    Mp4Writer,
     Sampling,
+    VideoWriter,
     clip_preview,
     count_decodes,
+    decode_check,
     encode_mp4,
     fit_pixels,
+    fit_short_side,
     fit_width,
     read_clip,
+    remux,
     sample_times,
 )
 
@@ -91,6 +94,71 @@ def test_frames_at_a_size_a_crop_and_in_each_format(minute_clip):
     assert planes.shape == (4, 72, 64)  # I420: Y rows then the U and V planes
 
 
+def test_first_frames_and_short_side_rule(minute_clip):
+    first = read_clip(minute_clip, first=5, size=fit_short_side(24))
+    assert first.frames.shape == (5, 24, 32, 3) and first.frames_decoded == 5
+    assert int(np.argmax(first.frames[4, 12, :, 0])) == 2  # frame 4's bar (x = 4), halved
+    # Fewer frames than asked for is not an error in this mode (it is for `indices`).
+    short = encode_mp4(numbered_frames(3), FPS)
+    assert len(read_clip(short, first=16).frames) == 3
+    # Never upscaled; odd sizes are kept (this rule is for analysis, not for encoding).
+    assert fit_short_side(100)(64, 48) == (64, 48) and fit_short_side(15)(64, 48) == (20, 15)
+
+
+def test_decode_check_counts_frames_and_names_damage(minute_clip, tmp_path):
+    whole = decode_check(minute_clip)
+    assert whole.frames == 240 and not (whole.bad_packets or whole.demux_error)
+    assert decode_check(minute_clip, limit=1).frames == 1
+    with count_decodes() as log:
+        decode_check(minute_clip, limit=7)
+    assert sum(log.frames.values()) == 7
+    # moov first, then cut in the middle: the index promises frames the file no longer holds.
+    faststart = tmp_path / "faststart.mp4"  # the muxer moves the index by reading the file back
+    remux(minute_clip, faststart, container_options={"movflags": "+faststart"})
+    data = faststart.read_bytes()
+    cut = decode_check(data[: len(data) // 2])
+    assert 0 < cut.frames < 240 and (cut.demux_error or cut.bad_packets)
+    for data, message in ((b"", "empty clip bytes"), (b"not a video" * 50, "not a readable video")):
+        with pytest.raises(MediaError, match=message):
+            decode_check(data)
+
+
+def test_writer_takes_other_codecs_and_containers(tmp_path):
+    frames = numbered_frames(6)
+    webm = tmp_path / "clip.webm"
+    writer = VideoWriter(
+        64, 48, FPS, path=webm, codec="libvpx-vp9", container="webm", codec_options={"crf": "30", "b": "0"}
+    )
+    for frame in frames:
+        writer.add(frame)
+    assert writer.finish() == b""
+    assert webm.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: Matroska/WebM
+    back = read_clip(webm).frames
+    assert back.shape == (6, 48, 64, 3) and np.abs(back.astype(int) - np.stack(frames).astype(int)).mean() < 6
+    raw = VideoWriter(64, 48, FPS, codec="rawvideo", container="avi")
+    for frame in frames:
+        raw.add(frame)
+    data = raw.finish()
+    assert data[:4] == b"RIFF" and len(read_clip(data).frames) == 6
+    with pytest.raises(ValueError, match="not a video encoder"):
+        VideoWriter(64, 48, FPS, codec="aac")
+
+
+def test_remux_copies_packets_loops_and_selects(minute_clip, tmp_path):
+    looped = tmp_path / "looped.mp4"
+    assert remux(minute_clip, looped, loops=3, comment="copy 1") == 3 * 240
+    clip = read_clip(looped, fmt="gray")
+    assert len(clip.frames) == 720
+    # Back to back: time keeps going at 4 fps across the seams, and the same frames come back.
+    assert np.allclose(np.diff(clip.times_s), 1 / FPS)
+    assert np.array_equal(clip.frames[:240], clip.frames[240:480])
+    assert np.array_equal(clip.frames[:240], read_clip(minute_clip, fmt="gray").frames)
+    # `keep` selects packets in decoding order: the first 10 give the first 10 frames.
+    head = io.BytesIO()
+    assert remux(minute_clip, head, keep=slice(10)) == 10
+    assert decode_check(head.getvalue()).frames == 10
+
+
 def test_per_target_view_repeats_frames_shared_by_targets():
     short = encode_mp4(numbered_frames(3), FPS)
     clip = read_clip(short, Sampling(mode="count", count=8))
@@ -106,7 +174,7 @@ def test_mp4_round_trip_and_identical_bytes_for_identical_frames():
     assert back.shape == (12, 48, 64, 3)
     assert np.abs(back.astype(int) - np.stack(frames).astype(int)).mean() < 3
     with pytest.raises(ValueError, match="even sizes"):
-        Mp4Writer(63, 48, FPS)
+        VideoWriter(63, 48, FPS)
 
 
 def test_preview_and_clear_errors(minute_clip):

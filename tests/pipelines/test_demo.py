@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import pyarrow.compute as pc
 import pytest
 from ci import skip_unless_ci
 from PIL import Image
 
 from caption.vllm.runtime import VLLMEnvMissing, ensure_tiny_vlm, vllm_python
+from media import read_clip
 from pipelines.config import load_config
 from pipelines.sample_footage import MOVIES
 from store import Store, contract
@@ -107,8 +107,7 @@ def test_samples_are_decodable_videos_of_the_configured_shape(demo):
     records = sorted(Path(sample.out_dir).glob("*.json"))
     assert [json.loads(r.read_text())["prompt"] for r in records] == PROMPTS
     for record in records:
-        with av.open(str(record.with_suffix(".mp4"))) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        frames = read_clip(record.with_suffix(".mp4")).frames
         assert len(frames) == sample.frames
         assert {f.shape for f in frames} == {(sample.height, sample.width, 3)}
         with Image.open(record.with_suffix(".gif")) as gif:

@@ -1,18 +1,19 @@
 import hashlib
 import json
 
-import av
 import numpy as np
 import pytest
 
+from curate.config import ProbeConfig
+from curate.probe import probe_file
+from media import read_clip
 from pipelines.sample_footage import MOVIES, load_ground_truth, write_sample_footage
 
 
 def _decode(path):
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        frames = [(f.time, f.to_ndarray(format="gray").astype(np.float32)) for f in c.decode(stream)]
-        return stream.codec_context.name, frames
+    clip = read_clip(path, fmt="gray")
+    frames = [(float(t), f.astype(np.float32)) for t, f in zip(clip.times_s, clip.frames, strict=True)]
+    return probe_file(path, ProbeConfig(), decode_sample=False).codec, frames
 
 
 def test_every_movie_matches_its_ground_truth(sample_footage):

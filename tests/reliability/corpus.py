@@ -6,7 +6,6 @@ stores identical content once; the corpus is about bad input, not duplicates.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from media import VideoWriter
 
 WIDTH, HEIGHT, FPS = 192, 108, 25
 SHOT_FRAMES = 50  # 2 s shots: a clip survives the 1 s minimum after trimming at the cuts
@@ -60,15 +61,12 @@ def encode_h264(
 ) -> bytes:
     """Write H.264 in MP4 (moov first with faststart, so a truncated file keeps its index) to `path`."""
     options = {"movflags": "+faststart"} if faststart and container == "mp4" else {}
-    with av.open(str(path), "w", format=container, options=options) as out:
-        stream = out.add_stream("libx264", rate=FPS, options={"crf": "23", "preset": "veryfast", "g": "25"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.thread_count = 1
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    writer = VideoWriter(
+        WIDTH, HEIGHT, FPS, gop=25, path=path, container=container, container_options=options
+    )
+    for frame in frames:
+        writer.add(frame)
+    writer.finish()
     return path.read_bytes()
 
 
@@ -98,20 +96,11 @@ def raw_avi_claiming(width: int, height: int, seed: int) -> bytes:
     Raw video has no size inside its bitstream, so the container's BITMAPINFOHEADER (32-bit fields)
     is the only source of the frame size a reader sees.
     """
-    buffer = io.BytesIO()
     rng = np.random.default_rng(seed)
-    with av.open(buffer, "w", format="avi") as out:
-        stream = out.add_stream("rawvideo", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(5):
-            rgb = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            ):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    data = bytearray(buffer.getvalue())
+    writer = VideoWriter(64, 48, FPS, codec="rawvideo", container="avi")
+    for _ in range(5):
+        writer.add(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8))
+    data = bytearray(writer.finish())
     avih = data.index(b"avih") + 8  # MainAVIHeader: dwWidth, dwHeight are its 9th and 10th fields
     data[avih + 32 : avih + 40] = struct.pack("<II", width, height)
     strf = data.index(b"strf") + 8  # BITMAPINFOHEADER: biSize, biWidth, biHeight
