@@ -58,8 +58,8 @@ from av.video.reformatter import VideoReformatter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.config import SplitConfig  # noqa: E402
 from curate.scenes import scan_file  # noqa: E402
+from curate.split_config import SplitConfig  # noqa: E402
 from curate.split_file import VideoSplit  # noqa: E402
 from media import VideoWriter  # noqa: E402
 from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input, use_cpus  # noqa: E402
@@ -413,7 +413,7 @@ _WORKER = """
 import json, resource, sys, time
 from pipelines.jobs.split_worker import split_one
 from store import Store, CLIPS
-from curate.config import SplitConfig
+from curate.split_config import SplitConfig
 store = Store(sys.argv[2]); store.create(CLIPS)
 start = time.perf_counter()
 result = split_one(sys.argv[1], SplitConfig(), store.clips_uri, frozenset())

@@ -15,8 +15,8 @@ from av.video.reformatter import VideoReformatter
 
 from curate.borders import ContentBox
 from curate.clip_plan import ClipPlan
-from curate.config import ExtractConfig
 from curate.probe import Reason
+from curate.split_config import ExtractConfig
 from media import jpeg
 from media.decode import open_input, rotate, scaled_size
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from curate.config import ClipRules
 from curate.scenes import Boundary, Scan
+from curate.split_config import ClipRules
 
 # Seconds of slack when comparing times that went through float conversions.
 _EPS = 1e-6

@@ -32,9 +32,10 @@ from curate.clip_output import (
     verify_clip,
 )
 from curate.clip_plan import ClipPlan
-from curate.config import BorderConfig, ExtractConfig
+from curate.config import BorderConfig
 from curate.probe import Reason
 from curate.scenes import Scan
+from curate.split_config import ExtractConfig
 from media import PacketWriter, VideoWriter, jpeg
 from media.decode import (
     Deadline,

@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import av.error
 
-from curate.config import ProbeConfig
+from curate.split_config import ProbeConfig
 from media.decode import (
     Deadline,
     DecodeStats,

@@ -30,7 +30,7 @@ from scenedetect.detectors import (
     ThresholdDetector,
 )
 
-from curate.config import DetectConfig, DetectorName
+from curate.split_config import DetectConfig, DetectorName
 from media.decode import (
     Deadline,
     DecodedFrame,

@@ -30,9 +30,10 @@ from av.video.reformatter import VideoReformatter
 from curate.borders import file_content_box
 from curate.clip_output import Clip, ClipFailure, OutputGeometry, encoder_frame, output_geometry
 from curate.clip_plan import ClipPlan, plan_clips
-from curate.config import BorderConfig, SplitConfig
+from curate.config import BorderConfig
 from curate.extract import extract_clips
 from curate.scenes import Boundary, BoundaryDetector, BoundaryKind, Scan, stream_end_pts
+from curate.split_config import SplitConfig
 from curate.stream_writer import StreamWriter
 from media.decode import (
     Deadline,

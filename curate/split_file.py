@@ -17,11 +17,11 @@ import av.error
 
 from curate.clip_output import Clip, ClipFailure, output_geometry
 from curate.clip_plan import ClipPlan, plan_clips, stride_plans
-from curate.config import SplitConfig
 from curate.extract import extract_clips
 from curate.probe import Probe, Reason, no_frames_reason, path_id, probe_file
 from curate.scenes import Boundary, Scan, scan_file
 from curate.single_pass import PlanMismatch, SinglePass, single_pass_supported
+from curate.split_config import SplitConfig
 from media.decode import Deadline, FileTimeout
 
 

@@ -23,8 +23,8 @@ from curate.clip_output import (
     verify_clip,
 )
 from curate.clip_plan import ClipPlan
-from curate.config import ExtractConfig
 from curate.probe import Reason
+from curate.split_config import ExtractConfig
 from media import VideoWriter
 from media.decode import DecodedFrame
 

@@ -1,8 +1,8 @@
 """The pipeline config: one YAML per pipeline (configs/*.yaml) parsed into frozen, validated classes.
 
-Each stage's config class lives next to the stage code (curate/config.py, caption/config.py,
-train/config.py); this module composes them, applies `--set section.key=value` overrides and turns
-validation failures into messages that name the key and what is allowed.
+Each stage's config class lives next to the stage code (curate/split_config.py, curate/config.py,
+caption/config.py, train/config.py); this module composes them, applies `--set section.key=value`
+overrides and turns validation failures into messages that name the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from caption.config import CaptionConfig
-from curate.config import FilterConfig, ScoreConfig, SplitConfig
+from curate.config import FilterConfig, ScoreConfig
 from curate.eval_config import EvalConfig
+from curate.split_config import SplitConfig
 from pipelines.export_config import ExportConfig
 from store.config import StoreConfig
 from train.config import EncodeConfig, SampleConfig, TrainConfig

@@ -27,7 +27,6 @@ from curate.config import (
     MotionConfig,
     QualityConfig,
     ScoreConfig,
-    SplitConfig,
 )
 from curate.dedup import find_duplicates, frame_signature
 from curate.describe import with_descriptions
@@ -35,6 +34,7 @@ from curate.frames import FrameDecodeError, decode_clip, tower_input
 from curate.image_tower import ImageTowerStage
 from curate.motion import MotionScorer
 from curate.quality import QualityScorer
+from curate.split_config import SplitConfig
 from curate.split_file import VideoSplit
 from media import remux
 from pipelines.jobs.split_worker import clip_row

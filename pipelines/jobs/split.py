@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from curate.config import SplitConfig
+from curate.split_config import SplitConfig
 from pipelines.config import InputConfig, PipelineConfig
 from pipelines.plan import start_job
 from pipelines.runtime import WorkerPrestart, init_ray, task_pool

@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from curate.clip_output import Clip
 from curate.clip_plan import clip_id
-from curate.config import SplitConfig
 from curate.probe import content_id, path_id
+from curate.split_config import SplitConfig
 from curate.split_file import VideoSplit
 from media.decode import use_cpus
 from store import CLIPS_SCHEMA, write_fragment_json

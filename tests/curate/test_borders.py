@@ -94,10 +94,10 @@ def test_score_job_writes_the_content_box(tmp_store):
 def test_split_crops_clips_to_the_picture(tmp_path, crop):
     from curate.clip_output import Clip
     from curate.clip_plan import plan_clips
-    from curate.config import ExtractConfig, SplitConfig
     from curate.extract import extract_clips
     from curate.probe import probe_file
     from curate.scenes import scan_file
+    from curate.split_config import ExtractConfig, SplitConfig
 
     video = tmp_path / "letterboxed.mp4"
     frames = boxed("astronaut", Move("pan_left", shift=(0.2, 0.0)), (320, 240), (0, 30, 320, 180))

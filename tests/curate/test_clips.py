@@ -17,10 +17,10 @@ import pytest
 from curate.borders import ContentBox
 from curate.clip_output import Clip, encoder_frame, output_geometry, verify_clip
 from curate.clip_plan import clip_id, plan_clips, stride_plans
-from curate.config import ClipRules, ExtractConfig, SplitConfig
 from curate.extract import extract_clips
 from curate.probe import Reason, probe_file, reason_of
 from curate.scenes import Boundary, Scan, scan_file
+from curate.split_config import ClipRules, ExtractConfig, SplitConfig
 from curate.split_file import VideoSplit
 from media import remux
 from media.decode import Deadline, DecodedFrame, DecodeStats, iter_frames, open_input

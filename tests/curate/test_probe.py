@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import ProbeConfig
 from curate.probe import Reason, content_id, is_variable_rate, probe_file, reason_of
+from curate.split_config import ProbeConfig
 
 CFG = ProbeConfig()
 

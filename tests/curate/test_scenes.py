@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.config import DetectConfig
 from curate.scenes import frame_mean, make_detector, scan_file
+from curate.split_config import DetectConfig
 
 CFG = DetectConfig()
 

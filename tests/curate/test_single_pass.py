@@ -9,11 +9,11 @@ import pytest
 from curate import single_pass
 from curate.clip_output import ClipFailure
 from curate.clip_plan import plan_clips
-from curate.config import SplitConfig
 from curate.extract import extract_clips
 from curate.probe import probe_file
 from curate.scenes import scan_file
 from curate.single_pass import SinglePass
+from curate.split_config import SplitConfig
 from media.decode import Deadline
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from caption.frames import sample_frames
 from curate.borders import file_content_box
-from curate.config import BorderConfig, FrameSamplingConfig, SplitConfig
+from curate.config import BorderConfig, FrameSamplingConfig
 from curate.frames import decode_clip as score_decode
+from curate.split_config import SplitConfig
 from curate.split_file import VideoSplit
 from media import count_decodes
 from media.decode import source_label

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from curate.config import ProbeConfig
 from curate.probe import probe_file
+from curate.split_config import ProbeConfig
 from media import read_clip
 from pipelines.sample_footage import MOVIES, load_ground_truth, write_sample_footage
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import ProbeConfig
 from curate.probe import probe_file
+from curate.split_config import ProbeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPS = 2
