@@ -1,7 +1,7 @@
 """The data contract and the Lance store, free of Ray: curate/, caption/, train/ and pipelines/ import it.
 
-- `store.contract`: every table's columns (type, nullability, writing stage, meaning) and what each stage
-  reads and writes.
+- `store.columns`: every table's columns (type, nullability, writing stage, meaning), declared once;
+  `store.contract`: what each stage reads and writes, the schemas and checks built from them.
 - `store.lance_store`: the project folder's Lance datasets: opening, appends, the split's journal, reads
   and work lists.
 - `store.clip_reader`: a stage worker's reads of clips by row id.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from store.clip_reader import ClipReader
     from store.column_staging import ColumnStaging
-    from store.contract import CLIPS, VIDEOS, ContractError
+    from store.columns import CLIPS, VIDEOS, ContractError
     from store.errors import StoreError
     from store.lance_store import (
         CLIPS_SCHEMA,
@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 _HOMES = {
     "ClipReader": "store.clip_reader",
     "ColumnStaging": "store.column_staging",
-    "CLIPS": "store.contract",
-    "VIDEOS": "store.contract",
-    "ContractError": "store.contract",
+    "CLIPS": "store.columns",
+    "VIDEOS": "store.columns",
+    "ContractError": "store.columns",
     "StoreError": "store.errors",
     **dict.fromkeys(
         (
