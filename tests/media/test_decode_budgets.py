@@ -2,7 +2,8 @@
 
 media.count_decodes sees every container the media layer opens, every decoding pass and every
 decoded frame, per input; each stage's real per-clip function runs under it and is held to its
-budget. The clips are the split's own clips of the sample footage.
+budget (split, score, caption, encode, the report's previews, evaluation, export's check). The
+clips are the split's own clips of the sample footage.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import pytest
 from caption.frames import sample_frames
 from curate.borders import file_content_box
 from curate.config import BorderConfig, FrameSamplingConfig
+from curate.eval_config import EvalConfig
 from curate.frames import decode_clip as score_decode
 from curate.split_config import SplitConfig
 from curate.split_file import VideoSplit
+from curate.vbench import read_video
 from media import count_decodes
 from media.decode import source_label
+from pipelines.export import clip_problem
 from pipelines.report.media import animated_preview
 from train.config import Bucket
 from train.loader import decode_clip as train_decode
@@ -97,3 +101,26 @@ def test_report_preview_decodes_each_clip_once(split_run):
             animated_preview(clip.data, frames=4, width=32)
         label = source_label(clip.data)
         assert log.opens[label] == 1 and log.passes[label] == 1 and log.frames[label] < clip.num_frames
+
+
+def test_eval_decodes_each_video_once_up_to_its_frame_cap(split_run):
+    _, _, clips, _ = split_run
+    cfg = EvalConfig(max_frames=6)
+    for clip in clips:
+        with count_decodes() as log:
+            video = read_video(clip.data, cfg)
+        label = source_label(clip.data)
+        assert len(video.frames) == 6
+        assert log.opens[label] == 1 and log.passes[label] == 1 and log.frames[label] == 6
+
+
+def test_export_check_decodes_each_clip_once(split_run):
+    _, _, clips, _ = split_run
+    for clip in clips:
+        label = source_label(clip.data)
+        with count_decodes() as log:
+            assert clip_problem(clip.data, clip.num_frames, "decode") is None
+        assert log.opens[label] == 1 and log.passes[label] == 1 and log.frames[label] == clip.num_frames
+        with count_decodes() as log:
+            assert clip_problem(clip.data, clip.num_frames, "open") is None
+        assert log.opens[label] == 1 and log.frames[label] == 1
