@@ -218,8 +218,9 @@ def iter_frames(  # noqa: PLR0912 — the demux/decode loop with its timestamp r
             seconds = float((pts - info.start_pts) * info.time_base)
             for log in _logs:
                 log.frames[label] += 1
-            yield DecodedFrame(stats.frames, pts, seconds, frame)
-            stats.frames += 1
+            index = stats.frames
+            stats.frames += 1  # counted before the consumer takes it: one that stops early still counts it
+            yield DecodedFrame(index, pts, seconds, frame)
         if packet is None:
             break
 

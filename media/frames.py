@@ -124,15 +124,7 @@ def read_clip(
     and crops the centre (OpenCV, area/linear). Raises MediaError when nothing decodes, and when
     `middle` asks for more frames than the clip has.
     """
-    if isinstance(source, bytes | bytearray | memoryview) and not source:
-        raise MediaError("empty clip bytes")
-    try:
-        container = open_input(source)
-    except av.error.FFmpegError as err:
-        raise MediaError(f"not a readable video container: {err}") from err
-    with container:
-        if not container.streams.video:
-            raise MediaError("no video stream in clip")
+    with _open_video(source) as container:
         stream = container.streams.video[0]
         if export_mvs:
             stream.codec_context.options = {"flags2": "+export_mvs"}
@@ -257,20 +249,23 @@ def decode_check(source: Source, *, limit: int | None = None, threads: int = 1) 
     """Decode every frame of a clip (or its first `limit`) without converting a pixel, and return
     what the pass saw: frames decoded, packets that did not decode (and the first error), a demux
     error (a truncated file). Raises MediaError when the source is not a container with video."""
+    stats = DecodeStats()
+    with _open_video(source) as container:
+        for _ in iter_frames(container, stats, Deadline(None), threads=threads, where="decode check"):
+            if limit is not None and stats.frames >= limit:
+                break
+    return stats
+
+
+def _open_video(source: Source) -> av.container.InputContainer:
+    """`open_input` for a source that must hold video: MediaError with the reason when it does not."""
     if isinstance(source, bytes | bytearray | memoryview) and not source:
         raise MediaError("empty clip bytes")
     try:
         container = open_input(source)
     except av.error.FFmpegError as err:
         raise MediaError(f"not a readable video container: {err}") from err
-    stats = DecodeStats()
-    with container:
-        if not container.streams.video:
-            raise MediaError("no video stream in clip")
-        decoded = 0
-        for _ in iter_frames(container, stats, Deadline(None), threads=threads, where="decode check"):
-            decoded += 1
-            if limit is not None and decoded >= limit:
-                break
-    stats.frames = decoded  # iter_frames counts a frame after its consumer has taken it
-    return stats
+    if not container.streams.video:
+        container.close()
+        raise MediaError("no video stream in clip")
+    return container
